@@ -1,0 +1,496 @@
+"""Tests for nas.latency: statistics, rank correlation, the CPU protocol, the cache and the CLI.
+
+Everything runs on CPU with tiny inputs. The GPU path is exercised on a device machine by
+`python -m nas.latency --preset all --device cuda` (see the report in benchmarks/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nas import latency as L
+from search_space.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Time on one thread: on a shared, loaded machine, multi-threaded CPU runs wait on descheduled
+    OpenMP workers (a 1x1 conv was measured at 24 ms), which would make timing comparisons flaky."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+def test_summarize_times_hand_values() -> None:
+    s = L.summarize_times([4.0, 1.0, 10.0, 3.0, 2.0])
+    # sorted 1 2 3 4 10: mean 20/5; median the middle; p90 at position 0.9*4 = 3.6 -> 4 + 0.6*(10-4)
+    assert s.n == 5
+    assert s.mean_ms == pytest.approx(4.0)
+    assert s.median_ms == pytest.approx(3.0)
+    assert s.p90_ms == pytest.approx(7.6)
+    assert s.min_ms == 1.0 and s.max_ms == 10.0
+    # deviations -3 -2 -1 0 6 -> squares sum 50 -> sample variance 50/4
+    assert s.std_ms == pytest.approx(math.sqrt(12.5))
+    assert s.cv_percent == pytest.approx(100 * math.sqrt(12.5) / 4.0)
+
+
+def test_summarize_times_even_count_and_single() -> None:
+    s = L.summarize_times([4.0, 1.0, 3.0, 2.0])
+    assert s.median_ms == pytest.approx(2.5)  # mean of the two middle values
+    assert s.p90_ms == pytest.approx(3.7)  # position 2.7: 3 + 0.7*(4-3)
+    one = L.summarize_times([2.5])
+    assert (one.mean_ms, one.median_ms, one.p90_ms, one.std_ms, one.cv_percent) == (2.5, 2.5, 2.5, 0.0, 0.0)
+
+
+def test_summarize_times_rejects_empty_and_bad() -> None:
+    with pytest.raises(ValueError):
+        L.summarize_times([])
+    with pytest.raises(ValueError):
+        L.summarize_times([1.0, float("nan")])
+
+
+# -- Spearman ----------------------------------------------------------------------------------------
+
+
+def test_average_ranks_ties() -> None:
+    assert L.average_ranks([10, 20, 20, 30]) == [1.0, 2.5, 2.5, 4.0]
+    assert L.average_ranks([3, 3, 3]) == [2.0, 2.0, 2.0]
+    assert L.average_ranks([0.5, -1.0, 7.0, 0.5]) == [2.5, 1.0, 4.0, 2.5]
+
+
+def test_spearman_hand_values() -> None:
+    assert L.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert L.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # No ties: 1 - 6*sum(d^2)/(n(n^2-1)) with d = (-1, 1, -1, 1, 0) -> 1 - 24/120
+    assert L.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)
+    # Ties in y: ranks (1, 2, 3.5, 5, 3.5); centred x (-2,-1,0,1,2), y (-2,-1,.5,2,.5)
+    # cov 8, var_x 10, var_y 9.5 -> 8/sqrt(95)
+    assert L.spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / math.sqrt(95))
+    # Monotone but non-linear data still has rank correlation 1.
+    assert L.spearman([0.4, 0.6, 0.9, 7.5], [1.2, 2.1, 5.0, 15.6]) == pytest.approx(1.0)
+
+
+def test_spearman_undefined_and_errors() -> None:
+    assert math.isnan(L.spearman([1, 2, 3], [5, 5, 5]))
+    with pytest.raises(ValueError):
+        L.spearman([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError):
+        L.spearman([1], [1])
+
+
+# -- protocol ----------------------------------------------------------------------------------------
+
+
+def test_protocol_defaults_and_hash() -> None:
+    gpu = L.LatencyProtocol.challenge()
+    assert (gpu.device_kind, gpu.dtype, gpu.input_hw, gpu.warmup, gpu.runs) == ("cuda", "float16", (540, 960), 50, 100)
+    assert gpu.time_budget_s is None and gpu.backend == "eager"
+    cpu = L.LatencyProtocol.cpu()
+    assert (cpu.device_kind, cpu.dtype, cpu.runs, cpu.time_budget_s) == ("cpu", "float32", 10, 20.0)
+    assert L.LatencyProtocol.default_for("cuda:0") == gpu
+    assert L.LatencyProtocol.default_for("cpu") == cpu
+
+    h = gpu.protocol_hash
+    assert len(h) == 12 and all(c in "0123456789abcdef" for c in h)
+    assert L.LatencyProtocol.challenge().protocol_hash == h  # deterministic
+    assert L.LatencyProtocol.challenge(runs=99).protocol_hash != h
+    assert L.LatencyProtocol.challenge(backend="channels_last").protocol_hash != h
+    # 20 and 20.0 seconds are the same protocol
+    assert L.LatencyProtocol.cpu(time_budget_s=20).protocol_hash == cpu.protocol_hash
+
+
+def test_protocol_round_trip_and_validation() -> None:
+    p = L.LatencyProtocol.cpu(input_hw=(16, 24), runs=3, backend="channels_last")
+    again = L.LatencyProtocol.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert again == p and again.protocol_hash == p.protocol_hash
+    with pytest.raises(UserError, match="float32"):
+        L.LatencyProtocol(device_kind="cpu", dtype="float16")
+    with pytest.raises(UserError, match="runs"):
+        L.LatencyProtocol.cpu(runs=0)
+    with pytest.raises(UserError, match="input_hw"):
+        L.LatencyProtocol.cpu(input_hw=(0, 5))
+    with pytest.raises(UserError, match="backend"):
+        L.LatencyProtocol.cpu(backend="tensorrt")
+    with pytest.raises(UserError, match="unknown field"):
+        L.LatencyProtocol.from_dict({"runs": 3, "reps": 4})
+    assert "540x960" in L.LatencyProtocol.challenge().describe()
+
+
+# -- CPU measurement ---------------------------------------------------------------------------------
+
+
+def _trivial() -> nn.Module:
+    return nn.Conv2d(3, 3, 1)  # 9 MAC/pixel
+
+
+def _heavy() -> nn.Module:
+    # 3->64 then three 64->64 3x3 convs: ~1.1e5 MAC/pixel, over 10^4 times the trivial model
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 3, padding=1)]
+    for _ in range(3):
+        layers += [nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1)]
+    return nn.Sequential(*layers)
+
+
+class _Sleepy(nn.Module):
+    """Each forward takes at least `seconds`: an independent lower bound on the measured time."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.conv(x)
+
+
+def test_cpu_protocol_sane_stats() -> None:
+    proto = L.LatencyProtocol.cpu(input_hw=(32, 32), warmup=1, runs=5)
+    r = L.measure_latency(_trivial(), device="cpu", protocol=proto, name="tiny", arch_hash="feedbeef0000")
+    assert r.n_runs == 5 == len(r.times_ms) and r.stopped_by == "runs"
+    assert all(t > 0 for t in r.times_ms)
+    assert r.min_ms <= r.median_ms <= r.p90_ms <= r.stats.max_ms
+    assert r.device_name.startswith("cpu: ") and r.device_name.endswith("(1 thread)")
+    assert r.dtype == "float32" and r.device_kind == "cpu" and r.num_threads == torch.get_num_threads()
+    assert r.params == 3 * 3 + 3 and r.arch_hash == "feedbeef0000" and r.name == "tiny"
+    assert r.peak_memory_mib is None and r.cudnn_version is None and r.timestamp
+    assert r.protocol == proto
+
+
+def test_slower_model_measures_slower() -> None:
+    proto = L.LatencyProtocol.cpu(input_hw=(32, 32), warmup=1, runs=7)
+    fast = L.measure_latency(_trivial(), device="cpu", protocol=proto)
+    slow = L.measure_latency(_heavy(), device="cpu", protocol=proto)
+    # >10^4 x the MACs; even the best heavy run must beat the typical trivial run by a wide margin
+    assert slow.min_ms > 3 * fast.median_ms, (fast.times_ms, slow.times_ms)
+
+
+def test_time_budget_stops_early_and_units_are_ms() -> None:
+    proto = L.LatencyProtocol.cpu(input_hw=(8, 8), warmup=1, runs=50, time_budget_s=0.25)
+    t0 = time.perf_counter()
+    r = L.measure_latency(_Sleepy(0.03), device="cpu", protocol=proto)
+    wall = time.perf_counter() - t0
+    assert r.stopped_by == "time_budget"
+    assert 1 <= r.n_runs < 50
+    assert r.min_ms >= 30.0 * 0.99  # each run sleeps 30 ms
+    assert wall < 5.0  # the budget (0.25 s) bounds the run; generous for a loaded machine
+
+
+def test_measure_does_not_modify_callers_model() -> None:
+    model = _trivial()
+    before = [p.detach().clone() for p in model.parameters()]
+    L.measure_latency(model, device="cpu", protocol=L.LatencyProtocol.cpu(input_hw=(8, 8), warmup=0, runs=1))
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_channels_last_backend_runs_on_cpu() -> None:
+    proto = L.LatencyProtocol.cpu(input_hw=(8, 8), warmup=0, runs=2, backend="channels_last")
+    r = L.measure_latency(_heavy(), device="cpu", protocol=proto)
+    assert r.n_runs == 2 and r.protocol.backend == "channels_last"
+
+
+def test_measure_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError, match="protocol is for cuda"):
+        L.measure_latency(_trivial(), device="cpu", protocol=L.LatencyProtocol.challenge())
+    with pytest.raises(UserError, match="ArchConfig or a deployed"):
+        L.measure_latency("casr", device="cpu")
+    with pytest.raises(UserError, match="device"):
+        L.measure_latency(_trivial(), device="tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no usable CUDA device"):
+        L.measure_latency(_trivial(), device="cuda")
+
+
+def test_result_round_trip() -> None:
+    r = L.measure_latency(
+        _trivial(), device="cpu", protocol=L.LatencyProtocol.cpu(input_hw=(8, 8), warmup=0, runs=3), arch_hash="a1"
+    )
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["stats"]["n"] == 3 and d["protocol_hash"] == r.protocol.protocol_hash and d["dtype"] == "float32"
+    assert L.LatencyResult.from_dict(d) == r
+    with pytest.raises(UserError, match="not a latency record"):
+        L.LatencyResult.from_dict({"stats": {}})
+
+
+# -- cache -------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _FakeArch:
+    arch_hash: str
+
+
+class _CountingMeasure:
+    """Stands in for measure_latency: returns a fixed result and counts calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, arch, *, device, protocol, name=None) -> L.LatencyResult:  # noqa: ANN001
+        self.calls += 1
+        times = (1.0, 2.0, 3.0)
+        return L.LatencyResult(
+            stats=L.summarize_times(times),
+            times_ms=times,
+            protocol=protocol,
+            device_name=L.device_name_for(device),
+            arch_hash=arch.arch_hash,
+            name=name,
+            timestamp=f"call-{self.calls}",
+        )
+
+
+def test_cache_hit_on_second_call(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "latency.jsonl"
+    cache = L.LatencyCache(path)
+    stub = _CountingMeasure()
+    proto = L.LatencyProtocol.cpu(input_hw=(8, 8))
+    first = cache.get_or_measure(_FakeArch("aaaa"), device="cpu", protocol=proto, measure=stub)
+    second = cache.get_or_measure(_FakeArch("aaaa"), device="cpu", protocol=proto, measure=stub)
+    assert stub.calls == 1 and second == first
+    # a new cache object on the same file (another process, a resumed run) hits too
+    third = L.LatencyCache(path).get_or_measure(_FakeArch("aaaa"), device="cpu", protocol=proto, measure=stub)
+    assert stub.calls == 1 and third == first
+    # a different arch or a different protocol is a miss
+    cache.get_or_measure(_FakeArch("bbbb"), device="cpu", protocol=proto, measure=stub)
+    cache.get_or_measure(_FakeArch("aaaa"), device="cpu", protocol=dataclasses.replace(proto, runs=3), measure=stub)
+    assert stub.calls == 3 and len(cache) == 3
+    assert len(path.read_text().splitlines()) == 3  # one line per record
+
+
+def test_cache_tolerates_truncated_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "latency.jsonl"
+    proto = L.LatencyProtocol.cpu(input_hw=(8, 8))
+    stub = _CountingMeasure()
+    L.LatencyCache(path).get_or_measure(_FakeArch("aaaa"), device="cpu", protocol=proto, measure=stub)
+    full = path.read_text()
+    with open(path, "a") as fh:  # a writer killed halfway through its record
+        fh.write(full[: len(full) // 2])
+    cache = L.LatencyCache(path)
+    assert len(cache) == 1 and cache.skipped_lines == 1
+    assert cache.get("aaaa", proto, L.device_name_for("cpu")) is not None
+    cache.get_or_measure(_FakeArch("cccc"), device="cpu", protocol=proto, measure=stub)
+    assert stub.calls == 2
+    reread = L.LatencyCache(path)
+    assert len(reread) == 2 and reread.skipped_lines == 1  # the new record started on its own line
+
+
+def test_cache_rejects_unhashed_result_and_bare_module(tmp_path: Path) -> None:
+    cache = L.LatencyCache(tmp_path / "c.jsonl")
+    r = _CountingMeasure()(_FakeArch("x"), device="cpu", protocol=L.LatencyProtocol.cpu())
+    with pytest.raises(UserError, match="arch_hash"):
+        cache.put(dataclasses.replace(r, arch_hash=None))
+    with pytest.raises(UserError, match="ArchConfig"):
+        cache.get_or_measure(_trivial(), device="cpu")
+    with pytest.raises(UserError, match="directory"):
+        L.LatencyCache(tmp_path)
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        L.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--preset", "--arch", "--device", "--runs", "--warmup", "--out"):
+        assert flag in out
+
+
+def test_cli_cuda_without_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert L.main(["--preset", "casr", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nas.latency: error:") and "no usable CUDA device" in err and "--device cpu" in err
+    assert "Traceback" not in err
+
+
+def test_cli_needs_exactly_one_target(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        L.main(["--device", "cpu"])
+    assert exc.value.code == 2
+
+
+def test_cli_bad_arch_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert L.main(["--arch", str(tmp_path / "missing.toml"), "--device", "cpu"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert L.main(["--arch", str(bad), "--device", "cpu"]) == 2
+    assert "cannot parse" in capsys.readouterr().err
+    assert L.main(["--preset", "casr", "--device", "cpu", "--hw", "12by3"]) == 2
+    assert "--hw" in capsys.readouterr().err
+
+
+def test_import_with_torch_alone(tmp_path: Path) -> None:
+    """The GPU machine has torch but may lack optuna, ray, thop, pillow, tqdm: nas.latency must still
+    import and run (MACs column skipped, no progress bar), and hashes must match this process."""
+    blocked = ["optuna", "ray", "thop", "PIL", "pillow_avif", "tqdm", "pandas", "plotly", "scipy"]
+    out_json = tmp_path / "out.json"
+    code = textwrap.dedent(
+        f"""
+        import sys
+        for name in {blocked!r}:
+            sys.modules[name] = None  # any import of these now raises ImportError
+        import torch
+        torch.set_num_threads(1)
+        import nas.latency as L
+        print("HASHES", L.LatencyProtocol.challenge().protocol_hash, L.LatencyProtocol.cpu().protocol_hash)
+        rc = L.main(["--preset", "casr", "--device", "cpu", "--hw", "24x24", "--runs", "2", "--warmup", "0",
+                     "--out", {str(out_json)!r}])
+        assert rc == 0, rc
+        print("OK")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("OK")
+    hashes = next(line for line in out.stdout.splitlines() if line.startswith("HASHES")).split()[1:]
+    assert hashes == [L.LatencyProtocol.challenge().protocol_hash, L.LatencyProtocol.cpu().protocol_hash]
+    assert "MACs" not in out.stdout and "casr" in out.stdout  # no thop: the column is skipped
+    data = json.loads(out_json.read_text())
+    assert data["results"][0]["macs"] is None and data["results"][0]["latency"]["stats"]["n"] == 2
+
+
+# -- ArchConfig and presets (search_space) -------------------------------------------------------------
+
+
+def test_measure_arch_builds_and_deploys() -> None:
+    from search_space.cost import cost
+    from search_space.presets import get_preset
+
+    arch = get_preset("casr").arch
+    proto = L.LatencyProtocol.cpu(input_hw=(24, 24), warmup=0, runs=2)
+    r = L.measure_latency(arch, device="cpu", protocol=proto)
+    assert r.arch_hash == arch.arch_hash and r.n_runs == 2
+    assert r.params == cost(arch, hw=(24, 24)).params  # the deploy model was timed, not the training one
+    with pytest.raises(UserError, match="down_factor 3"):
+        L.measure_latency(arch, device="cpu", protocol=L.LatencyProtocol.cpu(input_hw=(32, 32), runs=1))
+
+
+def test_cli_preset_table_json_and_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from search_space.presets import get_preset
+
+    out = tmp_path / "bench" / "casr.json"
+    cache = tmp_path / "latency.jsonl"
+    args = ["--preset", "casr", "--device", "cpu", "--hw", "24x24", "--runs", "2", "--warmup", "0", "--threads", "1"]
+    assert L.main([*args, "--out", str(out), "--cache", str(cache), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    for needle in ("cpu: ", "mean [ms]", "median [ms]", "p90 [ms]", "CV [%]", "Table 1 [ms, RTX 4090]", "0.468", "(1 thread)"):
+        assert needle in text, needle
+    data = json.loads(out.read_text())
+    row = data["results"][0]
+    preset = get_preset("casr")
+    assert row["name"] == "casr" and row["table1_runtime_ms"] == 0.468 and row["approximate"] is False
+    assert row["latency"]["arch_hash"] == preset.arch.arch_hash and row["arch"] == preset.arch.to_dict()
+    assert row["latency"]["stats"]["n"] == 2 and data["protocol"]["input_hw"] == [24, 24]
+    assert data["device_name"].startswith("cpu: ") and data["spearman_vs_table1"] is None
+    # thop is installed here, so MACs are reported, at the measured input size (Table 1 is at 540x960)
+    assert row["macs"] == pytest.approx(preset.macs_g * 1e9 * (24 * 24) / (540 * 960), rel=0.02)
+    # the second run is served from the cache: same record, no new line
+    first_ts = row["latency"]["timestamp"]
+    assert L.main([*args, "--out", str(out), "--cache", str(cache), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["results"][0]["latency"]["timestamp"] == first_ts
+    assert len(cache.read_text().splitlines()) == 1
+
+
+def test_cli_arch_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import tomli_w
+
+    from search_space.presets import get_preset
+
+    arch = get_preset("lanczospp").arch
+    as_json = tmp_path / "mine.json"
+    as_json.write_text(json.dumps(arch.to_dict()))
+    as_toml = tmp_path / "export.toml"
+    as_toml.write_text(tomli_w.dumps({"arch": arch.to_dict(), "recipe": {"epochs": 3}}))
+    for path in (as_json, as_toml):
+        out = tmp_path / f"{path.stem}.out.json"
+        argv = ["--arch", str(path), "--device", "cpu", "--hw", "24x24", "--runs", "1", "--warmup", "0"]
+        assert L.main([*argv, "--out", str(out)]) == 0
+        row = json.loads(out.read_text())["results"][0]
+        assert row["name"] == path.stem and row["latency"]["arch_hash"] == arch.arch_hash
+        assert row["table1_runtime_ms"] is None
+    capsys.readouterr()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**arch.to_dict(), "colour": "blue"}))
+    assert L.main(["--arch", str(bad), "--device", "cpu"]) == 2
+    assert "colour" in capsys.readouterr().err
+
+
+def test_correlations_leave_out_approximate_presets() -> None:
+    def row(name: str, ours: float, table1: float, approx: bool = False) -> dict:
+        stats = L.summarize_times([ours])
+        res = L.LatencyResult(stats=stats, times_ms=(ours,), protocol=L.LatencyProtocol.challenge(), device_name="cuda: X")
+        return {"name": name, "result": res, "table1_ms": table1, "approximate": approx}
+
+    rows = [row("a", 1.0, 0.4), row("b", 2.0, 0.6), row("c", 3.0, 0.9), row("z", 0.5, 3.0, approx=True)]
+    c = L._correlations(rows, "cuda: X")
+    assert c["confirmed+fitted presets"]["spearman_rho"] == pytest.approx(1.0)
+    assert c["confirmed+fitted presets"]["presets"] == ["a", "b", "c"]
+    # all four: ranks ours (2,3,4,1) vs Table 1 (1,2,3,4): d = (1,1,1,-3) -> 1 - 6*12/60
+    assert c["all presets"]["spearman_rho"] == pytest.approx(1 - 6 * 12 / 60)
+
+
+# -- CUDA timing loop, on a simulated CUDA runtime ---------------------------------------------------
+
+
+class _FakeEvent:
+    """Wall-clock stand-in for torch.cuda.Event (CPU work is synchronous, so record == now)."""
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        assert enable_timing
+        self.t: float | None = None
+
+    def record(self) -> None:
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end: "_FakeEvent") -> float:
+        assert self.t is not None and end.t is not None
+        return (end.t - self.t) * 1000.0
+
+
+def test_cuda_timing_loop_with_simulated_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checks the control flow of the GPU path (warm-up, event pairs, budget, cudnn flag restore,
+    peak memory) without a GPU; the real thing runs on the device machine."""
+    import contextlib
+
+    calls = {"sync": 0, "reset": 0}
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: calls.__setitem__("sync", calls["sync"] + 1))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: calls.__setitem__("reset", calls["reset"] + 1))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * 2**20)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
+    torch.backends.cudnn.benchmark = False
+
+    model = _Sleepy(0.01)
+    x = torch.zeros(1, 3, 4, 4)
+    proto = L.LatencyProtocol.challenge(warmup=2, runs=4, input_hw=(4, 4))
+    times, stopped, peak = L._time_cuda(model, x, proto, torch.device("cpu"))
+    assert len(times) == 4 and stopped == "runs" and all(t >= 10.0 * 0.99 for t in times)
+    assert peak == pytest.approx(3.0) and calls["reset"] == 1
+    assert calls["sync"] >= 4 + 1  # one per timed run, one after warm-up
+    assert torch.backends.cudnn.benchmark is False  # restored
+
+    budget = L.LatencyProtocol.challenge(warmup=1, runs=100, time_budget_s=0.1, input_hw=(4, 4))
+    times, stopped, _ = L._time_cuda(model, x, budget, torch.device("cpu"))
+    assert stopped == "time_budget" and 1 <= len(times) < 100
