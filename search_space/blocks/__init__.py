@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from search_space.blocks import conv  # noqa: F401  (registers "conv")
+from search_space.blocks import dconv  # noqa: F401  (registers "dconv")
+from search_space.blocks import ecb  # noqa: F401  (registers "ecb")
+from search_space.blocks import rep  # noqa: F401  (registers "rep", "rep_expand", "rep_casr")
+from search_space.blocks import spab  # noqa: F401  (registers "spab", "spab_noatt")
 from search_space.blocks.base import (
     ACTIVATIONS,
     Block,

@@ -1,0 +1,159 @@
+"""RepVGG-family blocks without BatchNorm: `rep`, `rep_expand` (Lanczos++ style), `rep_casr` (CASR).
+
+All three are linear sums of conv chains during training and one 3x3 conv (+ activation) at deploy.
+They are BN-free, as in the SR variants (CASR, RVSR, ECBSR), so the `bias` flag controls every
+bias of the training form and of the deploy conv. Reference: `blocks_and_protocol.md` 1.1-1.3.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from search_space.blocks.base import Block, register_block
+from search_space.blocks.fusion import (
+    Conv,
+    add_branches,
+    from_conv2d,
+    fuse_1x1_then_3x3,
+    fuse_3x3_then_1x1,
+    identity_kernel,
+    pad_with_bias,
+    to_conv2d,
+)
+from search_space.errors import UserError
+
+__all__ = ["Conv1x1Conv3x3", "RepBlock", "RepCASRBlock", "RepExpandBlock"]
+
+
+def _check_width(block: str, name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"block {block!r}: {name} must be an integer >= 1, got {value!r}")
+
+
+class Conv1x1Conv3x3(nn.Module):
+    """A 1x1 conv (in -> mid) then an unpadded 3x3 conv (mid -> out) on the bias-padded 1x1 output.
+
+    Padding the intermediate with the 1x1 bias (not zeros) is what makes the fused 3x3 exact on the
+    border ring (reference 1.0, P-13). Shared by `rep_expand` and `ecb`.
+    """
+
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, *, bias: bool) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(in_ch, mid_ch, 1, bias=bias)
+        self.conv = nn.Conv2d(mid_ch, out_ch, 3, padding=0, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(pad_with_bias(self.expand(x), self.expand.bias))
+
+    def equivalent(self) -> Conv:
+        """The single 3x3 conv (`padding=1`) this branch equals."""
+        return fuse_1x1_then_3x3(from_conv2d(self.expand), from_conv2d(self.conv))
+
+
+@register_block("rep")
+class RepBlock(Block):
+    """RepVGG without BN: `act(conv3x3(x) + conv1x1(x) + shortcut(x))`.
+
+    The shortcut is the identity when `in_ch == out_ch`, otherwise a 1x1 conv (CASR's `conv1_res`),
+    so the block can also change width (head/tail layers). The identity carries no bias.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu") -> None:
+        super().__init__(in_ch, out_ch, bias=bias, act=act)
+        self.conv3 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 1, bias=bias)
+        self.shortcut = None if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return self.act(self.conv3(x) + self.conv1(x) + skip)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        weight = self.conv3.weight
+        if self.shortcut is None:
+            skip: Conv = (identity_kernel(self.out_ch, dtype=weight.dtype, device=weight.device), None)
+        else:
+            skip = from_conv2d(self.shortcut)
+        fused = add_branches(from_conv2d(self.conv3), from_conv2d(self.conv1), skip)
+        return nn.Sequential(to_conv2d(fused), self._deploy_act())
+
+
+@register_block("rep_expand")
+class RepExpandBlock(Block):
+    """Lanczos++ RepBlock: `act(reduce1x1(conv3x3(expand1x1(x))) + shortcut1x1(x))`.
+
+    The 1x1 expands `in_ch -> expand * in_ch` (4x in the survey, Sec. 3.2), the 3x3 keeps that width
+    and sees the expand output padded with the expand bias, the final 1x1 reduces to `out_ch`; a
+    parallel 1x1 shortcut maps `in_ch -> out_ch`. Deploy: P-13, then P-31, then P-par.
+    Training cost is about 17x the deploy weights at `expand=4`.
+    """
+
+    def __init__(
+        self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu", expand: int = 4
+    ) -> None:
+        super().__init__(in_ch, out_ch, bias=bias, act=act)
+        _check_width(self.name, "expand", expand)
+        mid = expand * in_ch
+        self.expand = expand
+        self.body = Conv1x1Conv3x3(in_ch, mid, mid, bias=bias)
+        self.reduce = nn.Conv2d(mid, out_ch, 1, bias=bias)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.reduce(self.body(x)) + self.shortcut(x))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        main = fuse_3x3_then_1x1(self.body.equivalent(), from_conv2d(self.reduce))
+        fused = add_branches(main, from_conv2d(self.shortcut))
+        return nn.Sequential(to_conv2d(fused), self._deploy_act())
+
+
+@register_block("rep_casr")
+class RepCASRBlock(Block):
+    """CASR RepBlockV5: `act(A(x) + B(x) + shortcut(x))`, A/B = 3x3 (in -> mid) then 1x1 (mid -> out).
+
+    `mid_a=256`, `mid_b=128` are CASR's widths (fixed, independent of the channel count); they only
+    cost training time. The shortcut is the identity when `in_ch == out_ch`, otherwise a 1x1 conv.
+    The 3x3 comes first, so the fusion (P-31) needs no padding trick.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        *,
+        bias: bool = True,
+        act: str = "relu",
+        mid_a: int = 256,
+        mid_b: int = 128,
+    ) -> None:
+        super().__init__(in_ch, out_ch, bias=bias, act=act)
+        _check_width(self.name, "mid_a", mid_a)
+        _check_width(self.name, "mid_b", mid_b)
+        self.branch_a = nn.Sequential(
+            nn.Conv2d(in_ch, mid_a, 3, padding=1, bias=bias), nn.Conv2d(mid_a, out_ch, 1, bias=bias)
+        )
+        self.branch_b = nn.Sequential(
+            nn.Conv2d(in_ch, mid_b, 3, padding=1, bias=bias), nn.Conv2d(mid_b, out_ch, 1, bias=bias)
+        )
+        self.shortcut = None if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return self.act(self.branch_a(x) + self.branch_b(x) + skip)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        branches = [
+            fuse_3x3_then_1x1(from_conv2d(seq[0]), from_conv2d(seq[1]))
+            for seq in (self.branch_a, self.branch_b)
+        ]
+        weight = self.branch_a[0].weight
+        if self.shortcut is None:
+            branches.append((identity_kernel(self.out_ch, dtype=weight.dtype, device=weight.device), None))
+        else:
+            branches.append(from_conv2d(self.shortcut))
+        return nn.Sequential(to_conv2d(add_branches(*branches)), self._deploy_act())
