@@ -1,0 +1,258 @@
+"""Proxy training: the inner loop of every search trial.
+
+`proxy_train` trains the training form of an architecture for a short budget, fuses it, checks that
+the fused (deploy) model computes the same function, and evaluates the deploy model on the
+validation set at every QP against Lanczos. Whatever goes wrong inside (divergence, a fusion
+mismatch, a numerical error) comes back as a failed `TrialResult` with its reason, never as an
+exception in the caller: a search must survive its worst trials. Mistakes in the caller's own input
+(`UserError`) still raise, since no trial can succeed with them.
+
+Deterministic on CPU for a given seed and thread count: initialization is seeded, and the patch
+sampler is a pure function of (seed, step).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from search_space.arch import ArchConfig
+from search_space.errors import UserError
+from search_space.network import deploy
+from trainers.data import PairedSet, load_split
+from trainers.evaluate import EvalReport, evaluate
+from trainers.loop import Diverged, Trainer, load_teacher_checkpoint
+from trainers.recipe import Recipe, load_recipe
+
+__all__ = ["DEFAULT_PROXY_STEPS", "FUSE_TOLERANCE", "ProxyData", "TrialResult", "proxy_train"]
+
+DEFAULT_PROXY_STEPS = 300
+"""Default proxy budget in optimizer steps (see README: enough for casr/anunet to beat Lanczos at QP31)."""
+
+FUSE_TOLERANCE = 1e-6
+"""Max |deploy - train| / max|train| in float64 after training; fusion is exact, so this only catches bugs."""
+
+
+@dataclass(frozen=True)
+class ProxyData:
+    """Training and validation pairs for proxy training (decoded LR held in memory)."""
+
+    train: PairedSet
+    val: PairedSet
+
+    @classmethod
+    def load(
+        cls,
+        train_source: str | Path = "builtin",
+        val_source: str | Path | None = None,
+        *,
+        qps: Sequence[int] = (31, 39, 47, 55, 63),
+        cache_dir: str | Path | None = None,
+        workers: int | None = None,
+        progress: bool = True,
+    ) -> ProxyData:
+        """Load (and on first use, degrade and cache) both splits; `val_source` defaults to `train_source`."""
+        from trainers.cache import LRCache
+
+        cache = LRCache(Path(cache_dir) if cache_dir is not None else None)
+        common = dict(qps=qps, cache=cache, workers=workers, progress=progress)
+        train = load_split(train_source, split="train", **common)
+        val = load_split(train_source if val_source is None else val_source, split="val", **common)
+        return cls(train=train, val=val)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Outcome of one proxy training: metrics on success, a reason on failure."""
+
+    status: str  # "ok" | "failed"
+    reason: str | None
+    arch: dict[str, Any]
+    arch_hash: str
+    recipe_hash: str
+    seed: int
+    steps: int
+    threads: int
+    device: str
+    train_seconds: float
+    eval_seconds: float = 0.0
+    final_loss: float | None = None
+    fuse_max_rel_err: float | None = None
+    eval: EvalReport | None = None
+    degradation: str | None = None
+    deploy_state: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def gain_y(self) -> float | None:
+        return None if self.eval is None else self.eval.gain_y
+
+    @property
+    def delta_y(self) -> float | None:
+        return None if self.eval is None else self.eval.delta_y
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (the fused weights travel separately: see `deploy_state_bytes`)."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "arch": self.arch,
+            "arch_hash": self.arch_hash,
+            "recipe_hash": self.recipe_hash,
+            "seed": self.seed,
+            "steps": self.steps,
+            "threads": self.threads,
+            "device": self.device,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "final_loss": self.final_loss,
+            "fuse_max_rel_err": self.fuse_max_rel_err,
+            "eval": None if self.eval is None else self.eval.to_dict(),
+            "degradation": self.degradation,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        values = dict(data)
+        values["eval"] = None if data.get("eval") is None else EvalReport.from_dict(data["eval"])
+        return cls(**values)
+
+    def deploy_state_bytes(self) -> bytes | None:
+        """The fused weights as `torch.save` bytes (what a Ray task returns and export writes)."""
+        if self.deploy_state is None:
+            return None
+        buffer = io.BytesIO()
+        torch.save(self.deploy_state, buffer)
+        return buffer.getvalue()
+
+
+def _fusion_error(model: nn.Module, fused: nn.Module, sample: torch.Tensor) -> float:
+    """Max |fused - model| relative to max |model| on `sample`, both in float64."""
+    import copy
+
+    with torch.no_grad():
+        a = copy.deepcopy(model).double().eval()(sample.double())
+        b = copy.deepcopy(fused).double()(sample.double())
+    scale = float(a.abs().max().clamp_min(1e-12))
+    return float((a - b).abs().max()) / scale
+
+
+def _preset_teacher_resolver(data: ProxyData, *, steps: int, seed: int):
+    """Resolve a distillation teacher: a checkpoint, or a preset proxy-trained here with `l1_only`."""
+    trained: dict[str, nn.Module] = {}
+
+    def resolve(name: str) -> nn.Module:
+        if Path(name).expanduser().exists():
+            return load_teacher_checkpoint(name)
+        from search_space.presets import get_preset, list_presets
+
+        if name not in list_presets():
+            return load_teacher_checkpoint(name)  # raises the clear "not a checkpoint" error
+        if name not in trained:
+            teacher = Trainer(get_preset(name).arch, load_recipe("l1_only"), data.train, total_steps=steps, seed=seed)
+            teacher.run()
+            trained[name] = deploy(teacher.model)
+        return trained[name]
+
+    return resolve
+
+
+def proxy_train(
+    arch: ArchConfig,
+    recipe: Recipe | str,
+    data: ProxyData,
+    *,
+    steps: int = DEFAULT_PROXY_STEPS,
+    seed: int = 0,
+    threads: int = 1,
+    device: str = "cpu",
+    eval_dtype: torch.dtype = torch.float32,
+    keep_weights: bool = True,
+) -> TrialResult:
+    """Train `arch` with `recipe` for `steps` steps, fuse, verify the fusion, evaluate per QP.
+
+    Uses `threads` intra-op threads (restored afterwards). Returns a failed result with its reason
+    instead of raising for anything that goes wrong in training or evaluation.
+    """
+    if isinstance(recipe, str):
+        recipe = load_recipe(recipe)
+    if threads < 1:
+        raise UserError(f"threads must be >= 1, got {threads}")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    common = dict(
+        arch_hash=arch.arch_hash,
+        recipe_hash=recipe.hash,
+        seed=seed,
+        steps=steps,
+        threads=threads,
+        device=device,
+        degradation=data.train.spec.hash,
+    )
+    trainer: Trainer | None = None
+    try:
+        trainer = Trainer(
+            arch,
+            recipe,
+            data.train,
+            total_steps=steps,
+            seed=seed,
+            device=device,
+            teacher_resolver=_preset_teacher_resolver(data, steps=steps, seed=seed),
+        )
+        trainer.run()
+        train_seconds = time.perf_counter() - started
+        final_arch = trainer.arch  # bias removal may have changed it
+        fused = deploy(trainer.model.cpu())
+        lr0 = data.val.lr[data.val.qps[0]][0]
+        sample = torch.from_numpy(lr0.transpose(2, 0, 1).copy()).unsqueeze(0).float() / 255.0
+        fuse_err = _fusion_error(trainer.model, fused, sample)
+        if not fuse_err <= FUSE_TOLERANCE:
+            return TrialResult(
+                status="failed",
+                reason=f"fused model differs from the trained one (max rel err {fuse_err:.3g} > {FUSE_TOLERANCE:g})",
+                arch=final_arch.to_dict(),
+                train_seconds=train_seconds,
+                final_loss=trainer.last_loss,
+                fuse_max_rel_err=fuse_err,
+                **common,
+            )
+        eval_started = time.perf_counter()
+        report = evaluate(fused, data.val, device=device, dtype=eval_dtype)
+        return TrialResult(
+            status="ok",
+            reason=None,
+            arch=final_arch.to_dict(),
+            train_seconds=train_seconds,
+            eval_seconds=time.perf_counter() - eval_started,
+            final_loss=trainer.last_loss,
+            fuse_max_rel_err=fuse_err,
+            eval=report,
+            deploy_state={k: v.clone() for k, v in fused.state_dict().items()} if keep_weights else None,
+            **common,
+        )
+    except UserError:
+        raise
+    except (Diverged, FloatingPointError, RuntimeError, ValueError) as exc:
+        return TrialResult(
+            status="failed",
+            reason=f"{type(exc).__name__}: {exc}",
+            arch=(trainer.arch if trainer is not None else arch).to_dict(),
+            train_seconds=time.perf_counter() - started,
+            final_loss=None if trainer is None or math.isnan(trainer.last_loss) else trainer.last_loss,
+            **common,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
