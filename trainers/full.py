@@ -1,0 +1,235 @@
+"""`python -m trainers.full --config FILE`: train an exported design to completion, resumably.
+
+The output folder is the state: `checkpoint.pt` is rewritten atomically every `--checkpoint-every`
+steps, and rerunning the same command after a kill continues from it (same recipe, budget and seed
+required; the patch sampler is a pure function of the step, so the resumed run sees exactly the
+batches the uninterrupted one would have). At the end the folder holds:
+
+- `config.toml`: the config that ran (flags applied), readable by this command again;
+- `deploy.pt`: the fused deploy model's state dict plus its arch (load with `search_space.build` +
+  `deploy`, or use `load_deploy`);
+- `deploy.ts`: the fused deploy model as TorchScript (runs with torch alone, any input size
+  divisible by the arch's down factor);
+- `metrics.json`: final per-QP PSNR/SSIM, gain over Lanczos and Delta, plus the validation history;
+- `validation.jsonl`: one line per periodic validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from search_space.arch import ArchConfig
+from search_space.errors import UserError
+from search_space.network import build, deploy
+from trainers.evaluate import evaluate
+from trainers.fileio import atomic_write
+from trainers.loop import Diverged, Trainer
+from trainers.proxy import ProxyData
+from trainers.runconfig import RunConfig, load_run_config, save_run_config
+
+__all__ = ["load_deploy", "main", "run_full"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _save_torch(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_deploy(folder: str | Path) -> nn.Module:
+    """The fused deploy model saved by a finished run in `folder` (eval mode, float32, CPU)."""
+    blob = torch.load(Path(folder) / "deploy.pt", map_location="cpu", weights_only=False)
+    model = deploy(build(ArchConfig.from_dict(blob["arch"])))
+    model.load_state_dict(blob["state_dict"])
+    return model
+
+
+def _export_torchscript(fused: nn.Module, down_factor: int, path: Path) -> None:
+    side = 12 * down_factor
+    example = torch.rand(1, 3, side, side)
+    with torch.no_grad(), _quiet_tracer():
+        traced = torch.jit.trace(fused, example, check_trace=False)
+        other = torch.rand(1, 3, side * 2, side + 2 * down_factor)
+        if not torch.allclose(traced(other), fused(other), atol=1e-5):
+            raise RuntimeError("TorchScript export does not generalise to other input sizes")
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+class _quiet_tracer:
+    """Silence the tracer's warnings: the shape checks in forward are error paths, and jit's deprecation notice."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # torch >= 2.10 marks torch.jit deprecated; TorchScript is still the format that runs with
+        # torch alone on every version we support, so we keep writing it.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit.*")
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def run_full(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    threads: int | None = None,
+    device: str = "cpu",
+    validate_every: int = 0,
+    checkpoint_every: int = 500,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    data: ProxyData | None = None,
+) -> dict[str, Any]:
+    """Run `config` into folder `out` (resuming if it holds a checkpoint); returns the final metrics."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    ckpt_path = out / CHECKPOINT
+    config_path = out / "config.toml"
+    if ckpt_path.exists() and config_path.exists():
+        previous = load_run_config(config_path)
+        if previous.to_dict() | {"provenance": {}} != config.to_dict() | {"provenance": {}}:
+            raise UserError(
+                f"{out} holds a run of a different config; pass the same config and flags to resume, "
+                "or a new --out folder"
+            )
+    save_run_config(config, config_path)
+
+    if data is None:
+        data = ProxyData.load(config.data, config.val_data or None, qps=config.qps, progress=progress)
+    trainer = Trainer(config.arch, config.recipe, data.train, total_steps=config.steps, seed=config.seed, device=device)
+    history: list[dict[str, Any]] = []
+    if ckpt_path.exists():
+        try:
+            state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is reported, not guessed around
+            raise UserError(f"checkpoint {ckpt_path} is unreadable ({exc}); delete it to start over") from None
+        trainer.load_state_dict(state["trainer"])
+        history = list(state.get("history", []))
+        log(f"[full] resuming from step {trainer.step}/{config.steps} ({ckpt_path})")
+    else:
+        log(f"[full] {config.arch.summary()} | recipe {config.recipe.name} ({config.recipe.hash}) | {config.steps} steps | device {device}")
+
+    def checkpoint() -> None:
+        _save_torch({"trainer": trainer.state_dict(), "history": history}, ckpt_path)
+
+    def validate() -> dict[str, Any]:
+        report = evaluate(deploy(trainer.model), data.val, device=device)
+        entry = {"step": trainer.step, "loss": trainer.last_loss, **report.to_dict()}
+        history.append(entry)
+        with (out / "validation.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        log(f"[full] step {trainer.step}: mean gain {report.gain_y:+.3f} dB over Lanczos ({device})")
+        return entry
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.steps, initial=trainer.step, unit="step", desc="full training", file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        while not trainer.done:
+            marks = [config.steps]
+            for every in (checkpoint_every, validate_every):
+                if every > 0:
+                    marks.append((trainer.step // every + 1) * every)
+            target = min(marks)
+            trainer.run(until=target, on_step=(lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}"))) if bar else None)
+            if validate_every > 0 and trainer.step % validate_every == 0 and not trainer.done:
+                validate()
+            if checkpoint_every > 0 and trainer.step % checkpoint_every == 0:
+                checkpoint()
+    except Diverged as exc:
+        checkpoint()
+        raise UserError(f"training diverged ({exc}); lower the learning rate in the recipe and rerun into a new --out") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    checkpoint()
+
+    fused = deploy(trainer.model.cpu())
+    final = evaluate(fused, data.val, device="cpu")
+    _save_torch({"arch": trainer.arch.to_dict(), "state_dict": fused.state_dict()}, out / "deploy.pt")
+    _export_torchscript(fused, trainer.arch.down_factor, out / "deploy.ts")
+    metrics = {
+        "config_hash": {"arch": config.arch.arch_hash, "recipe": config.recipe.hash},
+        "deploy_arch_hash": trainer.arch.arch_hash,
+        "steps": trainer.step,
+        "seed": config.seed,
+        "train_seconds_this_session": time.perf_counter() - started,
+        "device": device,
+        "degradation": data.train.spec.hash,
+        "final": final.to_dict(),
+        "history": history,
+    }
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2))
+    log(final.table())
+    log(f"[full] wrote {out / 'deploy.pt'}, {out / 'deploy.ts'}, {out / 'metrics.json'}")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.full",
+        description="Train a run config (e.g. one exported by nas.export) to completion; rerun to resume after a kill.",
+    )
+    parser.add_argument("--config", required=True, help="run config TOML ([run], [arch], [recipe], [provenance])")
+    parser.add_argument("--data", help="HR training images: 'builtin' or a folder (overrides [run].data)")
+    parser.add_argument("--val-data", help="HR validation images: 'builtin' or a folder (default: the val split of --data)")
+    parser.add_argument("--out", help="output folder (default: runs/full/<config file stem>)")
+    parser.add_argument("--steps", type=int, help="total optimizer steps (overrides [run].steps)")
+    parser.add_argument("--seed", type=int, help="seed (overrides [run].seed)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--validate-every", type=int, default=0, help="validate every N steps (0: only at the end)")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default: 500)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_run_config(args.config).with_overrides(
+            data=args.data, val_data=args.val_data, steps=args.steps, seed=args.seed
+        )
+        out = Path(args.out) if args.out else Path("runs") / "full" / Path(args.config).stem
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("--device cuda was given but no CUDA device is available; use --device cpu")
+        run_full(
+            config,
+            out,
+            threads=args.threads,
+            device=args.device,
+            validate_every=args.validate_every,
+            checkpoint_every=args.checkpoint_every,
+            progress=not args.no_progress,
+        )
+    except UserError as exc:
+        print(f"trainers.full: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
