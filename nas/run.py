@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-data", help="HR validation images: 'builtin' or a folder (default: same source, val split)")
     parser.add_argument("--address", help="join a running Ray cluster (e.g. 10.0.0.5:6379); default: local Ray")
     parser.add_argument("--storage", help="Optuna storage URL (e.g. postgresql://...); default: a journal file in the run directory")
+    parser.add_argument("--steps", type=int, help="proxy-training steps per trial (overrides the study file's [proxy] steps)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr (log lines still go to stdout)")
     parser.add_argument("--fresh", action="store_true", help="start a new run; the old run directory is kept, renamed with a timestamp")
     return parser
 

@@ -1,0 +1,209 @@
+"""Driver bookkeeping without Ray: an in-process fake executor with scripted crashes and synthetic
+results, so retries, skipped infeasible trials, duplicates, RDB storage and resume refusals are
+checked in seconds. (The real Ray paths are in test_driver_e2e.py.)"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from nas.driver import SearchDriver
+from nas.executor import TaskError
+from nas.study import Study, load_study
+from search_space.arch import ArchConfig
+from search_space.cost import cost
+from search_space.errors import UserError
+
+DEVICE = "cpu: fake CPU (1 thread)"
+
+
+def fake_gain(arch: dict) -> float:
+    return round(arch["channels"] / 10 + arch["blocks"] / 7, 6)
+
+
+def fake_latency_ms(arch: dict) -> float:
+    return float(arch["channels"] * 3 + arch["blocks"] * 5 + arch["down_factor"])
+
+
+class FakeExecutor:
+    """Runs each 'task' at submission; `crash` maps arch_hash -> how many attempts crash."""
+
+    crash: dict[str, int] = {}
+    device = DEVICE
+    trained: list[str] = []
+
+    def __init__(self, *, address=None):
+        self._ids = itertools.count()
+        self._results: dict[int, object] = {}
+
+    def start(self):
+        return self
+
+    def shutdown(self):
+        pass
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def has_gpu(self):
+        return False
+
+    def latency_slot(self, kind):
+        return "slot"
+
+    def probe(self, *, slot, device, threads):
+        return type(self).device
+
+    def put(self, value):
+        return value
+
+    def _ref(self, value) -> int:
+        ref = next(self._ids)
+        self._results[ref] = value
+        return ref
+
+    def submit_latency(self, *, slot, archs, device, protocol, threads):
+        from nas.latency import LatencyProtocol, LatencyResult, summarize_times
+
+        out = []
+        for a in archs:
+            ms = fake_latency_ms(a)
+            res = LatencyResult(stats=summarize_times([ms]), times_ms=(ms,), protocol=LatencyProtocol.from_dict(protocol),
+                                device_name=type(self).device, arch_hash=ArchConfig.from_dict(a).arch_hash)
+            out.append({"ok": True, "arch_hash": res.arch_hash, "latency": res.to_dict()})
+        return self._ref(out)
+
+    def submit_train(self, *, payload, data_ref, num_cpus, num_gpus):
+        arch = payload["arch"]
+        h = ArchConfig.from_dict(arch).arch_hash
+        type(self).trained.append(h)
+        if type(self).crash.get(h, 0) > 0:
+            type(self).crash[h] -= 1
+            return self._ref(TaskError("WorkerCrashedError: the worker died unexpectedly"))
+        g = fake_gain(arch)
+        per_qp = {str(q): {"qp": q, "psnr_y": 30 + g, "psnr_rgb": 29.0, "ssim_y": 0.9, "lanczos_psnr_y": 30.0,
+                           "lanczos_psnr_rgb": 29.0, "lanczos_ssim_y": 0.9, "gain_y": g} for q in (31, 63)}
+        result = {"status": "ok", "reason": None, "arch": arch, "train_seconds": 0.1, "eval_seconds": 0.1,
+                  "final_loss": 0.01, "fuse_max_rel_err": 0.0, "degradation": "x",
+                  "eval": {"per_qp": per_qp, "gain_y": g, "delta_y": g, "images": 1, "dtype": "float32"}}
+        return self._ref({"result": result, "weights": b"w", "host": "fake", "task_seconds": 0.1})
+
+    def wait(self, refs, *, timeout_s):
+        return [refs[0]] if refs else []
+
+    def get(self, ref, *, timeout_s=None):
+        value = self._results.pop(ref)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def cancel(self, ref):
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _reset_fake():
+    FakeExecutor.crash, FakeExecutor.device, FakeExecutor.trained = {}, DEVICE, []
+    yield
+
+
+def _run(study: Study, run_dir: Path, **kw) -> int:
+    driver = SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=FakeExecutor, **kw)
+    return driver.run()
+
+
+def _load(run_dir: Path, storage=None):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    name = json.loads((run_dir / "run.json").read_text())["optuna_study_name"]
+    storage = storage or JournalStorage(JournalFileBackend(str(run_dir / "journal.log")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_crashed_task_is_failed_with_reason_and_retried_a_bounded_number_of_times(tmp_path):
+    from optuna.trial import TrialState
+
+    from search_space.presets import get_preset
+
+    study = load_study("smoke")  # max_retries = 1, 4 trials, presets urpnet + lanczospp first
+    urpnet = get_preset("urpnet").arch.arch_hash
+    FakeExecutor.crash = {urpnet: 5}  # crashes every time
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"  # --storage takes an RDB URL
+    assert _run(study, tmp_path / "run", storage=storage) == 0
+
+    s = _load(tmp_path / "run", storage=storage)
+    first = s.trials[0]
+    assert first.user_attrs["preset"] == "urpnet" and first.state == TrialState.FAIL
+    assert first.user_attrs["status"] == "crashed" and first.user_attrs["requeued"] is True
+    assert "WorkerCrashedError" in first.user_attrs["failure_reason"]
+    retries = [t for t in s.trials if t.user_attrs.get("retry_of") == first.number]
+    assert len(retries) == 1  # max_retries = 1: exactly one more attempt
+    retry = retries[0]
+    assert retry.params == first.params and retry.user_attrs["retries"] == 1 and retry.user_attrs["preset"] == "urpnet"
+    assert retry.state == TrialState.FAIL and retry.user_attrs["requeued"] is False
+    assert FakeExecutor.trained.count(urpnet) == 2
+    # budget: 4 done = the final failure + 3 COMPLETE; the re-queued attempt does not count
+    complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3 and len(s.trials) == 5
+    assert not (tmp_path / "run" / "journal.log").exists()
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["storage"] == storage
+
+
+def _two_arch_study(macs_cap_g: float, trials: int) -> Study:
+    return Study.from_dict({
+        "name": "tiny",
+        "search": {"down_factor": 2, "downsample": "unshuffle", "channels": {"low": 8, "high": 16, "step": 8},
+                   "blocks": 1, "block": "rep", "body_skip": False, "activation": "relu", "reconstruction": "direct", "tail_kernel": 1,
+                   "global_residual": "none", "bias": False, "end_block": "conv"},
+        "proxy": {"steps": 20},
+        "constraints": {"latency_ms": {"cpu": 1000.0}, "macs_g": macs_cap_g},
+        "latency": {"cpu": {"input_hw": [48, 96], "runs": 1, "warmup": 0}},
+        "sampler": {"name": "random"},
+        "budget": {"trials": trials, "workers": 2},
+    })
+
+
+def test_infeasible_trials_are_skipped_and_repeats_are_copied_not_retrained(tmp_path):
+    from optuna.trial import TrialState
+
+    base = dict(down_factor=2, blocks=1, block="rep", tail_kernel=1, bias=False)
+    small, big = ArchConfig(channels=8, **base), ArchConfig(channels=16, **base)
+    cap = (cost(small).macs + cost(big).macs) / 2 / 1e9  # between the two: C16 breaks the MACs cap
+    assert _run(_two_arch_study(cap, trials=6), tmp_path / "run") == 0
+
+    trials = _load(tmp_path / "run").trials
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    by_arch = {small.arch_hash: [], big.arch_hash: []}
+    for t in trials:
+        by_arch[t.user_attrs["arch_hash"]].append(t)
+    assert by_arch[small.arch_hash] and by_arch[big.arch_hash], "random sampling over 6 trials hits both archs"
+    for t in by_arch[big.arch_hash]:  # infeasible: told with its real latency, never trained
+        assert t.user_attrs["status"] == "skipped" and t.user_attrs["feasible"] is False
+        assert t.values == [0.0, fake_latency_ms(big.to_dict())]
+        assert t.user_attrs["constraints"][1] == pytest.approx(cost(big).macs / 1e9 - cap)
+    statuses = sorted(t.user_attrs["status"] for t in by_arch[small.arch_hash])
+    assert statuses == ["ok"] + ["duplicate"] * (len(statuses) - 1)
+    for t in by_arch[small.arch_hash]:
+        assert t.values == [fake_gain(small.to_dict()), fake_latency_ms(small.to_dict())]
+    assert FakeExecutor.trained == [small.arch_hash]  # trained exactly once, big never
+    table = (tmp_path / "run" / "pareto.txt").read_text()
+    assert table.count("\n") == 4  # title, header, rule, one row: the feasible trained arch
+
+
+def test_resume_refuses_another_experiment_or_device(tmp_path):
+    study = _two_arch_study(100.0, trials=2)
+    run_dir = tmp_path / "run"
+    assert _run(study, run_dir) == 0
+    with pytest.raises(UserError, match=r"different experiment \(changed: proxy\.steps\).*--fresh"):
+        _run(study.with_overrides(proxy__steps=40), run_dir)
+    FakeExecutor.device = "cpu: another CPU (1 thread)"
+    with pytest.raises(UserError, match=r"timed on 'cpu: fake CPU \(1 thread\)'.*another CPU.*--fresh"):
+        _run(study, run_dir)
+    FakeExecutor.device = DEVICE
+    assert _run(study.with_overrides(budget__trials=3), run_dir) == 0  # a bigger budget resumes
+    assert len(_load(run_dir).trials) == 3

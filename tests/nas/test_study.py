@@ -1,0 +1,105 @@
+"""Study files: lookup by name or path, complete validation with one clear error, stable identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas.study import STUDIES_DIR, Study, find_study_file, list_studies, load_study
+from search_space.errors import UserError
+
+
+def _write(tmp_path: Path, text: str, name: str = "mine.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_studies_load_by_name_and_by_path():
+    assert {"rtsr", "smoke"} <= set(list_studies())
+    by_name = load_study("smoke")
+    by_path = load_study(str(STUDIES_DIR / "smoke.toml"))
+    assert by_name == by_path
+    assert find_study_file("rtsr") == STUDIES_DIR / "rtsr.toml"
+    rtsr = load_study("rtsr")
+    assert rtsr.name == "rtsr" and rtsr.sampler.name == "tpe"
+    # every warm-start preset must be inside the space (checked on load), and smoke must be tiny
+    assert by_name.budget.trials <= 6 and by_name.proxy.steps <= 50
+
+
+def test_name_defaults_to_file_stem_and_missing_tables_keep_defaults(tmp_path):
+    study = load_study(_write(tmp_path, "seed = 3\n[budget]\ntrials = 7\n"))
+    assert study.name == "mine" and study.seed == 3 and study.budget.trials == 7
+    assert study.budget.workers == Study(name="x").budget.workers
+    assert study.data.val_source == "builtin"
+
+
+def test_unknown_study_name_lists_the_shipped_ones():
+    with pytest.raises(UserError, match=r"unknown study 'nope'.*smoke"):
+        find_study_file("nope")
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        find_study_file(str(tmp_path / "absent.toml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("colour = 1\n", r"unknown key\(s\) 'colour'.*valid top-level keys.*budget"),
+        ("[budget]\ntrails = 3\n", r"\[budget\]: unknown key\(s\) 'trails'; valid keys: trials, workers, max_retries"),
+        ("[sampler]\nname = 'cmaes'\n", r"\[sampler\] name is 'cmaes'; choose one of 'tpe', 'nsga2', 'random'"),
+        ("[objectives]\nlatency = 'max_ms'\n", r"choose one of 'mean_ms', 'median_ms', 'p90_ms'"),
+        ("[budget]\nworkers = 0\n", r"\[budget\] workers must be an integer >= 1, got 0"),
+        ("[budget]\ntrials = 2.5\n", r"\[budget\] trials must be an integer >= 1"),
+        ("[data]\nqps = [31, 99]\n", r"\[data\] qps must be a non-empty list of AVIF QPs in 0..63"),
+        ("[constraints]\nlatency_ms = { tpu = 3.0 }\n", r"unknown device kind\(s\) 'tpu'; valid: cuda, cpu"),
+        ("[constraints]\nmacs_g = -1\n", r"\[constraints\] macs_g must be a positive number"),
+        ("[latency]\ncpu = { dtype = 'float16' }\n", r"\[latency\] cpu: .*float16 on CPU"),
+        ("[latency]\ncpu = { warmups = 2 }\n", r"unknown key\(s\) 'warmups'; valid keys: warmup, runs"),
+        ("[proxy]\ngpus = 2\n", r"\[proxy\] gpus is the GPU share of one training task, in \(0, 1\]"),
+        ("[search]\nchannel = 8\n", r"unknown search range key\(s\) 'channel'; valid keys: down_factor"),
+        ("[warm_start]\npresets = ['casr2']\n", r"unknown preset\(s\) 'casr2'; available: .*casr"),
+        (
+            "[search]\ndown_factor = [1, 2]\nblock = ['rep']\n[warm_start]\npresets = ['casr']\n",
+            r"preset 'casr' lies outside the study's \[search\] ranges",
+        ),
+        ("budget = 3\n", r"\[budget\] must be a table of settings"),
+        ("[budget\n", r"is not valid TOML"),
+    ],
+)
+def test_bad_values_give_one_clear_error(tmp_path, text, pattern):
+    path = _write(tmp_path, text)
+    with pytest.raises(UserError, match=pattern) as info:
+        load_study(path)
+    assert str(path) in str(info.value)  # the message names the file
+
+
+def test_latency_budget_per_device_kind_and_scalar(tmp_path):
+    both = load_study(_write(tmp_path, "[constraints]\nlatency_ms = 12.5\n"))
+    assert both.constraints.latency_budget("cuda") == 12.5 and both.constraints.latency_budget("cpu") == 12.5
+    per = load_study(_write(tmp_path, "[constraints]\nlatency_ms = { cuda = 10 }\n", "b.toml"))
+    assert per.constraints.latency_budget("cuda") == 10.0 and per.constraints.latency_budget("cpu") is None
+
+
+def test_latency_overrides_reach_the_protocol():
+    smoke = load_study("smoke")
+    proto = smoke.latency.protocol("cpu")
+    assert proto.input_hw == (144, 288) and proto.runs == 3 and proto.device_kind == "cpu"
+    assert smoke.latency.protocol("cuda").warmup == 50  # the challenge protocol untouched
+
+
+def test_round_trip_and_identity_ignores_only_the_budget():
+    study = load_study("rtsr")
+    again = Study.from_dict(study.to_dict())
+    assert again == study and again.identity_hash == study.identity_hash
+    bigger = study.with_overrides(budget__trials=500, budget__workers=8)
+    assert bigger.budget.trials == 500 and bigger.identity_hash == study.identity_hash
+    assert bigger.study_hash != study.study_hash
+    assert study.with_overrides(proxy__steps=1000).identity_hash != study.identity_hash
+    assert study.with_overrides(data__train="/data/div2k").identity_hash != study.identity_hash
+    assert study.with_overrides(seed=1).identity_hash != study.identity_hash
+    with pytest.raises(UserError, match=r"\[budget\] trials"):
+        study.with_overrides(budget__trials=0)
