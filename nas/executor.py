@@ -269,7 +269,6 @@ class RayExecutor:
         return self._latency.options(**self._pinned(slot)).remote(archs, device, protocol, threads)
 
     def probe(self, *, slot: _Slot, device: str, threads: int, timeout_s: float = 300.0) -> str:
-        import ray
 
         assert self._probe is not None, "call start() first"
         ref = self._probe.options(**self._pinned(slot)).remote(device, threads)

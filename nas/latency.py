@@ -33,7 +33,6 @@ import argparse
 import copy
 import dataclasses
 import gc
-import hashlib
 import json
 import math
 import os
@@ -50,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from search_space.confighash import content_hash
 from search_space.errors import UserError
 
 __all__ = [
@@ -83,8 +83,7 @@ TABLE1_DEVICE = "NVIDIA RTX 4090 (AIS 2024 survey, Table 1)"
 
 def _short_hash(payload: dict[str, Any]) -> str:
     """First 12 hex digits of sha256 over canonical JSON: stable across runs, processes and machines."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return content_hash(payload)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -34,13 +34,12 @@ equal (the hash keys latency caches and exports):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from search_space.blocks import ACTIVATIONS, get_block, list_blocks
+from search_space.confighash import content_hash
 from search_space.errors import UserError
 
 __all__ = [
@@ -178,8 +177,7 @@ class ArchConfig:
     @property
     def arch_hash(self) -> str:
         """First 12 hex digits of the sha256 of the canonical JSON of `to_dict()`: stable across runs."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+        return content_hash(self.to_dict())
 
     def summary(self) -> str:
         """A short one-line description, e.g. 'unshuffle2 C28 3xconv gelu direct-k3 +nearest end=ecb'."""

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from search_space.confighash import content_hash
 from search_space.errors import UserError
 from trainers.imageio import DataWarning, load_folder
 
@@ -135,10 +136,7 @@ class QPSampling:
 
     @property
     def hash(self) -> str:
-        import hashlib
-        import json
-
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        return content_hash(self.to_dict())
 
     def check(self, qps: Sequence[int]) -> None:
         """Raise `UserError` if this sampling cannot work with the data's QPs."""

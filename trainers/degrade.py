@@ -43,9 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -59,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from search_space.confighash import content_hash
 from search_space.errors import UserError
 from trainers.lanczos import lanczos_downscale
 
@@ -277,8 +276,7 @@ class DegradeSpec:
     @property
     def hash(self) -> str:
         """First 12 hex digits of sha256 over the canonical JSON of `to_dict()`."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+        return content_hash(self.to_dict())
 
 
 # -- validation -----------------------------------------------------------------------------------

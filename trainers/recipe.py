@@ -33,8 +33,6 @@ Decisions:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import tempfile
@@ -43,6 +41,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from search_space.confighash import content_hash
 from search_space.errors import UserError
 from trainers.losses import LossSpec
 
@@ -349,10 +348,7 @@ class Recipe:
     @property
     def hash(self) -> str:
         """First 12 hex digits of sha256 over the canonical JSON of the stages (labels excluded)."""
-        payload = json.dumps(
-            [s.to_dict() for s in self.stages], sort_keys=True, separators=(",", ":"), allow_nan=False
-        )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
+        return content_hash([s.to_dict() for s in self.stages])
 
     def to_dict(self) -> dict[str, Any]:
         return {
