@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up rtsr-nas in ./.venv: PyTorch first (so pip never pulls a second, multi-GB build), then the
 # project. `--test` also installs the test extra and the system tools the tests use (ffmpeg with
-# libsvtav1: the independent Lanczos reference and the survey's exact AVIF command).
+# libsvtav1: the independent Lanczos reference and the survey's exact AVIF command; chromium: the
+# dashboard is opened in a real headless browser).
 # Idempotent: a second run installs nothing new.
 #   RTSR_TORCH="torch==2.13.0"  which torch to install when none is present (default below)
 #   RTSR_PYTHON=python3         interpreter for the venv
@@ -33,6 +34,7 @@ if [ "$want_test" = 1 ]; then
   "${pip[@]}" install -e ".[test]"
   missing=()
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "[setup] apt-get install ${missing[*]}"

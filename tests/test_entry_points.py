@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-ENTRY_POINTS = ["nas.run", "nas.latency", "trainers.full", "search_space.presets"]
+ENTRY_POINTS = ["nas.run", "nas.latency", "nas.export", "reports", "trainers.full", "search_space.presets"]
 
 
 @pytest.mark.parametrize("module", ENTRY_POINTS)

@@ -359,14 +359,24 @@ class PatchSampler:
             raise UserError(f"seed must be a non-negative integer, got {seed!r}")
         self.qp_sampling = QPSampling.parse(qp_sampling)
         self.qp_sampling.check(pairs.qps)
-        small = [(n, lr.shape) for n, lr in zip(pairs.names, pairs.lr[pairs.qps[0]]) if min(lr.shape[:2]) < patch]
-        if small:
-            name, shape = min(small, key=lambda t: min(t[1][:2]))
+        lr_shapes = [lr.shape for lr in pairs.lr[pairs.qps[0]]]
+        fits = [i for i, shape in enumerate(lr_shapes) if min(shape[:2]) >= patch]
+        if not fits:
+            largest = max(min(shape[:2]) for shape in lr_shapes)
             raise UserError(
-                f"LR patch size {patch} (HR {SCALE * patch}) does not fit {len(small)} image(s) of {pairs.source}; the "
-                f"smallest is {name} with LR {shape[1]}x{shape[0]} (HR {SCALE * shape[1]}x{SCALE * shape[0]}); "
-                f"use a patch of at most {min(shape[:2])} or drop that image"
+                f"LR patch size {patch} (HR {SCALE * patch}) fits none of the {len(lr_shapes)} image(s) of "
+                f"{pairs.source} (the largest has a shorter LR side of {largest}); use a patch of at most {largest} "
+                "or larger images"
             )
+        if len(fits) < len(lr_shapes):
+            skipped = [f"{pairs.names[i]} (LR {lr_shapes[i][1]}x{lr_shapes[i][0]})" for i in range(len(lr_shapes)) if i not in fits]
+            warnings.warn(
+                f"LR patch size {patch} (HR {SCALE * patch}) does not fit {len(skipped)} of {len(lr_shapes)} image(s) of "
+                f"{pairs.source}; they are not sampled: {', '.join(skipped)}",
+                DataWarning,
+                stacklevel=2,
+            )
+        self.eligible = np.array(fits, dtype=np.int64)
         self.pairs = pairs
         self.patch = patch
         self.batch_size = batch
@@ -384,7 +394,7 @@ class PatchSampler:
         rng = self._rng(step)
         b = self.batch_size
         allowed = np.array(self.qp_sampling.allowed(self.pairs.qps, step=step, total_steps=total_steps), dtype=np.int64)
-        image = rng.integers(0, len(self.pairs), size=b)
+        image = self.eligible[rng.integers(0, len(self.eligible), size=b)]  # == the plain draw when all fit
         qp = allowed[rng.integers(0, len(allowed), size=b)]
         sizes = self._lr_sizes[image]
         y = rng.integers(0, sizes[:, 0] - self.patch + 1)

@@ -105,6 +105,12 @@ class Trainer:
         self.seed = seed
         self.device = torch.device(device)
         self.bounds = recipe.stage_bounds(total_steps)
+        for i, stage in enumerate(recipe.stages, start=1):
+            if stage.patch % arch.down_factor:
+                raise UserError(
+                    f"recipe {recipe.name!r}, stage {i}: LR patch {stage.patch} is not divisible by the network's "
+                    f"down_factor {arch.down_factor}; use a multiple of 12 (fits every factor 1-4)"
+                )
         self.teacher_resolver = teacher_resolver or load_teacher_checkpoint
         torch.manual_seed(seed)
         self.arch = arch

@@ -222,8 +222,11 @@ def test_images_are_picked_uniformly():
 
 def test_sampler_errors():
     pairs = make_pairs()  # smallest image img2: HR 48x48, LR 12x12
-    with pytest.raises(UserError, match=r"LR patch size 13 \(HR 52\).*img2 with LR 12x12.*at most 12"):
-        PatchSampler(pairs, patch=13, batch=2, qp_sampling="uniform", seed=0)
+    with pytest.warns(DataWarning, match=r"LR patch size 13 \(HR 52\) does not fit 1 of 3.*img2 \(LR 12x12\)"):
+        skipping = PatchSampler(pairs, patch=13, batch=50, qp_sampling="uniform", seed=0)
+    assert set(skipping.indices(0, 1)["image"].tolist()) == {0, 1}  # img2 is never drawn
+    with pytest.raises(UserError, match=r"LR patch size 17 \(HR 68\) fits none of the 3.*at most 16"):
+        PatchSampler(pairs, patch=17, batch=2, qp_sampling="uniform", seed=0)
     PatchSampler(pairs, patch=12, batch=2, qp_sampling="uniform", seed=0).batch(0, 1)  # exactly fits
     with pytest.raises(UserError, match=r"fixed:30.*QPs \[31, 39"):
         PatchSampler(pairs, patch=4, batch=2, qp_sampling="fixed:30", seed=0)

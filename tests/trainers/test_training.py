@@ -216,3 +216,11 @@ def test_a_wrong_fusion_is_caught_and_reported(data, monkeypatch):
     result = proxy_train(SMALL, _recipe(_stage()), data, steps=2, seed=0, threads=1)
     assert result.status == "failed"
     assert "fused model differs" in result.reason
+
+
+def test_a_patch_the_down_factor_does_not_divide_is_refused_up_front(data):
+    from search_space.errors import UserError
+
+    u3 = dataclasses.replace(SMALL, down_factor=3)
+    with pytest.raises(UserError, match="stage 1: LR patch 32 is not divisible by the network's down_factor 3"):
+        Trainer(u3, _recipe(_stage(patch=32)), data.train, total_steps=2, seed=0)

@@ -1,0 +1,44 @@
+"""One real `nas.run --study smoke` per test session, shared by tests/reports and tests/nas/test_export.py.
+
+Why by path: both test folders ask for it, and a session fixture defined in two conftest files
+would run twice. The run lives at a fixed place under pytest's session temp dir; a `DONE` marker
+says it finished, so the second caller reuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["REPO", "smoke_run"]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def smoke_run(basetemp: Path) -> Path:
+    """The run dir of the session's smoke run (started on first use, ~40-60 s on 2 cores)."""
+    run_dir = basetemp / "smoke-run"
+    done = basetemp / "smoke-run.DONE"
+    if done.is_file():
+        return run_dir
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    ray_tmp = tempfile.mkdtemp(prefix="rtsr-rep-", dir="/tmp")  # short path: Ray's socket-path limit
+    env = dict(os.environ, RTSR_RAY_TEMP_DIR=ray_tmp, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               PYTHONUNBUFFERED="1")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "nas.run", "--study", "smoke", "--out", str(run_dir), "--no-progress"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False,
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"smoke run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    (basetemp / "smoke-run.stdout").write_text(proc.stdout)
+    done.write_text("ok\n")
+    return run_dir
