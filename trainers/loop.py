@@ -200,8 +200,6 @@ class Trainer:
         if stage.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), stage.grad_clip)
         self._optimizer.step()
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            raise Diverged(self.step, math.inf)
         self.last_loss = value
         self.step += 1
         return value
@@ -213,6 +211,10 @@ class Trainer:
             loss = self.train_step()
             if on_step is not None:
                 on_step(self.step, loss)
+        # A bad update after the last checked loss would only show in the weights: check them once here
+        # rather than every step (the per-step loss check catches divergence during the run).
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise Diverged(self.step, math.inf)
 
     @property
     def done(self) -> bool:
