@@ -25,11 +25,21 @@ recipe, device, latency protocol) is refused with the list of differences, unles
 Budget accounting: a trial counts as done when it is COMPLETE (trained, duplicate or skipped) or
 FAIL for good (training failure, latency failure, or retries exhausted); failed attempts that were
 re-queued do not count.
+
+Ablations (a study with an `[ablation]` table, see `nas.study.AblationSpec`): instead of sampling,
+every (arm, seed) pair is enqueued once as a fixed trial (Optuna params `arm` and `seed`; user
+attrs `arm`, `seed`, `eval_dtype`), and each trial trains its arm's architecture with its arm's
+recipe and seed. Everything else is the search machinery: latency batches, resume, retries,
+duplicates. An eval-time arm (`eval_dtype = "float16"`) trains nothing: it re-evaluates, in the
+driver process, the fused weights of the trial that trained the same (arch, recipe, seed), so its
+difference to the reference is the dtype alone. Cost and latency are those of the *deployed*
+network: a recipe stage that removes the biases makes the deployed arch bias-free, and (ablations
+only) arms whose deployed networks are identical, e.g. a RepBlock and a plain conv, share one
+latency measurement (`plain_equivalent`), so a noisy machine cannot make one network look like two.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -235,11 +245,55 @@ class _Pending:
     """A trial this driver asked and has not told yet."""
 
     trial: Any
-    arch: Any
+    arch: Any  # what is trained
     started: float
+    recipe: Any = None
+    seed: int = 0
+    eval_dtype: str = "float32"
+    deploy_arch: Any = None  # what is deployed, counted and timed (bias removal may differ from `arch`)
     attrs: dict[str, Any] = field(default_factory=dict)
     latency: Any = None
     constraints: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.deploy_arch is None:
+            self.deploy_arch = self.arch
+
+
+def deployed_arch(arch: Any, recipe: Any) -> Any:
+    """The architecture a recipe delivers: bias-free if any stage removes the biases."""
+    import dataclasses
+
+    if arch.bias and any(stage.remove_bias for stage in recipe.stages):
+        return dataclasses.replace(arch, bias=False)
+    return arch
+
+
+def _deploy_signature(arch: Any) -> list[tuple[str, str]]:
+    """Every module of the deployed network below the root: class and configuration, in order."""
+    import torch
+
+    from search_space.network import build, deploy
+
+    with torch.random.fork_rng():  # building initializes weights; keep the caller's RNG untouched
+        net = deploy(build(arch))
+    return [(f"{type(m).__module__}.{type(m).__qualname__}", m.extra_repr()) for m in list(net.modules())[1:]]
+
+
+def plain_equivalent(arch: Any) -> Any:
+    """The same deployed network spelled with plain-conv training forms, if there is one, else `arch`.
+
+    Re-parameterized blocks (rep, ecb, ...) fuse to exactly the modules a plain conv deploys to, so
+    e.g. RepTCN and its plain-conv twin are one network at inference. Ablation arms that differ only
+    in training form therefore share one latency measurement instead of two noisy ones. Only
+    `block`/`end_block` change, and the network's own forward depends on them only through its
+    modules, so equal module lists (types and settings) mean the same computation."""
+    import dataclasses
+
+    candidate = dataclasses.replace(arch, block="conv", end_block="conv")
+    if candidate == arch:
+        return arch
+    return candidate if _deploy_signature(candidate) == _deploy_signature(arch) else arch
 
 
 class SearchDriver:
@@ -318,9 +372,25 @@ class SearchDriver:
             self._check_same_experiment(previous)
         recipe = self._load_recipe()
         recipe.stage_bounds(spec.proxy.steps)  # a clear error now if the steps cannot fit the stages
-        self._print(f"study {spec.name}: {spec.budget.trials} trials, {spec.budget.workers} workers, "
-                    f"sampler {spec.sampler.name} (seed {spec.seed}), proxy {spec.proxy.steps} steps of recipe "
-                    f"{recipe.name} ({recipe.hash}), QPs {', '.join(map(str, spec.data.qps))}")
+        recipes = {spec.proxy.recipe: recipe}
+        if spec.ablation is not None:
+            for arm in spec.ablation.arms:
+                name = spec.ablation.recipe_of(arm.name, spec.proxy.recipe)
+                if name not in recipes:
+                    recipes[name] = self._load_recipe(name)
+                    recipes[name].stage_bounds(spec.proxy.steps)
+            ab = spec.ablation
+            self._print(f"ablation {spec.name}: {len(ab.arms)} arms x {len(ab.seeds)} seeds ({', '.join(map(str, ab.seeds))}) "
+                        f"= {spec.budget.trials} trials, {spec.budget.workers} workers, reference arm {ab.reference!r}, "
+                        f"proxy {spec.proxy.steps} steps, QPs {', '.join(map(str, spec.data.qps))}")
+            for arm in ab.arms:
+                r = recipes[ab.recipe_of(arm.name, spec.proxy.recipe)]
+                dtype = f", eval {arm.eval_dtype} (re-evaluates the reference's weights)" if arm.eval_dtype != "float32" else ""
+                self._print(f"  arm {arm.name}: {ab.arch_of(arm.name).summary()}; recipe {r.name} ({r.hash}){dtype}")
+        else:
+            self._print(f"study {spec.name}: {spec.budget.trials} trials, {spec.budget.workers} workers, "
+                        f"sampler {spec.sampler.name} (seed {spec.seed}), proxy {spec.proxy.steps} steps of recipe "
+                        f"{recipe.name} ({recipe.hash}), QPs {', '.join(map(str, spec.data.qps))}")
         self._print(f"run dir: {self.run_dir}" + (" (resuming)" if previous else ""))
 
         from trainers.proxy import ProxyData
@@ -343,7 +413,7 @@ class SearchDriver:
         try:
             self._print(f"ray: {'joined ' + self.address if self.address else 'local'}, "
                         f"resources {self._fmt_resources(executor.cluster_resources())}, started in {time.perf_counter() - t0:.1f} s")
-            return self._search(executor, data=data, recipe=recipe, previous=previous)
+            return self._search(executor, data=data, recipes=recipes, previous=previous)
         finally:
             executor.shutdown()
 
@@ -421,10 +491,11 @@ class SearchDriver:
 
     # -- setup ------------------------------------------------------------------------------------
 
-    def _load_recipe(self) -> Any:
+    def _load_recipe(self, name: str | None = None) -> Any:
+        """A recipe by name or path (a relative path is looked up beside the study file first)."""
         from trainers.recipe import load_recipe
 
-        name = self.study_spec.proxy.recipe
+        name = self.study_spec.proxy.recipe if name is None else name
         if self.study_file is not None and (name.endswith(".toml") or "/" in name) and not Path(name).is_absolute():
             beside = self.study_file.parent / name
             if beside.is_file() and not Path(name).is_file():
@@ -479,7 +550,7 @@ class SearchDriver:
 
     # -- the search ---------------------------------------------------------------------------------
 
-    def _search(self, executor: Any, *, data: Any, recipe: Any, previous: dict[str, Any] | None) -> int:
+    def _search(self, executor: Any, *, data: Any, recipes: dict[str, Any], previous: dict[str, Any] | None) -> int:
         import optuna
         from optuna.trial import TrialState
 
@@ -498,14 +569,18 @@ class SearchDriver:
         study = self._open_study(doc, constrained=constrained)
 
         self._recover_orphans(study)
-        self._enqueue_warm_start(study)
+        if spec.ablation is not None:
+            self._enqueue_ablation(study)
+        else:
+            self._enqueue_warm_start(study)
 
         state = _State(
             driver=self,
             study=study,
             executor=executor,
+            data=data,
             data_ref=executor.put(data),
-            recipe=recipe,
+            recipes=recipes,
             kind=kind,
             device_name=device_name,
             protocol=protocol,
@@ -523,14 +598,19 @@ class SearchDriver:
         finally:
             state.close_bar()
 
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        front = pareto_front(trials)
-        table = render_pareto_table(
-            front, gain_name=spec.objectives.gain, latency_name=f"latency {spec.objectives.latency}", device_name=device_name
-        )
-        _write_atomic(self.run_dir / "pareto.txt", (table + "\n").encode("utf-8"))
+        if spec.ablation is not None:
+            self._print("")
+            self._ablation_hook()
+        else:
+            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            front = pareto_front(trials)
+            table = render_pareto_table(
+                front, gain_name=spec.objectives.gain, latency_name=f"latency {spec.objectives.latency}", device_name=device_name
+            )
+            _write_atomic(self.run_dir / "pareto.txt", (table + "\n").encode("utf-8"))
+            self._print("")
+            self._print(table)
         self._print("")
-        self._print(table)
         self._dashboard_hook()
         self._print("")
         self._print(f"run dir:  {self.run_dir}")
@@ -538,7 +618,10 @@ class SearchDriver:
         self._print(f"journal:  {where}  (optuna-dashboard {where})" if self.storage_url is None else f"storage:  {where}")
         self._print(f"latency:  {self.latency_path}")
         self._print(f"weights:  {self.weights_dir}")
-        self._print(f"pareto:   {self.run_dir / 'pareto.txt'}")
+        if spec.ablation is not None:
+            self._print(f"ablation: {self.run_dir / 'ablation.md'}  (python -m reports --run {self.run_dir} --format md)")
+        else:
+            self._print(f"pareto:   {self.run_dir / 'pareto.txt'}")
         del optuna
         return 0
 
@@ -569,6 +652,31 @@ class SearchDriver:
             params = arch_to_params(get_preset(name).arch, self.study_spec.search)
             study.enqueue_trial(params, user_attrs={"preset": name}, skip_if_exists=True)
         study.set_user_attr("warm_start_enqueued", list(self.study_spec.warm_start.presets))
+
+    def _enqueue_ablation(self, study: Any) -> None:
+        """Every (arm, seed) pair once, as a fixed trial (a resumed run finds them already queued)."""
+        ab = self.study_spec.ablation
+        assert ab is not None
+        if study.user_attrs.get("ablation_enqueued"):
+            return
+        for arm, seed in ab.trial_order():
+            study.enqueue_trial({"arm": arm, "seed": seed}, user_attrs={"arm": arm, "seed": seed})
+        study.set_user_attr("ablation_enqueued", [[arm, seed] for arm, seed in ab.trial_order()])
+
+    def _ablation_hook(self) -> None:
+        """Print the ablation's tables and write `ablation.md` (if the `reports` package can)."""
+        try:
+            from reports.ablation import ablation_markdown
+        except ImportError:
+            self._print(f"ablation tables: run `python -m reports --run {self.run_dir} --format md`")
+            return
+        try:
+            text = ablation_markdown(self.run_dir)
+        except Exception as exc:  # noqa: BLE001 - a report must never cost the run its result
+            self._print(f"ablation tables: not built ({type(exc).__name__}: {exc}); run `python -m reports --run {self.run_dir} --format md`")
+            return
+        _write_atomic(self.run_dir / "ablation.md", text.encode("utf-8"))
+        self._print(text)
 
     def _dashboard_hook(self) -> None:
         """Build the run's dashboard if the `reports` package offers `build_dashboard(run_dir)`."""
@@ -636,23 +744,50 @@ def _flock_lock(journal: Path) -> Any:
 
 def _retry_attrs(t: Any) -> dict[str, Any]:
     attrs = {"retry_of": t.number, "retries": int(t.user_attrs.get("retries", 0)) + 1}
-    if t.user_attrs.get("preset"):
-        attrs["preset"] = t.user_attrs["preset"]
+    for key in ("preset", "arm", "seed"):
+        if key in t.user_attrs:
+            attrs[key] = t.user_attrs[key]
     return attrs
+
+
+def evaluate_weights(*, weights: bytes | Path, arch: dict[str, Any], data: Any, dtype: str, device: str, threads: int) -> dict[str, Any]:
+    """`EvalReport.to_dict()` of fused weights (`torch.save` bytes or a file) of `arch` on `data.val`.
+
+    The deploy network is rebuilt from the arch (plain convs after `deploy`), loaded strictly, and
+    evaluated in `dtype` (float16: pure fp16 weights and input, as the challenge's `--fp16`)."""
+    import io
+
+    import torch
+
+    from search_space.arch import ArchConfig
+    from search_space.network import build, deploy
+    from trainers.evaluate import evaluate
+
+    source = io.BytesIO(weights) if isinstance(weights, (bytes, bytearray)) else weights
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    model = deploy(build(ArchConfig.from_dict(arch)))
+    model.load_state_dict(state)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return evaluate(model, data.val, device=device, dtype=getattr(torch, dtype)).to_dict()
+    finally:
+        torch.set_num_threads(previous)
 
 
 class _State:
     """The running loop's bookkeeping (kept apart from `SearchDriver` so `run()` reads top-down)."""
 
-    def __init__(self, *, driver: SearchDriver, study: Any, executor: Any, data_ref: Any, recipe: Any, kind: str,
-                 device_name: str, protocol: Any, cache: Any, slot: Any, budget_ms: float | None) -> None:
+    def __init__(self, *, driver: SearchDriver, study: Any, executor: Any, data: Any, data_ref: Any, recipes: dict[str, Any],
+                 kind: str, device_name: str, protocol: Any, cache: Any, slot: Any, budget_ms: float | None) -> None:
         self.d = driver
         self.spec = driver.study_spec
         self.study = study
         self.executor = executor
+        self.data = data  # the driver's own copy: eval-time ablation arms are evaluated here
         self.data_ref = data_ref
-        self.recipe = recipe
-        self.recipe_dict = recipe.to_dict()
+        self.recipes = recipes  # recipe name/path -> Recipe ([proxy] recipe, plus each ablation arm's)
+        self.recipe = recipes[self.spec.proxy.recipe]
         self.kind = kind
         self.device_name = device_name
         self.protocol = protocol
@@ -677,9 +812,13 @@ class _State:
         lat = len(self.latency_job[1]) if self.latency_job else 0
         return len(self.ready) + lat + len(self.inflight) + sum(len(v) for v in self.followers.values())
 
-    def training_key(self, arch_hash: str) -> str:
+    def training_key(self, arch_hash: str, recipe_hash: str, seed: int) -> str:
+        """What makes two trainings the same (eval dtype is not part of it: weights are shared)."""
         s = self.spec
-        return json.dumps([arch_hash, self.recipe.hash, s.proxy.steps, s.seed, s.data.train, s.data.val_source, list(s.data.qps), self.kind])
+        return json.dumps([arch_hash, recipe_hash, s.proxy.steps, seed, s.data.train, s.data.val_source, list(s.data.qps), self.kind])
+
+    def _key(self, p: _Pending) -> str:
+        return self.training_key(p.arch.arch_hash, p.recipe.hash, p.seed)
 
     def load_history(self) -> None:
         from optuna.trial import TrialState
@@ -689,8 +828,10 @@ class _State:
                 self.done += 1
             if t.state == TrialState.COMPLETE and _is_result(t):
                 self._note_best(t.values[0])
-            if t.state == TrialState.COMPLETE and t.user_attrs.get("status") == "ok" and t.user_attrs.get("arch_hash"):
-                self.trained.setdefault(self.training_key(t.user_attrs["arch_hash"]), t.number)
+            a = t.user_attrs
+            if t.state == TrialState.COMPLETE and a.get("status") == "ok" and a.get("arch_hash"):
+                key = self.training_key(a["arch_hash"], a.get("recipe_hash", self.recipe.hash), int(a.get("seed", self.spec.seed)))
+                self.trained.setdefault(key, t.number)
         total = self.spec.budget.trials
         if self.d.progress:
             from tqdm import tqdm
@@ -725,8 +866,11 @@ class _State:
         while self.done < budget.trials or self.outstanding:
             if self.latency_job is None and not self.ready:
                 room = budget.trials - self.done - self.outstanding
-                if room > 0:
-                    self._prepare(min(room, LOOKAHEAD_PER_WORKER * workers))
+                if room > 0 and not self._prepare(min(room, LOOKAHEAD_PER_WORKER * workers)) and not self.outstanding:
+                    # An ablation whose queue is empty although the budget is not used up: nothing
+                    # is left to run (e.g. the journal was edited); stop rather than spin.
+                    self.d._print(f"no queued (arm, seed) trials left; stopping with {self.done} of {budget.trials} done")
+                    return
             if self.latency_job is None:
                 while self.ready and len(self.inflight) < workers:
                     self._submit_training(self.ready.popleft())
@@ -739,25 +883,53 @@ class _State:
                 else:
                     self._finish_training(ref)
 
-    def _prepare(self, n: int) -> None:
-        """Ask `n` trials, cost them, and get their latency (cache hit, or one exclusive batch)."""
-        from search_space.cost import cost
+    def _waiting(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _ask(self) -> _Pending:
+        """Ask one trial: a sampled architecture, or (ablations) the queued (arm, seed) pair's."""
         from search_space.ranges import suggest
 
+        trial = self.study.ask()
+        ab = self.spec.ablation
+        if ab is None:
+            arch = suggest(trial, self.spec.search)
+            return _Pending(trial=trial, arch=arch, started=time.perf_counter(), recipe=self.recipe, seed=self.spec.seed)
+        arm_name = trial.suggest_categorical("arm", [a.name for a in ab.arms])
+        seed = int(trial.suggest_categorical("seed", list(ab.seeds)))
+        arm = ab.arm(arm_name)
+        recipe = self.recipes[ab.recipe_of(arm_name, self.spec.proxy.recipe)]
+        arch = ab.arch_of(arm_name)
+        for key, value in (("arm", arm_name), ("seed", seed), ("eval_dtype", arm.eval_dtype)):
+            trial.set_user_attr(key, value)
+        return _Pending(trial=trial, arch=arch, started=time.perf_counter(), recipe=recipe, seed=seed, eval_dtype=arm.eval_dtype)
+
+    def _prepare(self, n: int) -> int:
+        """Ask up to `n` trials, cost them, and get their latency (cache hit, or one exclusive batch).
+
+        Returns how many were asked: an ablation asks only trials that are queued."""
+        from search_space.cost import cost
+
+        if self.spec.ablation is not None:
+            n = min(n, self._waiting())
         misses: list[_Pending] = []
         for _ in range(n):
-            trial = self.study.ask()
-            arch = suggest(trial, self.spec.search)
-            c = cost(arch)
-            p = _Pending(trial=trial, arch=arch, started=time.perf_counter())
+            p = self._ask()
+            trial, arch = p.trial, p.arch
+            p.deploy_arch = deployed_arch(arch, p.recipe)
+            if self.spec.ablation is not None:
+                p.deploy_arch = plain_equivalent(p.deploy_arch)  # arms that deploy alike share a latency
+            c = cost(p.deploy_arch)
             p.attrs = {
                 "arch": arch.to_dict(),
                 "arch_hash": arch.arch_hash,
                 "arch_summary": arch.summary(),
-                "recipe": self.recipe.name,
-                "recipe_hash": self.recipe.hash,
+                "recipe": p.recipe.name,
+                "recipe_hash": p.recipe.hash,
                 "steps": self.spec.proxy.steps,
-                "seed": self.spec.seed,
+                "seed": p.seed,
                 "qps": list(self.spec.data.qps),
                 "data": {"train": self.spec.data.train, "val": self.spec.data.val_source},
                 "macs": int(c.macs),
@@ -767,20 +939,24 @@ class _State:
                 "latency_device": self.device_name,
                 "retries": int(trial.user_attrs.get("retries", 0)),
             }
+            if p.deploy_arch != arch:
+                p.attrs["deploy_arch"] = p.deploy_arch.to_dict()
+                p.attrs["deploy_arch_hash"] = p.deploy_arch.arch_hash
             for key, value in p.attrs.items():
                 trial.set_user_attr(key, value)
-            hit = self.cache.get(arch.arch_hash, self.protocol, self.device_name)
+            hit = self.cache.get(p.deploy_arch.arch_hash, self.protocol, self.device_name)
             if hit is not None:
                 self._with_latency(p, hit)
             else:
                 misses.append(p)
         if misses:
             # Unique archs only: duplicates in one batch share one measurement.
-            archs = list({p.arch.arch_hash: p.arch.to_dict() for p in misses}.values())
+            archs = list({p.deploy_arch.arch_hash: p.deploy_arch.to_dict() for p in misses}.values())
             ref = self.executor.submit_latency(
                 slot=self.slot, archs=archs, device=self.kind, protocol=self.protocol.to_dict(), threads=self.spec.latency.cpu_threads
             )
             self.latency_job = (ref, misses)
+        return n
 
     def _finish_latency_job(self) -> None:
         from nas.executor import TaskError
@@ -807,7 +983,7 @@ class _State:
                     item = {"ok": True, "result": res}
             by_hash[arch_hash] = item
         for p in pending:
-            entry = by_hash.get(p.arch.arch_hash)
+            entry = by_hash.get(p.deploy_arch.arch_hash)
             if entry is None or not entry.get("ok"):
                 self._fail(p, (entry or {}).get("reason") or "latency not measured")
             else:
@@ -848,7 +1024,7 @@ class _State:
             broken = [f"{k} over by {v:.3g}" for k, v in named.items() if v > 0]
             self._complete(p, gain=SKIPPED_GAIN_DB, status="skipped", extra={"skip_reason": "; ".join(broken)})
             return
-        key = self.training_key(p.arch.arch_hash)
+        key = self._key(p)
         original = self.trained.get(key)
         if original is not None:
             self._copy_duplicate(p, original)
@@ -873,17 +1049,54 @@ class _State:
                 self.followers[key] = waiting[1:]
 
     def _copy_duplicate(self, p: _Pending, number: int) -> None:
+        """Same training as trial `number`: copy its result, or re-evaluate its weights in p's dtype."""
         src = self.study.get_trials(deepcopy=False)[number]
+        if src.user_attrs.get("eval_dtype", "float32") != p.eval_dtype:
+            self._reevaluate(p, weights=src.user_attrs.get("weights"), arch=src.user_attrs.get("trained_arch") or src.user_attrs["arch"],
+                             extra={"weights_of": number, **{k: src.user_attrs[k] for k in ("train_seconds", "final_loss", "trained_arch") if k in src.user_attrs}})
+            return
         extra = {k: src.user_attrs[k] for k in ("per_qp", "gain_y", "delta_y", "train_seconds", "weights", "final_loss") if k in src.user_attrs}
         extra["duplicate_of"] = number
         self._complete(p, gain=float(src.values[0]), status="duplicate", extra=extra)
 
+    def _reevaluate(self, p: _Pending, *, weights: Any, arch: dict[str, Any], extra: dict[str, Any]) -> None:
+        """Evaluate fused weights (bytes, or a path in the run dir) in p's eval dtype, here in the driver.
+
+        Used by eval-time ablation arms: the same trained weights, another inference dtype. It runs
+        in the driver process (a second or two on the validation set) so it needs no task type of
+        its own; on a cuda run it uses the driver's GPU if it has one, else the CPU (recorded)."""
+        import torch
+
+        if weights is None:
+            self._fail(p, "no fused weights to re-evaluate (the training trial kept none)", extra=extra)
+            return
+        if isinstance(weights, str):
+            weights = self.d.run_dir / weights
+        device = "cuda" if self.kind == "cuda" and torch.cuda.is_available() else "cpu"
+        started = time.perf_counter()
+        try:
+            ev = evaluate_weights(weights=weights, arch=arch, data=self.data, dtype=p.eval_dtype, device=device,
+                                  threads=self.spec.proxy.threads)
+        except (OSError, RuntimeError, ValueError, FloatingPointError) as exc:
+            self._fail(p, f"{p.eval_dtype} evaluation: {type(exc).__name__}: {exc}", extra=extra)
+            return
+        gain = ev.get(self.spec.objectives.gain)
+        if gain is None or not math.isfinite(gain):
+            self._fail(p, f"{self.spec.objectives.gain} is {gain!r} in {p.eval_dtype}", extra=extra)
+            return
+        extra = {**extra, "per_qp": ev["per_qp"], "gain_y": ev.get("gain_y"), "delta_y": ev.get("delta_y"),
+                 "eval_images": ev.get("images"), "eval_dtype_used": ev.get("dtype"), "eval_device": device,
+                 "eval_seconds": time.perf_counter() - started}
+        if isinstance(weights, Path):
+            extra["weights"] = weights.relative_to(self.d.run_dir).as_posix()
+        self._complete(p, gain=float(gain), status="ok", extra=extra)
+
     def _submit_training(self, p: _Pending) -> None:
         payload = {
             "arch": p.arch.to_dict(),
-            "recipe": self.recipe_dict,
+            "recipe": p.recipe.to_dict(),
             "steps": self.spec.proxy.steps,
-            "seed": self.spec.seed,
+            "seed": p.seed,
             "threads": self.spec.proxy.threads,
             "device": self.kind,
         }
@@ -896,7 +1109,7 @@ class _State:
         try:
             self._handle_training(p, ref)
         finally:
-            self._release_followers(self.training_key(p.arch.arch_hash))
+            self._release_followers(self._key(p))
 
     def _handle_training(self, p: _Pending, ref: Any) -> None:
         from nas.executor import TaskError
@@ -930,8 +1143,13 @@ class _State:
             rel = Path("weights") / f"trial-{p.trial.number:05d}.pt"
             _write_atomic(self.d.run_dir / rel, out["weights"])
             extra["weights"] = rel.as_posix()
+        if p.eval_dtype != "float32":  # an eval-time arm that had to train its weights itself
+            self.trained.setdefault(self._key(p), p.trial.number)
+            extra["weights_of"] = p.trial.number
+            self._reevaluate(p, weights=extra.get("weights"), arch=res.get("arch") or p.attrs["arch"], extra=extra)
+            return
         self._complete(p, gain=float(gain), status="ok", extra=extra)
-        self.trained.setdefault(self.training_key(p.arch.arch_hash), p.trial.number)
+        self.trained.setdefault(self._key(p), p.trial.number)
 
     # -- endings ------------------------------------------------------------------------------------
 
@@ -1001,7 +1219,11 @@ class _State:
 
     def _log(self, p: _Pending, *, status: str, gain: float | None, extra: dict[str, Any]) -> None:
         lat = p.attrs.get("latency_ms")
-        parts = [f"trial {p.trial.number:>4}", f"{p.arch.summary():<44}"]
+        parts = [f"trial {p.trial.number:>4}"]
+        if self.spec.ablation is not None:
+            dtype = "" if p.eval_dtype == "float32" else f" ({p.eval_dtype})"
+            parts.append(f"arm {p.trial.user_attrs.get('arm', '?')} seed {p.seed}{dtype}")
+        parts.append(f"{p.arch.summary():<44}")
         if status in ("ok", "duplicate"):
             parts.append(f"gain {gain:+.3f} dB")
         else:
@@ -1051,6 +1273,15 @@ def run_from_args(args: Any) -> int:
 
     path = find_study_file(args.study)
     study = load_study(path)
+    if study.ablation is not None:
+        ab = study.ablation
+        if getattr(args, "trials", None) is not None:
+            raise UserError(
+                f"--trials does not apply to an ablation: it runs every arm for every seed ({len(ab.arms)} x "
+                f"{len(ab.seeds)} = {ab.n_trials} trials); change [ablation] seeds in {path} instead"
+            )
+        if getattr(args, "seed", None) is not None:
+            raise UserError(f"--seed does not apply to an ablation: its training seeds are [ablation] seeds in {path}")
     overrides = {
         "budget__trials": getattr(args, "trials", None),
         "budget__workers": getattr(args, "workers", None),
