@@ -46,7 +46,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import time
 import warnings
 from collections import deque
@@ -87,19 +86,9 @@ def _now() -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are meant to be shared/read by reports
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from trainers.fileio import atomic_write
+
+    atomic_write(path, data)
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

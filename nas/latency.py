@@ -38,7 +38,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -922,19 +921,9 @@ def _correlations(rows: list[dict[str, Any]], dev_name: str) -> dict[str, Any]:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from trainers.fileio import atomic_write  # stdlib only: keeps this module importable with torch alone
+
+    atomic_write(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def _run_cli(args: argparse.Namespace, argv: Sequence[str]) -> int:

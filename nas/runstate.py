@@ -345,11 +345,8 @@ def write_output(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write one of a reader's own outputs (dashboard, CSV, export) atomically and world-readable.
 
     The only kind of write a reader makes: a new file of its own, replaced in one step, so a browser
-    or a second reader never sees half a file, and mode 0644 like the driver's run files (the temp
-    file of `atomic_write` is 0600).
+    or a second reader never sees half a file, and mode 0644 like the driver's run files.
     """
     from trainers.fileio import atomic_write
 
-    target = atomic_write(path, data)
-    os.chmod(target, 0o644)
-    return target
+    return atomic_write(path, data)

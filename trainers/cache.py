@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from search_space.errors import UserError
+from trainers.fileio import atomic_write
 from trainers.degrade import DegradeSpec, check_hr, decode_lr, downscale, encode_hr, lr_size
 
 __all__ = ["CacheStats", "CacheWarning", "LRCache", "content_hash", "default_cache_root"]
@@ -87,15 +87,7 @@ def _single_threaded_blas() -> contextlib.AbstractContextManager:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 class LRCache:

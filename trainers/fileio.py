@@ -15,7 +15,7 @@ __all__ = ["atomic_write"]
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    """Write `data` (text is UTF-8 encoded) to `path` atomically; returns the path."""
+    """Write `data` (text is UTF-8 encoded) to `path` atomically, mode 0644; returns the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -25,6 +25,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files and caches are meant to be read by others
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 
 from search_space.confighash import content_hash
 from search_space.errors import UserError
+from trainers.fileio import atomic_write
 from trainers.losses import LossSpec
 
 __all__ = [
@@ -528,14 +528,5 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
     if not target.parent.is_dir():
         raise UserError(f"cannot save recipe to {str(target)!r}: folder {str(target.parent)!r} does not exist")
     text = tomli_w.dumps(_strip_none(recipe.to_dict()))
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, text)
     return target
