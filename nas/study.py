@@ -447,8 +447,6 @@ class Arm:
 
     def resolve_arch(self, base: Any = None) -> Any:
         """The arm's `ArchConfig`: preset/arch (or `base`, the reference's) with the overrides."""
-        import dataclasses as dc
-
         from search_space.arch import ArchConfig
         from search_space.presets import get_preset
 
@@ -461,11 +459,11 @@ class Arm:
             else:
                 arch = base
             if self.overrides:
-                valid = [f.name for f in dc.fields(ArchConfig)]
+                valid = [f.name for f in dataclasses.fields(ArchConfig)]
                 unknown = sorted(k for k, _ in self.overrides if k not in valid)
                 if unknown:
                     raise UserError(f"overrides: unknown ArchConfig key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
-                arch = dc.replace(arch, **dict(self.overrides))
+                arch = dataclasses.replace(arch, **dict(self.overrides))
         except UserError as err:
             raise UserError(f"{where}: {err}") from None
         return arch
