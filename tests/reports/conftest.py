@@ -45,6 +45,13 @@ FAKE_FRONT = [8, 0, 1]
 
 
 @pytest.fixture()
+def fake_front() -> list[int]:
+    """The Pareto trials of `fake_run`, in front order (a fixture: test modules must not import conftest,
+    whose name other test folders share)."""
+    return list(FAKE_FRONT)
+
+
+@pytest.fixture()
 def fake_run(tmp_path: Path) -> Path:
     from fakerun import make_run
 

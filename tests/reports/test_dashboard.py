@@ -8,7 +8,6 @@ import sys
 import types
 
 import pytest
-from conftest import FAKE_FRONT
 from fakerun import make_run
 
 from nas.runstate import load_run
@@ -38,10 +37,10 @@ def test_page_is_self_contained_and_only_writes_its_outputs(fake_run):
     assert "cdn" not in ours.lower() and "https://" not in ours  # no CDN, nothing fetched (browser test checks requests)
 
 
-def test_summary_counts_match_the_hand_made_run(fake_run):
+def test_summary_counts_match_the_hand_made_run(fake_run, fake_front):
     html = build_dashboard(fake_run).read_text(encoding="utf-8")
     meta = _meta(html)
-    assert meta["pareto_trials"] == FAKE_FRONT
+    assert meta["pareto_trials"] == fake_front
     # front 8, 0, 1; dominated 2; infeasible-but-trained 3; presets 0 (urpnet) and 8 (lanczospp)
     assert meta["pareto_points"] == {"Pareto front": 3, "dominated (feasible)": 1, "infeasible (trained)": 1,
                                      "published presets (this run)": 2}

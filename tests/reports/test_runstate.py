@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_FRONT
 
 from nas.runstate import load_run
 from search_space.errors import UserError
@@ -25,11 +24,11 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
     }
 
 
-def test_records_follow_the_journal(fake_run):
+def test_records_follow_the_journal(fake_run, fake_front):
     state = load_run(fake_run)
     by = {t.number: t for t in state.trials}
     assert [t.number for t in state.trials] == list(range(9))
-    assert [t.number for t in state.pareto()] == FAKE_FRONT
+    assert [t.number for t in state.pareto()] == fake_front
     assert [t.status for t in state.trials] == ["ok", "ok", "ok", "ok", "skipped", "failed", "duplicate", "running", "ok"]
     # a skipped trial's told gain (0 dB placeholder) is not a measurement
     assert by[4].gain_db is None and by[4].latency_ms == 200.0 and not by[4].trained
@@ -82,12 +81,12 @@ def test_loads_while_the_driver_holds_its_locks(fake_run):
         holder.wait()
 
 
-def test_half_written_last_line_is_ignored(fake_run):
+def test_half_written_last_line_is_ignored(fake_run, fake_front):
     """The driver may be mid-append when we copy the journal: the complete lines still load."""
     with open(fake_run / "journal.log", "ab") as fh:
         fh.write(b'{"op_code": 6, "worker_id": "x", "trial_id": 0, "us')
     state = load_run(fake_run)
-    assert [t.number for t in state.pareto()] == FAKE_FRONT
+    assert [t.number for t in state.pareto()] == fake_front
 
 
 def test_a_run_without_a_journal_yet_has_no_trials(fake_run):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 import pytest
-from conftest import FAKE_FRONT
 from fakerun import make_run
 
 from reports.__main__ import main
@@ -46,12 +45,12 @@ def test_markdown_with_an_empty_front(tmp_path, capsys):
     assert "No feasible trained trial yet, so the front is empty." in capsys.readouterr().out
 
 
-def test_trials_csv_lists_every_trial_with_reasons(fake_run, capsys):
+def test_trials_csv_lists_every_trial_with_reasons(fake_run, fake_front, capsys):
     assert main(["--run", str(fake_run), "--format", "csv"]) == 0
     with open(fake_run / "trials.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["trial"]) for r in rows] == list(range(9))
-    assert [int(r["trial"]) for r in rows if r["pareto"] == "True"] == sorted(FAKE_FRONT)
+    assert [int(r["trial"]) for r in rows if r["pareto"] == "True"] == sorted(fake_front)
     by = {int(r["trial"]): r for r in rows}
     assert by[5]["status"] == "failed" and by[5]["reason"] == "training diverged at step 7" and by[5]["gain_db"] == ""
     assert by[4]["status"] == "skipped" and by[4]["reason"] == "latency_ms over by 100" and by[4]["gain_db"] == ""
