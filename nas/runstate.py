@@ -8,9 +8,10 @@ the Optuna study from the copy; `run.json` is read as plain JSON. Everything a r
 needs is flattened into `TrialRecord`s, so callers do not depend on Optuna's trial objects or on the
 driver's user-attr spelling (beyond this module).
 
-The Pareto front is the driver's own definition (`nas.driver.pareto_front`: COMPLETE, trained
-(status "ok"), feasible, non-dominated for max gain / min latency), so the front in a dashboard,
-in `pareto.txt` and in an export always agree.
+The Pareto front is `nas.pareto.pareto_front` (COMPLETE, trained (status "ok"), feasible,
+non-dominated for max gain / min latency), the same one the driver writes to `pareto.txt`, so the
+front in a dashboard, in `pareto.txt` and in an export always agree. Trials are `TrialRecord`s
+(`nas.trial_record`), the one definition of what a trial stores.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.pareto import pareto_front
+from nas.trial_record import TRAINED_STATUSES, Key, TrialRecord
 from search_space.errors import UserError
 
 __all__ = ["TRAINED_STATUSES", "RunState", "TrialRecord", "load_run", "write_output"]
-
-#: Driver statuses of trials that were actually trained (a duplicate copies a trained original).
-TRAINED_STATUSES: tuple[str, ...] = ("ok", "duplicate")
 
 
 def _finite(value: Any) -> float | None:
@@ -39,78 +39,6 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial of a run, flattened from Optuna's FrozenTrial and the driver's user attrs.
-
-    `gain_db` is set only for trained trials: a skipped trial is told a placeholder gain that is not
-    a measurement, so it is None here and never plotted as one.
-    """
-
-    number: int
-    state: str  # Optuna's state name: COMPLETE, FAIL, RUNNING, WAITING, PRUNED
-    status: str  # the driver's: ok, duplicate, skipped, failed, crashed; else the state in lower case
-    gain_db: float | None
-    latency_ms: float | None
-    feasible: bool | None
-    pareto: bool
-    attrs: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    params: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    started: str | None = None  # ISO time
-    completed: str | None = None  # ISO time
-
-    @property
-    def trained(self) -> bool:
-        return self.state == "COMPLETE" and self.status in TRAINED_STATUSES and self.gain_db is not None
-
-    @property
-    def arch_summary(self) -> str:
-        return str(self.attrs.get("arch_summary", ""))
-
-    @property
-    def arch_hash(self) -> str:
-        return str(self.attrs.get("arch_hash", ""))
-
-    @property
-    def preset(self) -> str | None:
-        value = self.attrs.get("preset")
-        return str(value) if value else None
-
-    @property
-    def macs(self) -> int | None:
-        value = self.attrs.get("macs")
-        return None if value is None else int(value)
-
-    @property
-    def n_params(self) -> int | None:
-        value = self.attrs.get("params")
-        return None if value is None else int(value)
-
-    @property
-    def per_qp_gain(self) -> dict[int, float]:
-        """PSNR-Y gain over Lanczos per QP in dB (empty unless trained)."""
-        out: dict[int, float] = {}
-        for qp, m in dict(self.attrs.get("per_qp") or {}).items():
-            gain = m.get("gain_y")
-            if gain is None and "psnr_y" in m and "lanczos_psnr_y" in m:
-                gain = m["psnr_y"] - m["lanczos_psnr_y"]
-            value = _finite(gain)
-            if value is not None:
-                out[int(qp)] = value
-        return dict(sorted(out.items()))
-
-    @property
-    def reason(self) -> str:
-        """Why the trial has no result (failure or skip reason), or ''."""
-        return str(self.attrs.get("failure_reason") or self.attrs.get("skip_reason") or "")
-
-    @property
-    def weights(self) -> str | None:
-        """The fused proxy weights, relative to the run dir (e.g. 'weights/trial-00003.pt')."""
-        value = self.attrs.get("weights")
-        return str(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -139,7 +67,7 @@ class RunState:
     @property
     def device_name(self) -> str:
         """The latency device label, e.g. 'cpu: AMD EPYC (1 thread)' or 'cuda: NVIDIA H100'."""
-        names = {str(t.attrs["latency_device"]) for t in self.trials if t.attrs.get("latency_device")}
+        names = {str(t.attrs[Key.LATENCY_DEVICE]) for t in self.trials if t.attrs.get(Key.LATENCY_DEVICE)}
         if len(names) == 1:
             return names.pop()
         return str(self.info.get("device_name", "unknown device"))
@@ -195,17 +123,13 @@ class RunState:
         """Trials per status, e.g. {'ok': 12, 'skipped': 3, 'failed': 1, 'running': 2}."""
         out: dict[str, int] = {}
         for t in self.trials:
-            out[t.status] = out.get(t.status, 0) + 1
+            out[str(t.status)] = out.get(str(t.status), 0) + 1
         return out
 
     @property
     def finished(self) -> int:
         """Trials that count against the budget (as the driver counts them)."""
-        return sum(
-            1
-            for t in self.trials
-            if t.state == "COMPLETE" or (t.state == "FAIL" and not t.attrs.get("requeued"))
-        )
+        return sum(1 for t in self.trials if t.counts_against_budget)
 
     @property
     def in_progress(self) -> bool:
@@ -297,47 +221,18 @@ def _frozen_trials(run_dir: Path, info: Mapping[str, Any], storage: str | None) 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _record(t: Any, *, pareto: set[int]) -> TrialRecord:
-    attrs = dict(t.user_attrs)
-    state = t.state.name
-    status = str(attrs.get("status") or state.lower())
-    if state in ("RUNNING", "WAITING"):
-        status = state.lower()  # attrs of an unfinished trial may be partial
-    elif state == "FAIL" and status not in ("failed", "crashed"):
-        status = "crashed"  # e.g. an orphan failed on resume (it has a failure_reason, no status)
-    values = list(t.values) if t.values is not None else None
-    gain = _finite(values[0]) if values and state == "COMPLETE" and status in TRAINED_STATUSES else None
-    latency = _finite(values[1]) if values else _finite(attrs.get("latency_ms"))
-    feasible = attrs.get("feasible")
-    return TrialRecord(
-        number=int(t.number),
-        state=state,
-        status=status,
-        gain_db=gain,
-        latency_ms=latency,
-        feasible=None if feasible is None else bool(feasible),
-        pareto=t.number in pareto,
-        attrs=attrs,
-        params=dict(t.params),
-        started=t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
-        completed=t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
-    )
-
-
 def load_run(run_dir: str | os.PathLike[str], *, storage: str | None = None) -> RunState:
     """Snapshot the run in `run_dir` read-only (works while `nas.run` is still writing it).
 
     `storage` is needed only for runs started with `nas.run --storage URL` (run.json stores the URL
     without its password).
     """
-    from nas.driver import pareto_front
-
     root = Path(run_dir).expanduser()
     info = _read_run_json(root)
     frozen = _frozen_trials(root, info, storage)
     complete = [t for t in frozen if t.state.name == "COMPLETE"]
     front = {t.number for t in pareto_front(complete)}
-    records = tuple(sorted((_record(t, pareto=front) for t in frozen), key=lambda r: r.number))
+    records = tuple(sorted((TrialRecord.from_frozen(t, pareto=t.number in front) for t in frozen), key=lambda r: r.number))
     return RunState(run_dir=root, info=info, trials=records, frozen=tuple(frozen))
 
 
@@ -347,6 +242,6 @@ def write_output(path: str | os.PathLike[str], data: bytes | str) -> Path:
     The only kind of write a reader makes: a new file of its own, replaced in one step, so a browser
     or a second reader never sees half a file, and mode 0644 like the driver's run files.
     """
-    from trainers.fileio import atomic_write
+    from search_space.configio import atomic_write
 
     return atomic_write(path, data)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.trial_record import Key
 from reports.stats import (
     CONSISTENT,
     CONTRADICTS,
@@ -211,7 +212,7 @@ def is_ablation_run(run_dir: str | os.PathLike[str]) -> bool:
 
 def _gain_values(attrs: Mapping[str, Any], qps: Sequence[int]) -> dict[str, float]:
     out: dict[str, float] = {}
-    per_qp = attrs.get("per_qp") or {}
+    per_qp = attrs.get(Key.PER_QP) or {}
     for qp in qps:
         m = per_qp.get(str(qp))
         if m is None:
@@ -220,7 +221,7 @@ def _gain_values(attrs: Mapping[str, Any], qps: Sequence[int]) -> dict[str, floa
         if gain is None:
             gain = m["psnr_y"] - m["lanczos_psnr_y"]
         out[f"gain_qp{qp}"] = float(gain)
-    for key in ("gain_y", "delta_y"):
+    for key in (Key.GAIN_Y, Key.DELTA_Y):
         value = attrs.get(key)
         if value is not None and math.isfinite(float(value)):
             out[key] = float(value)
@@ -229,8 +230,8 @@ def _gain_values(attrs: Mapping[str, Any], qps: Sequence[int]) -> dict[str, floa
 
 def load_ablation(run_dir: str | os.PathLike[str]) -> AblationResult:
     """Read an ablation run (read-only, also while it runs) and compute every table entry."""
+    from nas.ablation_spec import AblationSpec
     from nas.runstate import load_run
-    from nas.study import AblationSpec
     from search_space.errors import UserError
 
     state = load_run(run_dir)
@@ -248,7 +249,7 @@ def load_ablation(run_dir: str | os.PathLike[str]) -> AblationResult:
 
     by_arm: dict[str, list[Any]] = {a.name: [] for a in spec.arms}
     for t in state.trials:
-        arm = t.attrs.get("arm") or t.params.get("arm")
+        arm = t.arm
         if arm in by_arm:
             by_arm[arm].append(t)
     default_recipe = str(study.get("proxy", {}).get("recipe", ""))
@@ -264,19 +265,19 @@ def load_ablation(run_dir: str | os.PathLike[str]) -> AblationResult:
                 pending += 1
                 continue
             if not t.trained:
-                if t.state == "FAIL" and t.attrs.get("requeued"):
+                if not t.counts_against_budget:
                     continue  # an attempt that was retried
-                failures.append(f"seed {t.attrs.get('seed', t.params.get('seed', '?'))}: {t.status}: {t.reason or 'no reason recorded'}")
+                failures.append(f"seed {'?' if t.seed is None else t.seed}: {t.status}: {t.reason or 'no reason recorded'}")
                 continue
-            seed = int(t.attrs.get("seed", t.params.get("seed")))
+            seed = int(t.seed)  # type: ignore[arg-type]
             summary = t.arch_summary
             for key, value in _gain_values(t.attrs, qps).items():
                 values.setdefault(key, {})[seed] = value
-            values.setdefault("macs_g", {})[seed] = float(t.attrs["macs"]) / 1e9
-            values.setdefault("params_k", {})[seed] = float(t.attrs["params"]) / 1e3
-            lat = t.attrs.get("latency") or {}
+            values.setdefault("macs_g", {})[seed] = float(t.attrs[Key.MACS]) / 1e9
+            values.setdefault("params_k", {})[seed] = float(t.attrs[Key.PARAMS]) / 1e3
+            lat = t.attrs.get(Key.LATENCY) or {}
             if lat.get("mean_ms") is not None:
-                network = str(t.attrs.get("deploy_arch_hash") or t.arch_hash)
+                network = t.deploy_arch_hash
                 key = f"{network}/{lat.get('protocol_hash')}/{lat.get('device_name')}"
                 latencies[key] = _Latency(key, float(lat["mean_ms"]), float(lat.get("std_ms") or 0.0), int(lat.get("n_runs") or 1))
         arms.append(
@@ -294,8 +295,8 @@ def load_ablation(run_dir: str | os.PathLike[str]) -> AblationResult:
         )
     proto = ""
     for t in state.trials:
-        if t.attrs.get("latency"):
-            proto = str(t.attrs["latency"].get("protocol", ""))
+        if t.attrs.get(Key.LATENCY):
+            proto = str(t.attrs[Key.LATENCY].get("protocol", ""))
             break
     result = AblationResult(
         run_dir=state.run_dir,

@@ -17,7 +17,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from nas.runstate import RunState, TrialRecord
+from nas.runstate import RunState
+from nas.trial_record import TrialRecord, TrialStatus
 from reports.hypervolume import hypervolume_curve
 
 __all__ = [
@@ -86,7 +87,7 @@ def pareto_partition(state: RunState) -> dict[str, list[TrialRecord]]:
     Only trials trained in this run are points (status "ok"); a duplicate repeats its original's
     point and a skipped trial has no measured gain. Presets are drawn a second time, labelled.
     """
-    ok = [t for t in state.trials if t.trained and t.status == "ok"]
+    ok = [t for t in state.trials if t.trained and t.status == TrialStatus.OK]
     return {
         "dominated (feasible)": [t for t in ok if not t.pareto and t.feasible is not False],
         "infeasible (trained)": [t for t in ok if t.feasible is False],
@@ -124,8 +125,8 @@ def pareto_figure(state: RunState) -> Any:
                            marker=dict(color=_PRESET, size=19, symbol="diamond-open", line=dict(color=_PRESET, width=2))))
     lat = [t.latency_ms for t in state.trials if t.trained and t.latency_ms is not None]
     off = _axis_budget(fig, value=state.latency_budget_ms, observed=lat, label="latency budget [ms]")
-    skipped = sum(1 for t in state.trials if t.status == "skipped")
-    dups = sum(1 for t in state.trials if t.status == "duplicate")
+    skipped = sum(1 for t in state.trials if t.status == TrialStatus.SKIPPED)
+    dups = sum(1 for t in state.trials if t.status == TrialStatus.DUPLICATE)
     note = [(f"{len(parts['Pareto front'])} Pareto, {len(parts['dominated (feasible)'])} dominated, "
              f"{len(parts['infeasible (trained)'])} infeasible trained trials")]
     if skipped:
@@ -254,7 +255,7 @@ def hypervolume_reference(state: RunState) -> tuple[float, float, str]:
 
 def _finish_order(state: RunState) -> list[TrialRecord]:
     """Trials that finished for good, in the order they finished."""
-    done = [t for t in state.trials if t.state == "COMPLETE" or (t.state == "FAIL" and not t.attrs.get("requeued"))]
+    done = [t for t in state.trials if t.counts_against_budget]
     return sorted(done, key=lambda t: (t.completed or "", t.number))
 
 
@@ -266,7 +267,7 @@ def hypervolume_figure(state: RunState) -> Any:
     order = _finish_order(state)
     points: list[tuple[float, float]] = []
     for t in order:
-        ok = t.trained and t.status == "ok" and t.feasible is True and t.latency_ms is not None
+        ok = t.trained and t.status == TrialStatus.OK and t.feasible is True and t.latency_ms is not None
         points.append((t.gain_db, t.latency_ms) if ok else (-math.inf, math.inf))  # type: ignore[arg-type]
     curve = hypervolume_curve(points, ref_gain=ref_gain, ref_latency=ref_lat)
     fig = go.Figure(
@@ -275,7 +276,7 @@ def hypervolume_figure(state: RunState) -> Any:
             y=curve,
             mode="lines+markers",
             name="hypervolume",
-            customdata=[[t.number, t.status] for t in order],
+            customdata=[[t.number, str(t.status)] for t in order],
             hovertemplate="after %{x} finished trials (last: trial %{customdata[0]}, %{customdata[1]})<br>%{y:.4g} dB·ms<extra></extra>",
             line=dict(shape="hv", color=_FRONT),
         )
@@ -300,7 +301,7 @@ def param_importances(state: RunState) -> tuple[list[dict[str, float]], str | No
     PED-ANOVA (Optuna's default since 5.0, and sklearn-free) is used explicitly so Optuna 4 and 5
     agree; it scores parameters for reaching *low* target values, so the maximized gain is negated.
     """
-    ok = [t.number for t in state.trials if t.trained and t.status == "ok"]
+    ok = [t.number for t in state.trials if t.trained and t.status == TrialStatus.OK]
     if len(ok) < MIN_IMPORTANCE_TRIALS:
         return [], (f"parameter importance needs at least {MIN_IMPORTANCE_TRIALS} trained trials; this run has {len(ok)} so far")
     import optuna

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.runstate import RunState, write_output
+from nas.trial_record import Key
 
 __all__ = ["TRIALS_CSV", "pareto_markdown", "trial_rows", "trials_frame", "write_trials_csv"]
 
@@ -32,7 +33,7 @@ def trial_rows(state: RunState) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "trial": t.number,
             "state": t.state,
-            "status": t.status,
+            "status": str(t.status),
             "pareto": t.pareto,
             "feasible": t.feasible,
             "preset": t.preset or "",
@@ -46,14 +47,14 @@ def trial_rows(state: RunState) -> list[dict[str, Any]]:
                 "latency_ms": _round(t.latency_ms, 4),
                 "macs_g": _round(None if t.macs is None else t.macs / 1e9, 4),
                 "params_k": _round(None if t.n_params is None else t.n_params / 1e3, 2),
-                "train_s": _round(t.attrs.get("train_seconds"), 1),
-                "trial_s": _round(t.attrs.get("trial_seconds"), 1),
-                "retries": int(t.attrs.get("retries", 0) or 0),
-                "duplicate_of": t.attrs.get("duplicate_of", ""),
+                "train_s": _round(t.attrs.get(Key.TRAIN_SECONDS), 1),
+                "trial_s": _round(t.attrs.get(Key.TRIAL_SECONDS), 1),
+                "retries": int(t.attrs.get(Key.RETRIES, 0) or 0),
+                "duplicate_of": t.attrs.get(Key.DUPLICATE_OF, ""),
                 "reason": t.reason,
                 "arch_hash": t.arch_hash,
                 "weights": t.weights or "",
-                "latency_device": str(t.attrs.get("latency_device", "")),
+                "latency_device": str(t.attrs.get(Key.LATENCY_DEVICE, "")),
             }
         )
         rows.append(row)

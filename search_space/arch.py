@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_space.blocks import ACTIVATIONS, get_block, list_blocks
-from search_space.confighash import content_hash
+from search_space.configio import content_hash, reject_unknown_keys
 from search_space.errors import UserError
 
 __all__ = [
@@ -163,12 +163,7 @@ class ArchConfig:
         """The config in `data` (e.g. a study or export file's `[arch]` table); unknown keys are errors."""
         if not isinstance(data, Mapping):
             raise UserError(f"an architecture must be a table of settings, got {type(data).__name__}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise UserError(
-                f"unknown ArchConfig key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}"
-            )
+        reject_unknown_keys("ArchConfig", data, (f.name for f in dataclasses.fields(cls)))
         missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in data]
         if missing:
             raise UserError(f"ArchConfig is missing required key(s) {', '.join(map(repr, missing))}")

@@ -46,6 +46,7 @@ from search_space.arch import (
     ArchConfig,
 )
 from search_space.blocks import ACTIVATIONS, get_block, list_blocks
+from search_space.configio import reject_unknown_keys
 from search_space.errors import UserError
 
 if TYPE_CHECKING:
@@ -166,12 +167,7 @@ class SearchRanges:
         """Ranges from a study file's table; unknown keys and bad values raise `UserError`."""
         if not isinstance(data, Mapping):
             raise UserError(f"search ranges must be a table of settings, got {type(data).__name__}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise UserError(
-                f"unknown search range key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}"
-            )
+        reject_unknown_keys("[search]", data, (f.name for f in dataclasses.fields(cls)))
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             kwargs[key] = _int_range(key, value) if key in _INT_FIELDS else _choice_tuple(key, value)

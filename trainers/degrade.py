@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from search_space.confighash import content_hash
+from search_space.configio import content_hash, reject_unknown_keys
 from search_space.errors import UserError
 from trainers.lanczos import lanczos_downscale
 
@@ -265,12 +265,7 @@ class DegradeSpec:
         """Inverse of `to_dict`; unknown keys are errors, missing keys take their defaults."""
         if not isinstance(data, Mapping):
             raise UserError(f"a degradation spec must be a table of settings, got {type(data).__name__}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise UserError(
-                f"unknown DegradeSpec key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}"
-            )
+        reject_unknown_keys("DegradeSpec", data, (f.name for f in dataclasses.fields(cls)))
         return cls(**dict(data))
 
     @property

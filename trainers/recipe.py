@@ -33,6 +33,7 @@ Decisions:
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 import os
 from collections.abc import Mapping
@@ -40,9 +41,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from search_space.confighash import content_hash
+from search_space.configio import atomic_write, content_hash, load_toml, reject_unknown_keys
 from search_space.errors import UserError
-from trainers.fileio import atomic_write
 from trainers.losses import LossSpec
 
 __all__ = [
@@ -67,8 +67,18 @@ SCHEDULES: tuple[str, ...] = ("cosine", "step", "constant")
 #: "scratch": re-initialise the model at the start of the stage.
 INITS: tuple[str, ...] = ("continue", "scratch")
 QP_SAMPLING_FORMS: tuple[str, ...] = ("uniform", "curriculum", "fixed:Q[,Q...]")
+
+
+def _shipped_folder() -> Path:
+    """The folder of shipped recipes, package data of `trainers` (so a non-editable install has them)."""
+    folder = importlib.resources.files("trainers").joinpath("recipes")
+    # pip unpacks packages as plain files, where this is a Path. A zipped package has no real folder:
+    # its Path does not exist, so no shipped recipe is found and the errors say which ones are known.
+    return folder if isinstance(folder, Path) else Path(str(folder))
+
+
 #: The folder of shipped recipes; `load_recipe("casr")` reads RECIPES_DIR / "casr.toml".
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR: Path = _shipped_folder()
 
 _SHARE_TOL = 1e-6
 _QP_RANGE = (0, 63)  # AV1 quantizer parameters; the challenge uses 31, 39, 47, 55, 63
@@ -138,10 +148,7 @@ def _choice(key: str, value: object, options: tuple[str, ...]) -> str:
 def _check_keys(data: Mapping[str, Any], cls: type, *, where: str) -> None:
     if not isinstance(data, Mapping):
         raise UserError(f"{where}: expected a table, got {data!r}")
-    valid = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in valid:
-            raise UserError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+    reject_unknown_keys(where, data, (f.name for f in fields(cls)))
 
 
 def _context(where: str, err: UserError) -> UserError:
@@ -475,16 +482,8 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
 
 
-def _toml_loads(text: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    return tomllib.loads(text)
-
-
 def load_recipe(path_or_name: str | os.PathLike[str]) -> Recipe:
-    """Load a recipe from a TOML file, or a shipped one by name (`"casr"` -> recipes/casr.toml).
+    """Load a recipe from a TOML file, or a shipped one by name (`"casr"` -> RECIPES_DIR / "casr.toml").
 
     A file without a `name` key is named after its stem.
     """
@@ -501,12 +500,7 @@ def load_recipe(path_or_name: str | os.PathLike[str]) -> Recipe:
                 f"unknown recipe {text_arg!r}; shipped recipes: {', '.join(list_recipes()) or '(none)'}, "
                 "or pass the path of a .toml file"
             )
-    try:
-        data = _toml_loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"recipe file {str(path)!r} is not UTF-8 text; is it really a TOML recipe?") from None
-    except ValueError as err:  # tomllib.TOMLDecodeError is a ValueError
-        raise UserError(f"recipe file {str(path)!r} is not valid TOML: {err}") from None
+    data = load_toml(path, what="recipe file")
     data.setdefault("name", path.stem)
     return Recipe.from_dict(data, source=path.name)
 

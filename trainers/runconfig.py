@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from search_space.arch import ArchConfig
+from search_space.configio import atomic_write, load_toml, reject_unknown_keys
 from search_space.errors import UserError
-from trainers.fileio import atomic_write
 from trainers.recipe import Recipe
 
 __all__ = ["RunConfig", "load_run_config", "save_run_config"]
@@ -82,9 +82,7 @@ class RunConfig:
             if needed not in data:
                 raise UserError(f"{source}: missing [{needed}] section (a run config needs [arch] and [recipe])")
         run = dict(data.get("run", {}))
-        bad = sorted(set(run) - set(_RUN_KEYS))
-        if bad:
-            raise UserError(f"{source}: unknown key(s) {bad} in [run]; valid keys: {', '.join(_RUN_KEYS)}")
+        reject_unknown_keys(f"{source} [run]", run, _RUN_KEYS)
         try:
             arch = ArchConfig.from_dict(data["arch"])
             recipe = Recipe.from_dict(data["recipe"], source=source)
@@ -111,15 +109,8 @@ def save_run_config(config: RunConfig, path: str | os.PathLike[str]) -> Path:
 
 def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
     """Read a run config written by `save_run_config` or `nas.export` (or by hand)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
     file = Path(path).expanduser()
     if not file.is_file():
         raise UserError(f"config file {str(file)!r} does not exist; pass a TOML written by nas.export or by hand")
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise UserError(f"config file {str(file)!r} is not valid TOML: {err}") from None
+    data = load_toml(file, what="config file")
     return RunConfig.from_dict(data, source=file.name)

@@ -4,7 +4,7 @@ ablation end to end through the real driver and a real Ray runtime, at smoke siz
 The first part is fast: study validation, and the driver with an in-process fake executor (no Ray)
 for arm/seed/recipe routing, eval-time arms, retries and resume.
 
-Each study in `studies/ablations/` is copied with two seeds and a tiny latency protocol and run
+Each study in `nas/studies/ablations/` is copied with two seeds and a tiny latency protocol and run
 with `--steps 8`-sized training (the gains are meaningless; the plumbing is what is checked): every
 (arm, seed) pair becomes exactly one trained trial with the arm's architecture, recipe and seed, and
 the ablation report has one row per arm and one verdict per claim. All studies share one Ray session
@@ -21,22 +21,17 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from search_space.configio import parse_toml
+
 STEPS = 8
 
 pytestmark = pytest.mark.slow
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,7 +72,7 @@ def _study(text: str = BASE, **replace: str):
     for old, new in replace.items():
         assert old in text, old
         text = text.replace(old, new)
-    return Study.from_dict(tomllib.loads(text))
+    return Study.from_dict(parse_toml(text))
 
 
 def test_ablation_table_resolves_arms_and_fixes_the_budget():
@@ -112,7 +107,7 @@ def test_ablation_table_resolves_arms_and_fixes_the_budget():
         ('[ablation]', '[budget]\ntrials = 3\n[ablation]', r"trials = 3 does not apply to an ablation.*4 x 2 = 8"),
         ('[ablation]', '[warm_start]\npresets = ["casr"]\n[ablation]', r"\[warm_start\] does not apply to an ablation"),
         ('[ablation]', '[constraints]\nmacs_g = 3.0\n[ablation]', r"\[constraints\] do not apply to an ablation"),
-        ('overrides = { channels = 24 }', 'overrides = { chanels = 24 }', r"'wide': overrides: unknown ArchConfig key\(s\) 'chanels'"),
+        ('overrides = { channels = 24 }', 'overrides = { chanels = 24 }', r"'wide': overrides: unknown key\(s\) 'chanels'; valid keys: .*channels"),
         ('overrides = { channels = 24 }', 'overrides = { channels = 0 }', r"'wide': ArchConfig.channels: must be an integer >= 1"),
         ('overrides = { channels = 24 }', 'overrides = { channels = 16 }', r"'wide' is identical to the reference arm"),
         ('preset = "urpnet"', 'preset = "urpnet2"', r"unknown preset 'urpnet2'"),
@@ -142,7 +137,7 @@ def test_bad_ablation_tables_give_one_clear_error(old, new, pattern):
 def test_flags_that_do_not_apply_to_an_ablation_are_refused(tmp_path):
     import argparse
 
-    from nas.driver import run_from_args
+    from rtsr.search import run_from_args
     from search_space.errors import UserError
 
     path = tmp_path / "abl.toml"
@@ -159,106 +154,54 @@ def test_flags_that_do_not_apply_to_an_ablation_are_refused(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-class _Fake:
-    """Trains nothing: returns seed-dependent fake metrics and real fused weights of the arch (so an
-    eval-time arm can re-evaluate them); `crash` makes the first attempt of some (arm-)payloads die."""
+def _fake_latency_ms(arch: dict) -> list[float]:
+    ms = float(arch["channels"]) + (1.0 if arch["bias"] else 0.0)
+    return [ms, ms + 0.5]
 
-    payloads: ClassVar[list[dict]] = []
-    crash_once: ClassVar[set[tuple[str, int]]] = set()
 
-    def __init__(self, *, address=None):
-        self._results: dict[int, object] = {}
-        self._n = 0
+def _fake_train(payload: dict) -> dict:
+    """Seed-dependent fake metrics and real fused weights of the arch (so an eval-time arm can
+    re-evaluate them)."""
+    import io
 
-    def start(self):
-        return self
+    import torch
 
-    def shutdown(self):
-        pass
+    from nas.testing import fake_training_output
+    from search_space.arch import ArchConfig
+    from search_space.network import build, deploy
 
-    def cluster_resources(self):
-        return {"CPU": 2.0}
-
-    def has_gpu(self):
-        return False
-
-    def latency_slot(self, kind):
-        return "slot"
-
-    def probe(self, *, slot, device, threads):
-        return "cpu: fake (1 thread)"
-
-    def put(self, value):
-        return value
-
-    def _ref(self, value):
-        self._n += 1
-        self._results[self._n] = value
-        return self._n
-
-    def submit_latency(self, *, slot, archs, device, protocol, threads):
-        from nas.latency import LatencyProtocol, LatencyResult, summarize_times
-        from search_space.arch import ArchConfig
-
-        out = []
-        for a in archs:
-            ms = float(a["channels"]) + (1.0 if a["bias"] else 0.0)
-            res = LatencyResult(stats=summarize_times([ms, ms + 0.5]), times_ms=(ms, ms + 0.5), protocol=LatencyProtocol.from_dict(protocol),
-                                device_name="cpu: fake (1 thread)", arch_hash=ArchConfig.from_dict(a).arch_hash)
-            out.append({"ok": True, "arch_hash": res.arch_hash, "latency": res.to_dict()})
-        return self._ref(out)
-
-    def submit_train(self, *, payload, data_ref, num_cpus, num_gpus):
-        import io
-
-        import torch
-
-        from nas.executor import TaskError
-        from search_space.arch import ArchConfig
-        from search_space.network import build, deploy
-        from trainers.recipe import Recipe
-
-        type(self).payloads.append(payload)
-        recipe = Recipe.from_dict(payload["recipe"])
-        key = (recipe.name, payload["seed"])
-        if key in type(self).crash_once:
-            type(self).crash_once.discard(key)
-            return self._ref(TaskError("WorkerCrashedError: killed"))
-        torch.manual_seed(payload["seed"])
-        fused = deploy(build(ArchConfig.from_dict(payload["arch"])))
-        buf = io.BytesIO()
-        torch.save(fused.state_dict(), buf)
-        g = payload["seed"] / 10 + payload["arch"]["channels"] / 100 + (0.5 if recipe.name == "l1_only" else 0.0)
-        per_qp = {str(q): {"qp": q, "psnr_y": 30 + g, "psnr_rgb": 29.0, "ssim_y": 0.9, "lanczos_psnr_y": 30.0,
-                           "lanczos_psnr_rgb": 29.0, "lanczos_ssim_y": 0.9, "gain_y": g} for q in (31, 63)}
-        result = {"status": "ok", "reason": None, "arch": payload["arch"], "train_seconds": 0.1, "eval_seconds": 0.1,
-                  "final_loss": 0.01, "fuse_max_rel_err": 0.0, "degradation": "x",
-                  "eval": {"per_qp": per_qp, "gain_y": g, "delta_y": g, "images": 1, "dtype": "float32"}}
-        return self._ref({"result": result, "weights": buf.getvalue(), "host": "fake", "task_seconds": 0.1})
-
-    def wait(self, refs, *, timeout_s):
-        return [refs[0]] if refs else []
-
-    def get(self, ref, *, timeout_s=None):
-        value = self._results.pop(ref)
-        if isinstance(value, Exception):
-            raise value
-        return value
-
-    def cancel(self, ref):
-        pass
+    torch.manual_seed(payload["seed"])
+    fused = deploy(build(ArchConfig.from_dict(payload["arch"])))
+    buf = io.BytesIO()
+    torch.save(fused.state_dict(), buf)
+    g = payload["seed"] / 10 + payload["arch"]["channels"] / 100 + (0.5 if payload["recipe"]["name"] == "l1_only" else 0.0)
+    return fake_training_output(payload, g, weights=buf.getvalue())
 
 
 @pytest.fixture()
 def fake():
-    _Fake.payloads, _Fake.crash_once = [], set()
-    yield _Fake
+    """The shared in-process executor; `crash_once` makes the first attempt of some (recipe, seed) die."""
+    from nas.testing import FakeExecutor
+
+    crash_once: set[tuple[str, int]] = set()
+
+    def crash(payload: dict) -> bool:
+        key = (payload["recipe"]["name"], payload["seed"])
+        if key in crash_once:
+            crash_once.discard(key)
+            return True
+        return False
+
+    executor = FakeExecutor(train=_fake_train, latency_ms=_fake_latency_ms, crash=crash, device_name="cpu: fake (1 thread)")
+    executor.crash_once = crash_once  # type: ignore[attr-defined]
+    return executor
 
 
-def _drive(study, run_dir: Path) -> int:
+def _drive(study, run_dir: Path, executor) -> int:
     from nas.driver import SearchDriver
+    from rtsr.search import run_and_report
 
-    return SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=_Fake).run()
+    return run_and_report(SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=executor.factory))
 
 
 def test_driver_runs_each_arm_and_seed_once_with_its_own_settings(tmp_path, fake, capsys):
@@ -267,8 +210,8 @@ def test_driver_runs_each_arm_and_seed_once_with_its_own_settings(tmp_path, fake
     from trainers.recipe import load_recipe
 
     study = _study(**{'name = "l1"\nrecipe = "l1_only"': 'name = "l1"\nrecipe = "l1_only"\noverrides = { bias = true }'})
-    fake.crash_once = {("proxy", 1)}  # the first seed-1 training of the proxy recipe dies once
-    assert _drive(study, tmp_path / "run") == 0
+    fake.crash_once.add(("proxy", 1))  # the first seed-1 training of the proxy recipe dies once
+    assert _drive(study, tmp_path / "run", fake) == 0
     trials = _load(tmp_path / "run").get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted((t.params["arm"], t.params["seed"]) for t in done) == sorted((a, s) for a in ("ref", "wide", "l1", "half") for s in (0, 1))
@@ -305,7 +248,7 @@ def test_driver_runs_each_arm_and_seed_once_with_its_own_settings(tmp_path, fake
 
     # resume: nothing left to do, nothing re-trained
     n_payloads = len(fake.payloads)
-    assert _drive(study, tmp_path / "run") == 0
+    assert _drive(study, tmp_path / "run", fake) == 0
     assert len(fake.payloads) == n_payloads and len(_load(tmp_path / "run").trials) == len(trials)
 
 
@@ -318,13 +261,13 @@ def test_an_orphaned_trial_is_requeued_with_its_arm_and_seed(tmp_path, fake):
 
     study = _study()
     run_dir = tmp_path / "run"
-    assert _drive(study.with_overrides(), run_dir) == 0
+    assert _drive(study.with_overrides(), run_dir, fake) == 0
     # simulate a driver killed mid-trial: a RUNNING trial with ablation params in the journal
     s = _load(run_dir)
     s.enqueue_trial({"arm": "wide", "seed": 1}, user_attrs={"arm": "wide", "seed": 1})
     orphan = s.ask()
     assert orphan.suggest_categorical("arm", ["ref", "wide", "l1", "half"]) == "wide"
-    assert _drive(study, run_dir) == 0
+    assert _drive(study, run_dir, fake) == 0
     t = _load(run_dir).trials[orphan.number]
     assert t.state == TrialState.FAIL and t.user_attrs["requeued"] is True
     again = _load(run_dir).trials[-1]
@@ -332,7 +275,7 @@ def test_an_orphaned_trial_is_requeued_with_its_arm_and_seed(tmp_path, fake):
 
 
 def test_deployed_arch_follows_bias_removal():
-    from nas.driver import deployed_arch
+    from nas.deployment import deployed_arch
     from search_space.presets import get_preset
     from trainers.recipe import load_recipe
 
@@ -347,7 +290,7 @@ def test_plain_equivalent_is_the_same_deployed_network(preset):
 
     import torch
 
-    from nas.driver import plain_equivalent
+    from nas.deployment import plain_equivalent
     from search_space.network import build, deploy
     from search_space.presets import get_preset
 
@@ -374,7 +317,11 @@ def test_plain_equivalent_is_the_same_deployed_network(preset):
 
 
 def _shipped() -> list[Path]:
-    return sorted((REPO / "studies" / "ablations").glob("*.toml"))
+    from nas.study import STUDIES_DIR
+
+    found = sorted((STUDIES_DIR / "ablations").glob("*.toml"))
+    assert found, f"no shipped ablation studies under {STUDIES_DIR / 'ablations'}"  # never parametrize over nothing
+    return found
 
 
 class _SharedExecutor:
@@ -435,7 +382,7 @@ def _smoke_copy(src: Path, dst: Path, *, val: Path) -> Path:
     takes milliseconds."""
     import tomli_w
 
-    data = tomllib.loads(src.read_text(encoding="utf-8"))
+    data = parse_toml(src.read_text(encoding="utf-8"), source=str(src))
     data["ablation"]["seeds"] = [0, 1]
     data["proxy"]["steps"] = STEPS
     data["data"]["val"] = str(val)
@@ -460,6 +407,7 @@ def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_val, capsys
     from optuna.trial import TrialState
 
     from nas.driver import SearchDriver
+    from rtsr.search import run_and_report
     from nas.study import load_study
     from reports.ablation import ablation_figures, ablation_markdown, is_ablation_run
     from search_space.arch import ArchConfig
@@ -473,7 +421,7 @@ def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_val, capsys
     run_dir = tmp_path / "run"
     driver = SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, study_file=study_file,
                           executor_factory=lambda address=None: _SharedExecutor(ray_executor))
-    assert driver.run() == 0
+    assert run_and_report(driver) == 0
     out = capsys.readouterr().out
 
     trials = _load(run_dir).get_trials(deepcopy=False)
@@ -513,7 +461,7 @@ def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_val, capsys
                          "qp_curriculum": 1, "bias_removal": 2, "spab_attention": 2, "unshuffle_factor": 3}
     assert len(latency_by_network) == expected_networks[path.stem]
 
-    # the report: written by the driver, one row per arm, one verdict per claim
+    # the report: written after the run by the search command, one row per arm, one verdict per claim
     assert is_ablation_run(run_dir)
     md = ablation_markdown(run_dir)
     assert (run_dir / "ablation.md").read_text() == md

@@ -1,7 +1,7 @@
 """End to end: `python -m nas.run` with a real Ray runtime (local and a `ray start` cluster), and
 resume after the whole driver process tree is SIGKILLed mid-study.
 
-These run the shipped `studies/smoke.toml` (tiny space, 20 proxy steps) so each stays within about
+These run the shipped `nas/studies/smoke.toml` (tiny space, 20 proxy steps) so each stays within about
 a minute on a 2-core CPU. They read the results back through Optuna from the run's journal file,
 independently of the driver's own bookkeeping.
 """

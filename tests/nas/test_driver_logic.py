@@ -4,20 +4,19 @@ checked in seconds. (The real Ray paths are in test_driver_e2e.py.)"""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
 import pytest
 
 from nas.driver import SearchDriver
-from nas.executor import TaskError
+from nas.testing import FAKE_DEVICE, FakeExecutor, fake_training_output
 from nas.study import Study, load_study
 from search_space.arch import ArchConfig
 from search_space.cost import cost
 from search_space.errors import UserError
 
-DEVICE = "cpu: fake CPU (1 thread)"
+DEVICE = FAKE_DEVICE
 
 
 def fake_gain(arch: dict) -> float:
@@ -28,90 +27,35 @@ def fake_latency_ms(arch: dict) -> float:
     return float(arch["channels"] * 3 + arch["blocks"] * 5 + arch["down_factor"])
 
 
-class FakeExecutor:
-    """Runs each 'task' at submission; `crash` maps arch_hash -> how many attempts crash."""
+def _arch_hash(payload: dict) -> str:
+    return ArchConfig.from_dict(payload["arch"]).arch_hash
 
-    crash: dict[str, int] = {}
-    device = DEVICE
-    trained: list[str] = []
 
-    def __init__(self, *, address=None):
-        self._ids = itertools.count()
-        self._results: dict[int, object] = {}
+@pytest.fixture()
+def fake() -> FakeExecutor:
+    """The shared in-process executor with this module's synthetic gains and latencies; `crashes`
+    maps arch_hash -> how many attempts of it crash."""
+    crashes: dict[str, int] = {}
 
-    def start(self):
-        return self
-
-    def shutdown(self):
-        pass
-
-    def cluster_resources(self):
-        return {"CPU": 2.0}
-
-    def has_gpu(self):
+    def crash(payload: dict) -> bool:
+        h = _arch_hash(payload)
+        if crashes.get(h, 0) > 0:
+            crashes[h] -= 1
+            return True
         return False
 
-    def latency_slot(self, kind):
-        return "slot"
-
-    def probe(self, *, slot, device, threads):
-        return type(self).device
-
-    def put(self, value):
-        return value
-
-    def _ref(self, value) -> int:
-        ref = next(self._ids)
-        self._results[ref] = value
-        return ref
-
-    def submit_latency(self, *, slot, archs, device, protocol, threads):
-        from nas.latency import LatencyProtocol, LatencyResult, summarize_times
-
-        out = []
-        for a in archs:
-            ms = fake_latency_ms(a)
-            res = LatencyResult(stats=summarize_times([ms]), times_ms=(ms,), protocol=LatencyProtocol.from_dict(protocol),
-                                device_name=type(self).device, arch_hash=ArchConfig.from_dict(a).arch_hash)
-            out.append({"ok": True, "arch_hash": res.arch_hash, "latency": res.to_dict()})
-        return self._ref(out)
-
-    def submit_train(self, *, payload, data_ref, num_cpus, num_gpus):
-        arch = payload["arch"]
-        h = ArchConfig.from_dict(arch).arch_hash
-        type(self).trained.append(h)
-        if type(self).crash.get(h, 0) > 0:
-            type(self).crash[h] -= 1
-            return self._ref(TaskError("WorkerCrashedError: the worker died unexpectedly"))
-        g = fake_gain(arch)
-        per_qp = {str(q): {"qp": q, "psnr_y": 30 + g, "psnr_rgb": 29.0, "ssim_y": 0.9, "lanczos_psnr_y": 30.0,
-                           "lanczos_psnr_rgb": 29.0, "lanczos_ssim_y": 0.9, "gain_y": g} for q in (31, 63)}
-        result = {"status": "ok", "reason": None, "arch": arch, "train_seconds": 0.1, "eval_seconds": 0.1,
-                  "final_loss": 0.01, "fuse_max_rel_err": 0.0, "degradation": "x",
-                  "eval": {"per_qp": per_qp, "gain_y": g, "delta_y": g, "images": 1, "dtype": "float32"}}
-        return self._ref({"result": result, "weights": b"w", "host": "fake", "task_seconds": 0.1})
-
-    def wait(self, refs, *, timeout_s):
-        return [refs[0]] if refs else []
-
-    def get(self, ref, *, timeout_s=None):
-        value = self._results.pop(ref)
-        if isinstance(value, Exception):
-            raise value
-        return value
-
-    def cancel(self, ref):
-        pass
+    fake = FakeExecutor(train=lambda payload: fake_training_output(payload, fake_gain(payload["arch"])),
+                        latency_ms=lambda arch: [fake_latency_ms(arch)], crash=crash, device_name=DEVICE)
+    fake.crashes = crashes  # type: ignore[attr-defined]
+    return fake
 
 
-@pytest.fixture(autouse=True)
-def _reset_fake():
-    FakeExecutor.crash, FakeExecutor.device, FakeExecutor.trained = {}, DEVICE, []
-    yield
+def _trained(fake: FakeExecutor) -> list[str]:
+    return [_arch_hash(p) for p in fake.payloads]
 
 
-def _run(study: Study, run_dir: Path, **kw) -> int:
-    driver = SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=FakeExecutor, **kw)
+def _run(study: Study, run_dir: Path, fake: FakeExecutor, **kw) -> int:
+    driver = SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=fake.factory, **kw)
     return driver.run()
 
 
@@ -125,16 +69,16 @@ def _load(run_dir: Path, storage=None):
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def test_crashed_task_is_failed_with_reason_and_retried_a_bounded_number_of_times(tmp_path):
+def test_crashed_task_is_failed_with_reason_and_retried_a_bounded_number_of_times(tmp_path, fake):
     from optuna.trial import TrialState
 
     from search_space.presets import get_preset
 
     study = load_study("smoke")  # max_retries = 1, 4 trials, presets urpnet + lanczospp first
     urpnet = get_preset("urpnet").arch.arch_hash
-    FakeExecutor.crash = {urpnet: 5}  # crashes every time
+    fake.crashes[urpnet] = 5  # crashes every time
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"  # --storage takes an RDB URL
-    assert _run(study, tmp_path / "run", storage=storage) == 0
+    assert _run(study, tmp_path / "run", fake, storage=storage) == 0
 
     s = _load(tmp_path / "run", storage=storage)
     first = s.trials[0]
@@ -146,7 +90,7 @@ def test_crashed_task_is_failed_with_reason_and_retried_a_bounded_number_of_time
     retry = retries[0]
     assert retry.params == first.params and retry.user_attrs["retries"] == 1 and retry.user_attrs["preset"] == "urpnet"
     assert retry.state == TrialState.FAIL and retry.user_attrs["requeued"] is False
-    assert FakeExecutor.trained.count(urpnet) == 2
+    assert _trained(fake).count(urpnet) == 2
     # budget: 4 done = the final failure + 3 COMPLETE; the re-queued attempt does not count
     complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3 and len(s.trials) == 5
@@ -168,13 +112,13 @@ def _two_arch_study(macs_cap_g: float, trials: int) -> Study:
     })
 
 
-def test_infeasible_trials_are_skipped_and_repeats_are_copied_not_retrained(tmp_path):
+def test_infeasible_trials_are_skipped_and_repeats_are_copied_not_retrained(tmp_path, fake):
     from optuna.trial import TrialState
 
     base = dict(down_factor=2, blocks=1, block="rep", tail_kernel=1, bias=False)
     small, big = ArchConfig(channels=8, **base), ArchConfig(channels=16, **base)
     cap = (cost(small).macs + cost(big).macs) / 2 / 1e9  # between the two: C16 breaks the MACs cap
-    assert _run(_two_arch_study(cap, trials=6), tmp_path / "run") == 0
+    assert _run(_two_arch_study(cap, trials=6), tmp_path / "run", fake) == 0
 
     trials = _load(tmp_path / "run").trials
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -190,20 +134,20 @@ def test_infeasible_trials_are_skipped_and_repeats_are_copied_not_retrained(tmp_
     assert statuses == ["ok"] + ["duplicate"] * (len(statuses) - 1)
     for t in by_arch[small.arch_hash]:
         assert t.values == [fake_gain(small.to_dict()), fake_latency_ms(small.to_dict())]
-    assert FakeExecutor.trained == [small.arch_hash]  # trained exactly once, big never
+    assert _trained(fake) == [small.arch_hash]  # trained exactly once, big never
     table = (tmp_path / "run" / "pareto.txt").read_text()
     assert table.count("\n") == 4  # title, header, rule, one row: the feasible trained arch
 
 
-def test_resume_refuses_another_experiment_or_device(tmp_path):
+def test_resume_refuses_another_experiment_or_device(tmp_path, fake):
     study = _two_arch_study(100.0, trials=2)
     run_dir = tmp_path / "run"
-    assert _run(study, run_dir) == 0
+    assert _run(study, run_dir, fake) == 0
     with pytest.raises(UserError, match=r"different experiment \(changed: proxy\.steps\).*--fresh"):
-        _run(study.with_overrides(proxy__steps=40), run_dir)
-    FakeExecutor.device = "cpu: another CPU (1 thread)"
+        _run(study.with_overrides(proxy__steps=40), run_dir, fake)
+    fake.device_name = "cpu: another CPU (1 thread)"
     with pytest.raises(UserError, match=r"timed on 'cpu: fake CPU \(1 thread\)'.*another CPU.*--fresh"):
-        _run(study, run_dir)
-    FakeExecutor.device = DEVICE
-    assert _run(study.with_overrides(budget__trials=3), run_dir) == 0  # a bigger budget resumes
+        _run(study, run_dir, fake)
+    fake.device_name = DEVICE
+    assert _run(study.with_overrides(budget__trials=3), run_dir, fake) == 0  # a bigger budget resumes
     assert len(_load(run_dir).trials) == 3

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.export import main
+from rtsr.export import main
 from search_space.arch import ArchConfig
 from trainers.full import main as full_main
 from trainers.recipe import load_recipe
@@ -95,10 +95,10 @@ def test_pareto_export_of_a_smoke_run_trains_with_trainers_full(smoke_run, tmp_p
     assert all(s.patch % 12 == 0 for s in full.stages)
     assert main(["--run", str(smoke_run), "--pareto"]) == 0  # `python -m nas.export ...`
     export = smoke_run / "export"
-    assert sorted(p.name for p in export.glob("*.toml")) == sorted(f"trial-{t.number:04d}.toml" for t in front)
+    assert sorted(p.name for p in export.glob("*.toml")) == sorted(f"trial-{t.number:05d}.toml" for t in front)
     for t in front:
         a = t.user_attrs
-        cfg = load_run_config(export / f"trial-{t.number:04d}.toml")
+        cfg = load_run_config(export / f"trial-{t.number:05d}.toml")
         assert cfg.arch == ArchConfig.from_dict(a["arch"])  # the proxy recipe keeps biases as searched
         assert cfg.recipe == full and len(cfg.recipe.stages) == 2
         assert cfg.qps == (31, 63) and cfg.data == "builtin" and cfg.seed == 0
@@ -122,7 +122,7 @@ def test_pareto_export_of_a_smoke_run_trains_with_trainers_full(smoke_run, tmp_p
         deploy(build(cfg.arch)).load_state_dict(torch.load(weights, weights_only=True), strict=True)
 
     # trainers.full accepts an export unchanged; only the budget and data come from flags
-    first = export / f"trial-{front[0].number:04d}.toml"
+    first = export / f"trial-{front[0].number:05d}.toml"
     data = _images(tmp_path / "hr")
     monkeypatch.setenv("RTSR_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "full"
@@ -140,22 +140,22 @@ def test_export_chosen_trials_with_recipe_and_steps(fake_run, capsys):
     out = capsys.readouterr().out
     assert "trial    0 -> " in out and "trainers.full --config" in out
     export = fake_run / "export"
-    assert sorted(p.name for p in export.iterdir()) == ["trial-0000.pt", "trial-0000.toml", "trial-0002.toml", "trial-0006.pt", "trial-0006.toml"]
-    c0 = load_run_config(export / "trial-0000.toml")
+    assert sorted(p.name for p in export.iterdir()) == ["trial-00000.pt", "trial-00000.toml", "trial-00002.toml", "trial-00006.pt", "trial-00006.toml"]
+    c0 = load_run_config(export / "trial-00000.toml")
     assert c0.recipe == load_recipe("l1_then_l2") and c0.steps == 1000
     assert c0.provenance["preset"] == "urpnet" and c0.provenance["pareto"] is True
-    assert (export / "trial-0000.pt").read_bytes() == b"weights-of-0"
-    c6 = load_run_config(export / "trial-0006.toml")
+    assert (export / "trial-00000.pt").read_bytes() == b"weights-of-0"
+    c6 = load_run_config(export / "trial-00006.toml")
     assert c6.provenance["duplicate_of"] == 1 and c6.provenance["status"] == "duplicate"
-    assert (export / "trial-0006.pt").read_bytes() == b"weights-of-1"
-    c2 = load_run_config(export / "trial-0002.toml")
+    assert (export / "trial-00006.pt").read_bytes() == b"weights-of-1"
+    c2 = load_run_config(export / "trial-00002.toml")
     assert c2.provenance["pareto"] is False and "weights" not in c2.provenance  # trial 2 kept no weights
     assert "no proxy weights kept" in out
 
 
 def test_default_recipe_is_the_shipped_full_recipe(fake_run):
     assert main(["--run", str(fake_run), "--trial", "0"]) == 0  # URPNet: u = 2 divides every patch of full.toml
-    cfg = load_run_config(fake_run / "export" / "trial-0000.toml")
+    cfg = load_run_config(fake_run / "export" / "trial-00000.toml")
     assert cfg.recipe == load_recipe("full") and cfg.steps == 20000  # RunConfig's default budget
 
 
@@ -171,7 +171,7 @@ def test_patch_must_fit_the_down_factor(fake_run, tmp_path, capsys):
 
 def test_pareto_export_of_a_hand_made_run(fake_run, tmp_path):
     assert main(["--run", str(fake_run), "--pareto", "--out", str(tmp_path / "x"), "--recipe", "l1_then_l2"]) == 0
-    assert sorted(p.name for p in (tmp_path / "x").glob("*.toml")) == ["trial-0000.toml", "trial-0001.toml"]
+    assert sorted(p.name for p in (tmp_path / "x").glob("*.toml")) == ["trial-00000.toml", "trial-00001.toml"]
     assert not (fake_run / "export").exists()
 
 
@@ -186,9 +186,9 @@ def test_exported_arch_is_the_one_that_was_timed(tmp_path):
     run = _helper("fakerun").make_run(tmp_path / "r", [
         {"gain": 1.0, "latency": 5.0, "arch": "urpnet", "attrs": {"arch": biased.to_dict(), "deploy_arch": trained.to_dict()}}])
     assert main(["--run", str(run), "--trial", "0"]) == 0
-    assert load_run_config(run / "export" / "trial-0000.toml").arch == trained  # full.toml keeps biases
+    assert load_run_config(run / "export" / "trial-00000.toml").arch == trained  # full.toml keeps biases
     assert main(["--run", str(run), "--trial", "0", "--recipe", "casr", "--out", str(tmp_path / "casr")]) == 0
-    assert load_run_config(tmp_path / "casr" / "trial-0000.toml").arch == biased  # casr.toml removes them
+    assert load_run_config(tmp_path / "casr" / "trial-00000.toml").arch == biased  # casr.toml removes them
 
 
 @pytest.mark.parametrize(

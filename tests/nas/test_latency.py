@@ -1,4 +1,4 @@
-"""Tests for nas.latency: statistics, rank correlation, the CPU protocol, the cache and the CLI.
+"""Tests for nas.latency (statistics, rank correlation, the CPU protocol, the cache) and its CLI, rtsr.latency.
 
 Everything runs on CPU with tiny inputs. The GPU path is exercised on a device machine by
 `python -m nas.latency --preset all --device cuda` (see the report in benchmarks/).
@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from nas import latency as L
+from nas.latency.measure import _time_cuda
+from rtsr import latency as cli
 from search_space.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -309,7 +311,7 @@ def test_cache_rejects_unhashed_result_and_bare_module(tmp_path: Path) -> None:
 
 def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        L.main(["--help"])
+        cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--preset", "--arch", "--device", "--runs", "--warmup", "--out"):
@@ -318,7 +320,7 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_cuda_without_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert L.main(["--preset", "casr", "--device", "cuda"]) == 2
+    assert cli.main(["--preset", "casr", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("nas.latency: error:") and "no usable CUDA device" in err and "--device cpu" in err
     assert "Traceback" not in err
@@ -326,38 +328,64 @@ def test_cli_cuda_without_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, 
 
 def test_cli_needs_exactly_one_target(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        L.main(["--device", "cpu"])
+        cli.main(["--device", "cpu"])
     assert exc.value.code == 2
 
 
 def test_cli_bad_arch_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert L.main(["--arch", str(tmp_path / "missing.toml"), "--device", "cpu"]) == 2
+    assert cli.main(["--arch", str(tmp_path / "missing.toml"), "--device", "cpu"]) == 2
     assert "no such file" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert L.main(["--arch", str(bad), "--device", "cpu"]) == 2
+    assert cli.main(["--arch", str(bad), "--device", "cpu"]) == 2
     assert "cannot parse" in capsys.readouterr().err
-    assert L.main(["--preset", "casr", "--device", "cpu", "--hw", "12by3"]) == 2
+    assert cli.main(["--preset", "casr", "--device", "cpu", "--hw", "12by3"]) == 2
     assert "--hw" in capsys.readouterr().err
 
 
+def test_cli_prog_for_a_dispatcher(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rtsr latency` shows its own name in usage and errors; on its own it stays `python -m nas.latency`."""
+    assert cli.build_parser().prog == "python -m nas.latency"
+    assert cli.build_parser(prog="rtsr latency").format_usage().startswith("usage: rtsr latency ")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["--preset", "casr", "--device", "cuda"], prog="rtsr latency") == 2
+    assert capsys.readouterr().err.startswith("rtsr latency: error:")
+
+
 def test_import_with_torch_alone(tmp_path: Path) -> None:
-    """The GPU machine has torch but may lack optuna, ray, thop, pillow, tqdm: nas.latency must still
-    import and run (MACs column skipped, no progress bar), and hashes must match this process."""
+    """The GPU machine has torch but may lack optuna, ray, thop, pillow, tqdm: nas.latency and
+    rtsr.latency must still import, and `python -m nas.latency` run (MACs column skipped, no
+    progress bar), with hashes matching this process. nas.latency must not pull in the command layer."""
     blocked = ["optuna", "ray", "thop", "PIL", "pillow_avif", "tqdm", "pandas", "plotly", "scipy"]
     out_json = tmp_path / "out.json"
     code = textwrap.dedent(
         f"""
+        import runpy
         import sys
-        for name in {blocked!r}:
-            sys.modules[name] = None  # any import of these now raises ImportError
+
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {blocked!r}:
+                    raise ImportError(f"{{name}} is blocked: this machine has torch alone")
+                return None
+
+        sys.meta_path.insert(0, Blocker())
         import torch
         torch.set_num_threads(1)
         import nas.latency as L
+        assert not [m for m in sys.modules if m == "rtsr" or m.startswith("rtsr.")], "nas.latency imported rtsr"
+        import rtsr.latency
         print("HASHES", L.LatencyProtocol.challenge().protocol_hash, L.LatencyProtocol.cpu().protocol_hash)
-        rc = L.main(["--preset", "casr", "--device", "cpu", "--hw", "24x24", "--runs", "2", "--warmup", "0",
-                     "--out", {str(out_json)!r}])
-        assert rc == 0, rc
+        sys.argv = ["nas.latency", "--preset", "casr", "--device", "cpu", "--hw", "24x24", "--runs", "2",
+                    "--warmup", "0", "--out", {str(out_json)!r}]
+        try:
+            runpy.run_module("nas.latency", run_name="__main__", alter_sys=True)  # python -m nas.latency
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+        else:
+            raise AssertionError("python -m nas.latency must exit with main()'s status")
+        blocked_loaded = [m for m in sys.modules if m.split(".")[0] in {blocked!r}]
+        assert not blocked_loaded, blocked_loaded
         print("OK")
         """
     )
@@ -369,6 +397,39 @@ def test_import_with_torch_alone(tmp_path: Path) -> None:
     assert "MACs" not in out.stdout and "casr" in out.stdout  # no thop: the column is skipped
     data = json.loads(out_json.read_text())
     assert data["results"][0]["macs"] is None and data["results"][0]["latency"]["stats"]["n"] == 2
+    assert data["command"].startswith("python -m nas.latency --preset casr")
+
+
+#: Written by the code before nas/latency.py became a package; existing run directories hold these.
+CPU_HASH = "d9013c5efd6a"
+CACHE_LINE = (
+    '{"arch_hash":"abc123","cudnn_version":null,"device_kind":"cuda","device_name":"cuda: X","dtype":"float16",'
+    '"extra":{},"name":null,"num_threads":0,"params":null,"peak_memory_mib":null,"protocol":{"backend":"eager",'
+    '"device_kind":"cuda","dtype":"float16","input_hw":[540,960],"runs":100,"time_budget_s":null,"version":1,'
+    '"warmup":50},"protocol_description":"cuda, float16 weights and input, input 1x3x540x960 randn (HxW), '
+    "contiguous (NCHW), eval + inference_mode, cudnn.benchmark=True, 50 warm-up runs, then up to 100 timed runs "
+    '(CUDA events around each forward, synchronize after each run), no time budget; protocol v1, hash 00f373984bb0",'
+    '"protocol_hash":"00f373984bb0","stats":{"cv_percent":50.91750772173155,"max_ms":3.25,"mean_ms":2.25,'
+    '"median_ms":2.5,"min_ms":1.0,"n":3,"p90_ms":3.1,"std_ms":1.14564392373896},"stopped_by":"runs",'
+    '"times_ms":[1.0,2.5,3.25],"timestamp":"2024-01-01T00:00:00+00:00","torch_version":""}\n'
+)
+
+
+def test_stored_formats_unchanged(tmp_path: Path) -> None:
+    """Protocol hashes and latency.jsonl lines key existing run directories: they must not drift."""
+    assert L.LatencyProtocol.challenge().protocol_hash == "00f373984bb0"
+    assert L.LatencyProtocol.cpu().protocol_hash == CPU_HASH
+    times = (1.0, 2.5, 3.25)
+    result = L.LatencyResult(
+        stats=L.summarize_times(times),
+        times_ms=times,
+        protocol=L.LatencyProtocol.challenge(),
+        device_name="cuda: X",
+        arch_hash="abc123",
+        timestamp="2024-01-01T00:00:00+00:00",
+    )
+    L.LatencyCache(tmp_path / "latency.jsonl").put(result)
+    assert (tmp_path / "latency.jsonl").read_text() == CACHE_LINE
 
 
 # -- ArchConfig and presets (search_space) -------------------------------------------------------------
@@ -393,7 +454,7 @@ def test_cli_preset_table_json_and_cache(tmp_path: Path, capsys: pytest.CaptureF
     out = tmp_path / "bench" / "casr.json"
     cache = tmp_path / "latency.jsonl"
     args = ["--preset", "casr", "--device", "cpu", "--hw", "24x24", "--runs", "2", "--warmup", "0", "--threads", "1"]
-    assert L.main([*args, "--out", str(out), "--cache", str(cache), "--no-progress"]) == 0
+    assert cli.main([*args, "--out", str(out), "--cache", str(cache), "--no-progress"]) == 0
     text = capsys.readouterr().out
     for needle in ("cpu: ", "mean [ms]", "median [ms]", "p90 [ms]", "CV [%]", "Table 1 [ms, RTX 4090]", "0.468", "(1 thread)"):
         assert needle in text, needle
@@ -408,7 +469,7 @@ def test_cli_preset_table_json_and_cache(tmp_path: Path, capsys: pytest.CaptureF
     assert row["macs"] == pytest.approx(preset.macs_g * 1e9 * (24 * 24) / (540 * 960), rel=0.02)
     # the second run is served from the cache: same record, no new line
     first_ts = row["latency"]["timestamp"]
-    assert L.main([*args, "--out", str(out), "--cache", str(cache), "--no-progress"]) == 0
+    assert cli.main([*args, "--out", str(out), "--cache", str(cache), "--no-progress"]) == 0
     assert json.loads(out.read_text())["results"][0]["latency"]["timestamp"] == first_ts
     assert len(cache.read_text().splitlines()) == 1
 
@@ -426,14 +487,14 @@ def test_cli_arch_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     for path in (as_json, as_toml):
         out = tmp_path / f"{path.stem}.out.json"
         argv = ["--arch", str(path), "--device", "cpu", "--hw", "24x24", "--runs", "1", "--warmup", "0"]
-        assert L.main([*argv, "--out", str(out)]) == 0
+        assert cli.main([*argv, "--out", str(out)]) == 0
         row = json.loads(out.read_text())["results"][0]
         assert row["name"] == path.stem and row["latency"]["arch_hash"] == arch.arch_hash
         assert row["table1_runtime_ms"] is None
     capsys.readouterr()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**arch.to_dict(), "colour": "blue"}))
-    assert L.main(["--arch", str(bad), "--device", "cpu"]) == 2
+    assert cli.main(["--arch", str(bad), "--device", "cpu"]) == 2
     assert "colour" in capsys.readouterr().err
 
 
@@ -444,7 +505,7 @@ def test_correlations_leave_out_approximate_presets() -> None:
         return {"name": name, "result": res, "table1_ms": table1, "approximate": approx}
 
     rows = [row("a", 1.0, 0.4), row("b", 2.0, 0.6), row("c", 3.0, 0.9), row("z", 0.5, 3.0, approx=True)]
-    c = L._correlations(rows, "cuda: X")
+    c = cli._correlations(rows, "cuda: X")
     assert c["confirmed+fitted presets"]["spearman_rho"] == pytest.approx(1.0)
     assert c["confirmed+fitted presets"]["presets"] == ["a", "b", "c"]
     # all four: ranks ours (2,3,4,1) vs Table 1 (1,2,3,4): d = (1,1,1,-3) -> 1 - 6*12/60
@@ -485,12 +546,12 @@ def test_cuda_timing_loop_with_simulated_runtime(monkeypatch: pytest.MonkeyPatch
     model = _Sleepy(0.01)
     x = torch.zeros(1, 3, 4, 4)
     proto = L.LatencyProtocol.challenge(warmup=2, runs=4, input_hw=(4, 4))
-    times, stopped, peak = L._time_cuda(model, x, proto, torch.device("cpu"))
+    times, stopped, peak = _time_cuda(model, x, proto, torch.device("cpu"))
     assert len(times) == 4 and stopped == "runs" and all(t >= 10.0 * 0.99 for t in times)
     assert peak == pytest.approx(3.0) and calls["reset"] == 1
     assert calls["sync"] >= 4 + 1  # one per timed run, one after warm-up
     assert torch.backends.cudnn.benchmark is False  # restored
 
     budget = L.LatencyProtocol.challenge(warmup=1, runs=100, time_budget_s=0.1, input_hw=(4, 4))
-    times, stopped, _ = L._time_cuda(model, x, budget, torch.device("cpu"))
+    times, stopped, _ = _time_cuda(model, x, budget, torch.device("cpu"))
     assert stopped == "time_budget" and 1 <= len(times) < 100

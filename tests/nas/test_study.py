@@ -48,7 +48,7 @@ def test_missing_path_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("colour = 1\n", r"unknown key\(s\) 'colour'.*valid top-level keys.*budget"),
+        ("colour = 1\n", r"study: unknown key\(s\) 'colour'; valid keys: .*budget"),
         ("[budget]\ntrails = 3\n", r"\[budget\]: unknown key\(s\) 'trails'; valid keys: trials, workers, max_retries"),
         ("[sampler]\nname = 'cmaes'\n", r"\[sampler\] name is 'cmaes'; choose one of 'tpe', 'nsga2', 'random'"),
         ("[objectives]\nlatency = 'max_ms'\n", r"choose one of 'mean_ms', 'median_ms', 'p90_ms'"),
@@ -60,7 +60,7 @@ def test_missing_path_is_a_clear_error(tmp_path):
         ("[latency]\ncpu = { dtype = 'float16' }\n", r"\[latency\] cpu: .*float16 on CPU"),
         ("[latency]\ncpu = { warmups = 2 }\n", r"unknown key\(s\) 'warmups'; valid keys: warmup, runs"),
         ("[proxy]\ngpus = 2\n", r"\[proxy\] gpus is the GPU share of one training task, in \(0, 1\]"),
-        ("[search]\nchannel = 8\n", r"unknown search range key\(s\) 'channel'; valid keys: down_factor"),
+        ("[search]\nchannel = 8\n", r"\[search\]: unknown key\(s\) 'channel'; valid keys: down_factor"),
         ("[warm_start]\npresets = ['casr2']\n", r"unknown preset\(s\) 'casr2'; available: .*casr"),
         (
             "[search]\ndown_factor = [1, 2]\nblock = ['rep']\n[warm_start]\npresets = ['casr']\n",

@@ -2,7 +2,7 @@
 
 Why: reports and exports must be checked against numbers known in advance (a front picked by hand,
 a failed trial, a run still in progress) without training anything. The user attrs follow the
-driver's schema (`nas.driver`: status, feasible, latency, per_qp, weights, ...).
+trial record (`nas.trial_record`: its `Key` constants and `TrialSetup`).
 """
 
 from __future__ import annotations
@@ -24,55 +24,43 @@ def _arch(name: str) -> Any:
 
 
 def _attrs(spec: dict[str, Any], *, number: int, run_dir: Path, qps: tuple[int, ...], budget_ms: float) -> dict[str, Any]:
+    from nas.trial_record import Key, TrialSetup
     from search_space.cost import cost
 
     arch = _arch(spec.get("arch", "urpnet"))
     c = cost(arch)
     latency = float(spec["latency"]) if spec.get("latency") is not None else None
-    attrs: dict[str, Any] = {
-        "arch": arch.to_dict(),
-        "arch_hash": arch.arch_hash,
-        "arch_summary": arch.summary(),
-        "recipe": "proxy",
-        "recipe_hash": "r" * 12,
-        "steps": 20,
-        "seed": 0,
-        "qps": list(qps),
-        "macs": int(c.macs),
-        "params": int(c.params),
-        "macs_g": c.macs / 1e9,
-        "device_kind": "cpu",
-        "latency_device": DEVICE,
-        "retries": 0,
-    }
+    attrs = TrialSetup(arch=arch, deploy_arch=arch, recipe_name="proxy", recipe_hash="r" * 12, steps=20, seed=0, qps=qps,
+                       data={"train": "builtin", "val": "builtin"}, macs=int(c.macs), params=int(c.params),
+                       device_kind="cpu", latency_device=DEVICE, retries=0).to_attrs()
     if spec.get("preset"):
-        attrs["preset"] = spec["preset"]
+        attrs[Key.PRESET] = spec["preset"]
     if latency is not None:
-        attrs["latency"] = {"mean_ms": latency, "median_ms": latency, "p90_ms": latency, "device_name": DEVICE,
+        attrs[Key.LATENCY] = {"mean_ms": latency, "median_ms": latency, "p90_ms": latency, "device_name": DEVICE,
                             "device_kind": "cpu", "protocol_hash": "p" * 12}
-        attrs["latency_ms"] = latency
-        attrs["feasible"] = bool(spec.get("feasible", True))
-        attrs["constraints"] = [latency - budget_ms]
-        attrs["constraint_names"] = ["latency_ms"]
+        attrs[Key.LATENCY_MS] = latency
+        attrs[Key.FEASIBLE] = bool(spec.get("feasible", True))
+        attrs[Key.CONSTRAINTS] = [latency - budget_ms]
+        attrs[Key.CONSTRAINT_NAMES] = ["latency_ms"]
     status = spec.get("status")
     if status is not None:
-        attrs["status"] = status
+        attrs[Key.STATUS] = status
     if status in ("ok", "duplicate"):
         gains = spec.get("qp_gains") or {q: spec["gain"] for q in qps}
-        attrs["per_qp"] = {str(q): {"qp": q, "psnr_y": 30.0 + g, "lanczos_psnr_y": 30.0, "gain_y": g} for q, g in gains.items()}
-        attrs["gain_y"] = spec["gain"]
-        attrs["train_seconds"] = 1.5
+        attrs[Key.PER_QP] = {str(q): {"qp": q, "psnr_y": 30.0 + g, "lanczos_psnr_y": 30.0, "gain_y": g} for q, g in gains.items()}
+        attrs[Key.GAIN_Y] = spec["gain"]
+        attrs[Key.TRAIN_SECONDS] = 1.5
         if spec.get("weights") is not None:
             rel = f"weights/trial-{number:05d}.pt"
             (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             (run_dir / rel).write_bytes(spec["weights"])
-            attrs["weights"] = rel
+            attrs[Key.WEIGHTS] = rel
     if status == "skipped":
-        attrs["skip_reason"] = spec.get("reason", "latency_ms over by 5")
+        attrs[Key.SKIP_REASON] = spec.get("reason", "latency_ms over by 5")
     if status in ("failed", "crashed"):
-        attrs["failure_reason"] = spec.get("reason", "training diverged")
+        attrs[Key.FAILURE_REASON] = spec.get("reason", "training diverged")
     if "duplicate_of" in spec:
-        attrs["duplicate_of"] = spec["duplicate_of"]
+        attrs[Key.DUPLICATE_OF] = spec["duplicate_of"]
     attrs.update(spec.get("attrs", {}))  # anything else, verbatim
     return attrs
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nas.study import Study
+from search_space.configio import parse_toml
 
 STUDY = """
 name = "t-ablation"
@@ -84,11 +85,7 @@ def _make_run(tmp_path: Path, *, half_seed2: str = "failed") -> Path:
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState, create_trial
 
-    if __import__("sys").version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    study = Study.from_dict(tomllib.loads(STUDY))
+    study = Study.from_dict(parse_toml(STUDY))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     info = {"format": "rtsr-nas run v1", "run_id": "r1", "optuna_study_name": "t-r1", "storage": "journal",

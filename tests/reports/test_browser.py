@@ -49,7 +49,7 @@ def dashboard(smoke_run):
     import contextlib
     import io
 
-    from reports.__main__ import main
+    from rtsr.report import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -7,7 +7,7 @@ import csv
 import pytest
 from fakerun import make_run
 
-from reports.__main__ import main
+from rtsr.report import main
 
 
 def _md_rows(text: str) -> list[list[str]]:

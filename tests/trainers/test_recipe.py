@@ -277,7 +277,7 @@ def two_stage_file(tmp_path: Path, second: str) -> Path:
 @pytest.mark.parametrize(
     ("second", "message"),
     [
-        (STAGE_OK + "lrr = 1\n", r"recipe 'x.toml', stage 2: unknown key 'lrr'; valid keys: loss, lr, share, optimizer"),
+        (STAGE_OK + "lrr = 1\n", r"recipe 'x.toml', stage 2: unknown key\(s\) 'lrr'; valid keys: loss, lr, share, optimizer"),
         (STAGE_OK + 'optimizer = "sgd"\n', r"recipe 'x.toml', stage 2: optimizer = 'sgd' is not valid; choose one of: adam, adamw"),
         (STAGE_OK + 'schedule = "linear"\n', r"stage 2: schedule = 'linear' is not valid; choose one of: cosine, step, constant"),
         (STAGE_OK + 'init = "resume"\n', r"stage 2: init = 'resume' is not valid; choose one of: continue, scratch"),
@@ -296,7 +296,7 @@ def two_stage_file(tmp_path: Path, second: str) -> Path:
         (STAGE_OK + 'schedule = "step"\nmilestones = [0.5]\ngamma = 2.0\n', r"gamma .* must be < 1"),
         (STAGE_OK + 'remove_bias = "yes"\n', r"remove_bias must be true or false"),
         (STAGE_OK + "[stages.distill]\nweight = 0.1\n", r"stage 2, distill: missing key 'teacher'"),
-        (STAGE_OK + '[stages.distill]\nteacher = "t"\nweight = 0.1\nlambda = 1\n', r"stage 2, distill: unknown key 'lambda'; valid keys: teacher, weight, loss"),
+        (STAGE_OK + '[stages.distill]\nteacher = "t"\nweight = 0.1\nlambda = 1\n', r"stage 2, distill: unknown key\(s\) 'lambda'; valid keys: teacher, weight, loss"),
         (STAGE_OK + '[stages.distill]\nteacher = "t"\nweight = 0\n', r"stage 2, distill: distill.weight must be > 0"),
     ],
 )
@@ -323,7 +323,7 @@ def test_recipe_level_errors(tmp_path: Path) -> None:
     )
     assert [s.remove_bias for s in load_recipe(ok).stages] == [True, False]
     top = write(tmp_path, "t.toml", f'nam = "t"\n[[stages]]\n{STAGE_OK}')
-    with pytest.raises(UserError, match=r"recipe 't.toml': unknown key 'nam'; valid keys: name, stages, description"):
+    with pytest.raises(UserError, match=r"recipe 't.toml': unknown key\(s\) 'nam'; valid keys: name, stages, description"):
         load_recipe(top)
     empty = write(tmp_path, "e.toml", 'name = "e"\n')
     with pytest.raises(UserError, match=r"recipe 'e.toml': needs at least one \[\[stages\]\] table"):

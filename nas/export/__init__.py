@@ -1,8 +1,9 @@
-"""`python -m nas.export --run runs/rtsr --pareto | --trial N`: winning designs as full-training configs.
+"""Winning designs as full-training configs (the command is `rtsr export` / `python -m nas.export`).
 
-Each chosen trial becomes `<run>/export/trial-NNNN.toml`, a `trainers.runconfig.RunConfig` that
-`python -m trainers.full --config FILE` runs unchanged, plus `trial-NNNN.pt`, the trial's
-proxy-trained fused weights (a deploy-form state dict), copied from `<run>/weights/`.
+Each chosen trial becomes `<run>/export/trial-NNNNN.toml`, a `trainers.runconfig.RunConfig` that
+`python -m trainers.full --config FILE` runs unchanged, plus `trial-NNNNN.pt`, the trial's
+proxy-trained fused weights (a deploy-form state dict), copied from `<run>/weights/` (the same
+five-digit trial numbers as the run's own files).
 
 Why a config and not just an arch: the search only ranked designs with a short proxy training, so
 what a winner needs next is a long multi-stage recipe (default: the shipped `recipes/full.toml`,
@@ -21,21 +22,26 @@ while `nas.run` is still running; only `<run>/export/` (or `--out`) is written.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nas.runstate import RunState, TrialRecord, load_run, write_output
+from nas.deployment import removes_bias
+from nas.runstate import RunState, load_run, write_output
+from nas.trial_record import Key, TrialRecord, TrialStatus
 from search_space.errors import UserError
 
-__all__ = ["DEFAULT_RECIPE", "ExportResult", "build_parser", "export_trials", "main", "run_config_for"]
+__all__ = ["DEFAULT_RECIPE", "ExportResult", "export_file_stem", "export_trials", "run_config_for"]
 
 #: The shipped full-training recipe used unless `--recipe` says otherwise.
 DEFAULT_RECIPE = "full"
+
+
+def export_file_stem(number: int) -> str:
+    """'trial-00042': the same five-digit name the run gives the trial's weights."""
+    return f"trial-{number:05d}"
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,11 @@ def _check_exportable(t: TrialRecord, state: RunState) -> None:
     hint = f"export a trained trial (Pareto trials: {front}), or use --pareto"
     if t.state in ("RUNNING", "WAITING"):
         raise UserError(f"{where} has not finished yet ({t.state.lower()}); wait for it, or {hint}")
-    if t.state == "FAIL" or t.status in ("failed", "crashed"):
+    if t.state == "FAIL" or t.status in (TrialStatus.FAILED, TrialStatus.CRASHED):
         raise UserError(f"{where} failed ({t.reason or 'no reason recorded'}); there is nothing to export: {hint}")
-    if t.status == "skipped":
+    if t.status == TrialStatus.SKIPPED:
         raise UserError(f"{where} was not trained (it broke a constraint: {t.reason or 'infeasible'}); {hint}")
-    if not t.trained or not t.attrs.get("arch"):
+    if not t.trained or not t.attrs.get(Key.ARCH):
         raise UserError(f"{where} has no trained result (state {t.state}, status {t.status}); {hint}")
 
 
@@ -66,10 +72,10 @@ def _export_arch(t: TrialRecord, recipe: Any) -> Any:
     """The architecture to train in full (see the module docstring: the one that was timed)."""
     from search_space.arch import ArchConfig
 
-    trained = ArchConfig.from_dict(t.attrs["arch"])
-    deployed = ArchConfig.from_dict(t.attrs.get("deploy_arch") or t.attrs.get("trained_arch") or t.attrs["arch"])
-    removes_bias = any(getattr(stage, "remove_bias", False) for stage in recipe.stages)
-    return trained if removes_bias else deployed
+    a = t.attrs
+    trained = ArchConfig.from_dict(a[Key.ARCH])
+    deployed = ArchConfig.from_dict(a.get(Key.DEPLOY_ARCH) or a.get(Key.TRAINED_ARCH) or a[Key.ARCH])
+    return trained if removes_bias(recipe) else deployed
 
 
 def _check_patches(recipe: Any, arch: Any, *, trial: int) -> None:
@@ -90,7 +96,7 @@ def _check_patches(recipe: Any, arch: Any, *, trial: int) -> None:
 def _provenance(t: TrialRecord, state: RunState, *, weights_name: str | None) -> dict[str, Any]:
     a = t.attrs
     study = state.study
-    lat = dict(a.get("latency") or {})
+    lat = dict(a.get(Key.LATENCY) or {})
     prov: dict[str, Any] = {
         "source": "nas.export",
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -100,37 +106,37 @@ def _provenance(t: TrialRecord, state: RunState, *, weights_name: str | None) ->
         "run_dir": str(state.run_dir.resolve()),
         "run_id": state.run_id,
         "trial": t.number,
-        "status": t.status,
-        "duplicate_of": a.get("duplicate_of"),
+        "status": str(t.status),
+        "duplicate_of": a.get(Key.DUPLICATE_OF),
         "pareto": t.pareto,
         "feasible": t.feasible,
         "preset": t.preset,
         "arch_hash": t.arch_hash,
         "arch_summary": t.arch_summary,
-        "deploy_arch_hash": a.get("deploy_arch_hash"),
+        "deploy_arch_hash": a.get(Key.DEPLOY_ARCH_HASH),
         "macs": t.macs,
         "params": t.n_params,
         "macs_g": None if t.macs is None else t.macs / 1e9,
         "proxy": {
-            "recipe": a.get("recipe"),
-            "recipe_hash": a.get("recipe_hash"),
-            "steps": a.get("steps"),
-            "seed": a.get("seed"),
-            "data": a.get("data") or {"train": study.get("data", {}).get("train")},
-            "qps": list(a.get("qps") or state.qps),
+            "recipe": a.get(Key.RECIPE),
+            "recipe_hash": a.get(Key.RECIPE_HASH),
+            "steps": a.get(Key.STEPS),
+            "seed": a.get(Key.SEED),
+            "data": a.get(Key.DATA) or {"train": study.get("data", {}).get("train")},
+            "qps": list(a.get(Key.QPS) or state.qps),
         },
         "proxy_metrics": {
             "objective": state.gain_metric,
             "gain_db": t.gain_db,
-            "gain_y": a.get("gain_y"),
-            "delta_y": a.get("delta_y"),
+            "gain_y": a.get(Key.GAIN_Y),
+            "delta_y": a.get(Key.DELTA_Y),
             "per_qp_gain_db": {str(q): g for q, g in t.per_qp_gain.items()},
-            "per_qp": a.get("per_qp"),
+            "per_qp": a.get(Key.PER_QP),
         },
         "latency": {
             "value_ms": t.latency_ms,
             "statistic": state.latency_stat,
-            "device": a.get("latency_device") or state.device_name,
+            "device": a.get(Key.LATENCY_DEVICE) or state.device_name,
             "device_kind": lat.get("device_kind") or state.device_kind,
             "protocol_hash": lat.get("protocol_hash"),
             "mean_ms": lat.get("mean_ms"),
@@ -138,7 +144,7 @@ def _provenance(t: TrialRecord, state: RunState, *, weights_name: str | None) ->
             "p90_ms": lat.get("p90_ms"),
         },
         "weights": weights_name,
-        "weights_arch": a.get("trained_arch") or a.get("deploy_arch") or a.get("arch"),
+        "weights_arch": a.get(Key.TRAINED_ARCH) or a.get(Key.DEPLOY_ARCH) or a.get(Key.ARCH),
     }
     return prov
 
@@ -209,53 +215,14 @@ def export_trials(
     plans = []
     for t in chosen:
         src = state.run_dir / t.weights if t.weights else None
-        weights_name = f"trial-{t.number:04d}.pt" if src is not None and src.is_file() else None
+        weights_name = f"{export_file_stem(t.number)}.pt" if src is not None and src.is_file() else None
         plans.append((t, src if weights_name else None, run_config_for(t, state, recipe=full, steps=steps, weights_name=weights_name)))
     results = []
     for t, src, config in plans:
-        config_path = save_run_config(config, target / f"trial-{t.number:04d}.toml")
+        config_path = save_run_config(config, target / f"{export_file_stem(t.number)}.toml")
         config_path.chmod(0o644)
         weights_path = None
         if src is not None:
-            weights_path = write_output(target / f"trial-{t.number:04d}.pt", src.read_bytes())
+            weights_path = write_output(target / f"{export_file_stem(t.number)}.pt", src.read_bytes())
         results.append(ExportResult(trial=t.number, config=config_path, weights=weights_path))
     return results
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m nas.export",
-        description="Write one full-training config (trainers.full --config) per chosen trial of a nas.run "
-        "directory, with its provenance and proxy-trained fused weights. Safe while the run is in progress.",
-    )
-    parser.add_argument("--run", required=True, help="run directory written by nas.run (e.g. runs/rtsr)")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--pareto", action="store_true", help="export every trial of the Pareto front")
-    which.add_argument("--trial", type=int, action="append", metavar="N", help="export trial N (repeatable)")
-    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"full-training recipe: a shipped name or a .toml path (default: {DEFAULT_RECIPE})")
-    parser.add_argument("--steps", type=int, help="full-training steps written to [run].steps (default: the run config's default)")
-    parser.add_argument("--out", help="output folder (default: <run>/export)")
-    parser.add_argument("--storage", help="Optuna storage URL, only for runs started with nas.run --storage")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.steps is not None and args.steps < 1:
-            raise UserError(f"--steps must be a positive integer, got {args.steps}")
-        results = export_trials(args.run, numbers=args.trial, pareto=args.pareto, recipe=args.recipe, steps=args.steps,
-                                out_dir=args.out, storage=args.storage)
-    except UserError as exc:
-        print(f"nas.export: error: {exc}", file=sys.stderr)
-        return 2
-    for r in results:
-        extra = f" + {r.weights.name}" if r.weights is not None else " (no proxy weights kept for this trial)"
-        print(f"trial {r.trial:>4} -> {r.config}{extra}")
-    if results:
-        print(f"train one with: python -m trainers.full --config {results[0].config} [--data ~/DIV2K_train_HR --device cuda]")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

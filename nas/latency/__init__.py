@@ -1,0 +1,28 @@
+"""Runtime of a deploy-form network under a stated, hashable protocol, with a result cache.
+
+Latency is one of the two search objectives, and a number is only meaningful with how and where
+it was taken: `protocol` (what is measured, and its hash), `stats` (summaries, Spearman),
+`measure` (timing on cpu or cuda, labelled results), `cache` (the run directory's `latency.jsonl`).
+The command line lives in `rtsr.latency`; `python -m nas.latency` still runs it. This package
+imports with torch and the standard library alone: GPU machines may lack optuna, ray, thop, tqdm.
+"""
+
+from __future__ import annotations
+
+from nas.latency.cache import LatencyCache
+from nas.latency.measure import LatencyResult, device_name_for, measure_latency
+from nas.latency.protocol import PROTOCOL_VERSION, LatencyProtocol
+from nas.latency.stats import LatencyStats, average_ranks, spearman, summarize_times
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "LatencyCache",
+    "LatencyProtocol",
+    "LatencyResult",
+    "LatencyStats",
+    "average_ranks",
+    "device_name_for",
+    "measure_latency",
+    "spearman",
+    "summarize_times",
+]

@@ -1,0 +1,136 @@
+"""`LatencyCache`: measured latencies in an append-only JSON-lines file, keyed by arch, protocol and device.
+
+Why a file and not memory: a run directory's `latency.jsonl` is shared by several processes and
+survives crashes, so a resumed run never times a network twice. The line format (sorted keys, no
+spaces, one record per line) is what existing run directories hold; keep it byte-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.latency.measure import LatencyResult, device_name_for, measure_latency
+from nas.latency.protocol import LatencyProtocol, device_kind_of
+from search_space.errors import UserError
+
+__all__ = ["CacheKey", "LatencyCache"]
+
+CacheKey = tuple[str, str, str]
+
+
+class LatencyCache:
+    """Append-only JSON-lines cache of `LatencyResult`s keyed by (arch hash, protocol hash, device name).
+
+    Each record is appended with one `os.write` on an `O_APPEND` descriptor, so concurrent writers
+    (several processes in one run directory) never interleave inside a line. A process killed
+    mid-write leaves at most a truncated last line: it is skipped on load, and the next append
+    starts on a fresh line. The file is re-read whenever its size changed, so entries written by
+    other processes are seen.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.exists() and self.path.is_dir():
+            raise UserError(f"latency cache {self.path} is a directory; pass a file path such as {self.path / 'latency.jsonl'}")
+        self._entries: dict[CacheKey, LatencyResult] = {}
+        self._loaded_size = -1
+        self.skipped_lines = 0
+
+    def _refresh(self) -> None:
+        """Re-read the file when its size changed, so records appended by other processes are seen."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            self._entries, self._loaded_size, self.skipped_lines = {}, -1, 0
+            return
+        if size == self._loaded_size:
+            return
+        data = self.path.read_bytes()
+        entries: dict[CacheKey, LatencyResult] = {}
+        skipped = 0
+        for raw in data.split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                result = LatencyResult.from_dict(json.loads(raw.decode("utf-8")))
+            except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
+                # Appends are single writes, so a bad line can only be a record cut short by a
+                # crash; skipping it just means that network is measured again.
+                skipped += 1
+                continue
+            if result.arch_hash is not None:
+                entries[result.cache_key] = result  # type: ignore[index]
+        self._entries, self._loaded_size, self.skipped_lines = entries, len(data), skipped
+
+    def __len__(self) -> int:
+        self._refresh()
+        return len(self._entries)
+
+    def get(self, arch_hash: str, protocol: LatencyProtocol, device_name: str) -> LatencyResult | None:
+        """The cached result for this arch, protocol and device, or None."""
+        self._refresh()
+        return self._entries.get((arch_hash, protocol.protocol_hash, device_name))
+
+    def put(self, result: LatencyResult) -> None:
+        """Append one record (atomic line write); later records win over earlier ones on load."""
+        if result.arch_hash is None:
+            raise UserError("a latency result without arch_hash cannot be cached; pass arch_hash= to measure_latency")
+        line = json.dumps(result.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if _ends_without_newline(self.path):
+                line = b"\n" + line  # a truncated record precedes us: start our own line
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        self._refresh()
+
+    def get_or_measure(
+        self,
+        arch: Any,
+        *,
+        device: str | torch.device = "cuda",
+        protocol: LatencyProtocol | None = None,
+        name: str | None = None,
+        measure: Callable[..., LatencyResult] | None = None,
+    ) -> LatencyResult:
+        """The cached latency of `arch` (anything with `.arch_hash`), measuring and storing it on a miss.
+
+        `measure` defaults to `measure_latency`; it is called as
+        `measure(arch, device=device, protocol=protocol, name=name)`.
+        """
+        if not hasattr(arch, "arch_hash"):
+            raise UserError("LatencyCache.get_or_measure needs an ArchConfig (something with .arch_hash), not a bare module")
+        kind = device_kind_of(device)
+        protocol = protocol if protocol is not None else LatencyProtocol.default_for(kind)
+        dev_name = device_name_for(device)
+        hit = self.get(str(arch.arch_hash), protocol, dev_name)
+        if hit is not None:
+            return hit
+        fn = measure if measure is not None else measure_latency
+        result = fn(arch, device=device, protocol=protocol, name=name)
+        if result.arch_hash is None:
+            result = dataclasses.replace(result, arch_hash=str(arch.arch_hash))
+        self.put(result)
+        return result
+
+
+def _ends_without_newline(path: Path) -> bool:
+    """Whether the file's last record was cut short (a writer killed mid-line), so ours must start anew."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False

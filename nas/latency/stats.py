@@ -1,0 +1,109 @@
+"""Summary statistics of run times and Spearman rank correlation, in the standard library alone.
+
+Why hand-written rather than numpy/scipy: this package must import with torch alone on GPU
+machines, and the definitions (sample std, numpy's default percentile rule, average ranks for
+ties) are spelled out here so the stored numbers are reproducible from the docstrings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LatencyStats", "average_ranks", "spearman", "summarize_times"]
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of per-run times in milliseconds.
+
+    `std_ms` is the sample standard deviation (n-1 denominator; 0 for a single run), `cv_percent`
+    is 100 * std / mean, `p90_ms` is the 90th percentile with linear interpolation between order
+    statistics (position 0.9 * (n-1) in the sorted list, numpy's default rule).
+    """
+
+    n: int
+    mean_ms: float
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    max_ms: float
+    std_ms: float
+    cv_percent: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form, one key per field (part of every latency record)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
+        """Inverse of `to_dict`; a missing field raises KeyError (the record reader reports it)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
+
+
+def summarize_times(times_ms: Sequence[float]) -> LatencyStats:
+    """Mean, median, p90, min, max, std and CV of a non-empty list of run times (ms)."""
+    values = [float(t) for t in times_ms]
+    if not values:
+        raise ValueError("summarize_times needs at least one time")
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"run times must be finite and >= 0 ms, got {values!r}")
+    n = len(values)
+    s = sorted(values)
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return LatencyStats(
+        n=n,
+        mean_ms=mean,
+        median_ms=_percentile(s, 0.5),
+        p90_ms=_percentile(s, 0.9),
+        min_ms=s[0],
+        max_ms=s[-1],
+        std_ms=std,
+        cv_percent=100.0 * std / mean if mean > 0 else 0.0,
+    )
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks; tied values all get the mean of the ranks they span (e.g. [10, 20, 20] -> [1, 2.5, 2.5])."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        rank = (i + j) / 2 + 1  # mean of 1-based positions i+1 .. j+1
+        for k in range(i, j + 1):
+            ranks[order[k]] = rank
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson correlation of average ranks (exact with ties).
+
+    Returns NaN when either side has no variation (all values tied): the correlation is undefined.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs equal lengths, got {len(x)} and {len(y)}")
+    if len(x) < 2:
+        raise ValueError("spearman needs at least two pairs")
+    rx, ry = average_ranks(x), average_ranks(y)
+    mx, my = math.fsum(rx) / len(rx), math.fsum(ry) / len(ry)
+    cov = math.fsum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx = math.fsum((a - mx) ** 2 for a in rx)
+    vy = math.fsum((b - my) ** 2 for b in ry)
+    if vx == 0 or vy == 0:
+        return math.nan
+    return cov / math.sqrt(vx * vy)

@@ -1,0 +1,387 @@
+"""The trial scheduler: where a trial is asked, timed, trained and told.
+
+One trial, in order:
+1. `study.ask()` (warm-start presets, ablation arms and re-queued trials come first, as WAITING
+   trials), then `suggest()` -> `ArchConfig`; deploy MACs/params (`search_space.cost`, cheap).
+2. Latency, from the run's cache (`latency.jsonl`, keyed by arch hash, protocol hash, device) or
+   measured in an exclusive latency batch (see `nas.executor`). Constraints are now known.
+3. If a constraint is broken and the study says `train_infeasible = false`, the trial is *skipped*:
+   told COMPLETE with gain `SKIPPED_GAIN_DB` and its real latency, status "skipped", and always
+   infeasible, so samplers learn the region and no front ever shows it. A trial whose training
+   already finished in this run (same arch, recipe, steps, seed, data) copies that result (status
+   "duplicate") instead of training the same thing again; one that is being trained right now
+   waits for it.
+4. Otherwise a training task; its fused weights go to `weights/trial-NNNNN.pt`, then `tell`.
+
+Several trials are asked ahead (`LOOKAHEAD_PER_WORKER` per worker) so that one latency batch, which
+needs the whole device, covers many trials. While a latency batch is pending no training is
+submitted, so nothing shares the device while it times.
+
+Ablation arms that evaluate in another dtype (`eval_dtype`) train nothing of their own: they
+re-evaluate, in this process, the fused weights of the trial that trained the same network.
+
+What a trial stores is defined in `nas.trial_record`; every status change goes through
+`TrialEndings` (`nas.trial_endings`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nas.trial_endings import SKIPPED_GAIN_DB, PendingTrial, TrialEndings
+from nas.trial_record import Key, TrialSetup, TrialStatus, counts_against_budget, eval_attrs, is_front_candidate, latency_attrs
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nas.executor import Executor
+    from nas.latency import LatencyCache, LatencyProtocol, LatencyResult
+    from nas.progress import TrialLog
+    from nas.study import Study
+
+__all__ = ["LOOKAHEAD_PER_WORKER", "SKIPPED_GAIN_DB", "RunContext", "TrialScheduler"]
+
+#: How many trials are asked per latency batch, per worker (fewer exclusive-device drains).
+LOOKAHEAD_PER_WORKER = 2
+_POLL_S = 0.5
+
+
+@dataclass
+class RunContext:
+    """What the scheduler works with, opened by the driver: the study, the data, the device."""
+
+    spec: Study
+    run_dir: Path
+    study: Any  # optuna.Study
+    executor: Executor
+    data: Any  # ProxyData; the driver's own copy (eval-time ablation arms are evaluated here)
+    data_ref: Any  # the executor's handle of the same data
+    recipes: dict[str, Any]  # recipe name/path -> Recipe ([proxy] recipe, plus each ablation arm's)
+    kind: str  # "cpu" | "cuda"
+    device_name: str
+    protocol: LatencyProtocol
+    cache: LatencyCache
+    slot: Any
+    budget_ms: float | None
+    log: TrialLog = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+class TrialScheduler:
+    """Keeps `workers` trainings busy until the trial budget is done (see the module docstring)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.spec = ctx.spec
+        self.study = ctx.study
+        self.executor = ctx.executor
+        self.recipe = ctx.recipes[self.spec.proxy.recipe]
+        self.ready: deque[PendingTrial] = deque()
+        self.latency_job: tuple[Any, list[PendingTrial]] | None = None
+        self.inflight: dict[Any, PendingTrial] = {}
+        self.trained: dict[str, int] = {}  # training key -> number of a trained COMPLETE trial
+        self.active: set[str] = set()  # training keys queued or being trained now
+        self.followers: dict[str, list[PendingTrial]] = {}  # same training as an active one: wait for it
+        self.endings = TrialEndings(ctx)
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> int:
+        return self.endings.done
+
+    @property
+    def outstanding(self) -> int:
+        lat = len(self.latency_job[1]) if self.latency_job else 0
+        return len(self.ready) + lat + len(self.inflight) + sum(len(v) for v in self.followers.values())
+
+    def training_key(self, arch_hash: str, recipe_hash: str, seed: int) -> str:
+        """What makes two trainings the same (eval dtype is not part of it: weights are shared)."""
+        s = self.spec
+        return json.dumps([arch_hash, recipe_hash, s.proxy.steps, seed, s.data.train, s.data.val_source, list(s.data.qps), self.ctx.kind])
+
+    def _key(self, p: PendingTrial) -> str:
+        return self.training_key(p.arch.arch_hash, p.recipe.hash, p.seed)
+
+    def load_history(self) -> None:
+        """Count the trials already done and remember trained ones (a resumed run copies, not retrains)."""
+        done = 0
+        for t in self.study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            if counts_against_budget(state=t.state.name, attrs=a):
+                done += 1
+            if is_front_candidate(state=t.state.name, attrs=a, values=t.values):
+                self.ctx.log.note_best(t.values[0])
+            if t.state.name == "COMPLETE" and a.get(Key.STATUS) == TrialStatus.OK and a.get(Key.ARCH_HASH):
+                key = self.training_key(a[Key.ARCH_HASH], a.get(Key.RECIPE_HASH, self.recipe.hash), int(a.get(Key.SEED, self.spec.seed)))
+                self.trained.setdefault(key, t.number)
+        self.endings.done = done
+        self.ctx.log.open_bar(done=done, total=self.spec.budget.trials)
+        if done:
+            self.ctx.log.print(f"resume: {done} trial(s) already done; budget {self.spec.budget.trials}")
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        """Ask, time, train and tell until the budget is done and nothing is outstanding."""
+        budget = self.spec.budget
+        workers = budget.workers
+        while self.done < budget.trials or self.outstanding:
+            if self.latency_job is None and not self.ready:
+                room = budget.trials - self.done - self.outstanding
+                if room > 0 and not self._prepare(min(room, LOOKAHEAD_PER_WORKER * workers)) and not self.outstanding:
+                    # An ablation whose queue is empty although the budget is not used up: nothing
+                    # is left to run (e.g. the journal was edited); stop rather than spin.
+                    self.ctx.log.print(f"no queued (arm, seed) trials left; stopping with {self.done} of {budget.trials} done")
+                    return
+            if self.latency_job is None:
+                while self.ready and len(self.inflight) < workers:
+                    self._submit_training(self.ready.popleft())
+            refs = list(self.inflight) + ([self.latency_job[0]] if self.latency_job else [])
+            if not refs:
+                continue
+            for ref in self.executor.wait(refs, timeout_s=_POLL_S):
+                if self.latency_job is not None and ref is self.latency_job[0]:
+                    self._finish_latency_job()
+                else:
+                    self._finish_training(ref)
+
+    def _waiting(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def _ask(self) -> PendingTrial:
+        """Ask one trial: a sampled architecture, or (ablations) the queued (arm, seed) pair's."""
+        from search_space.ranges import suggest
+
+        trial = self.study.ask()
+        ab = self.spec.ablation
+        if ab is None:
+            arch = suggest(trial, self.spec.search)
+            return PendingTrial(trial=trial, arch=arch, started=time.perf_counter(), recipe=self.recipe, seed=self.spec.seed)
+        arm_name = trial.suggest_categorical("arm", [a.name for a in ab.arms])
+        seed = int(trial.suggest_categorical("seed", list(ab.seeds)))
+        arm = ab.arm(arm_name)
+        recipe = self.ctx.recipes[ab.recipe_of(arm_name, self.spec.proxy.recipe)]
+        for key, value in ((Key.ARM, arm_name), (Key.SEED, seed), (Key.EVAL_DTYPE, arm.eval_dtype)):
+            trial.set_user_attr(key, value)
+        return PendingTrial(trial=trial, arch=ab.arch_of(arm_name), started=time.perf_counter(), recipe=recipe,
+                            seed=seed, eval_dtype=arm.eval_dtype)
+
+    def _setup(self, p: PendingTrial) -> None:
+        """Decide what `p` deploys, cost it, and record what the trial is."""
+        from nas.deployment import deployed_arch, plain_equivalent
+        from search_space.cost import cost
+
+        p.deploy_arch = deployed_arch(p.arch, p.recipe)
+        if self.spec.ablation is not None:
+            p.deploy_arch = plain_equivalent(p.deploy_arch)  # arms that deploy alike share a latency
+        c = cost(p.deploy_arch)
+        setup = TrialSetup(
+            arch=p.arch, deploy_arch=p.deploy_arch, recipe_name=p.recipe.name, recipe_hash=p.recipe.hash,
+            steps=self.spec.proxy.steps, seed=p.seed, qps=tuple(self.spec.data.qps),
+            data={"train": self.spec.data.train, "val": self.spec.data.val_source},
+            macs=int(c.macs), params=int(c.params), device_kind=self.ctx.kind, latency_device=self.ctx.device_name,
+            retries=int(p.trial.user_attrs.get(Key.RETRIES, 0)),
+        )
+        p.attrs = setup.to_attrs()
+        for key, value in p.attrs.items():
+            p.trial.set_user_attr(key, value)
+
+    def _prepare(self, n: int) -> int:
+        """Ask up to `n` trials, cost them, and get their latency (cache hit, or one exclusive batch).
+
+        Returns how many were asked: an ablation asks only trials that are queued."""
+        if self.spec.ablation is not None:
+            n = min(n, self._waiting())
+        misses: list[PendingTrial] = []
+        for _ in range(n):
+            p = self._ask()
+            self._setup(p)
+            hit = self.ctx.cache.get(p.deploy_arch.arch_hash, self.ctx.protocol, self.ctx.device_name)
+            if hit is not None:
+                self._with_latency(p, hit)
+            else:
+                misses.append(p)
+        if misses:
+            # Unique archs only: duplicates in one batch share one measurement.
+            archs = list({p.deploy_arch.arch_hash: p.deploy_arch.to_dict() for p in misses}.values())
+            ref = self.executor.submit_latency(
+                slot=self.ctx.slot, archs=archs, device=self.ctx.kind, protocol=self.ctx.protocol.to_dict(),
+                threads=self.spec.latency.cpu_threads,
+            )
+            self.latency_job = (ref, misses)
+        return n
+
+    # -- latency ----------------------------------------------------------------------------------
+
+    def _finish_latency_job(self) -> None:
+        from nas.executor import TaskError
+        from nas.latency import LatencyResult
+
+        assert self.latency_job is not None
+        ref, pending = self.latency_job
+        self.latency_job = None
+        try:
+            results = self.executor.get(ref)
+        except TaskError as exc:
+            for p in pending:
+                self.endings.crashed(p, f"latency task: {exc}")
+            return
+        by_hash: dict[str, dict[str, Any]] = {}
+        for item in results:
+            arch_hash = str(item.get("arch_hash"))
+            if item.get("ok"):
+                res = LatencyResult.from_dict(item["latency"])
+                if res.device_name != self.ctx.device_name:  # never mix devices within one run
+                    item = {"ok": False, "reason": f"latency measured on {res.device_name!r}, not the run's {self.ctx.device_name!r}"}
+                else:
+                    self.ctx.cache.put(res)
+                    item = {"ok": True, "result": res}
+            by_hash[arch_hash] = item
+        for p in pending:
+            entry = by_hash.get(p.deploy_arch.arch_hash)
+            if entry is None or not entry.get("ok"):
+                self.endings.fail(p, (entry or {}).get("reason") or "latency not measured")
+            else:
+                self._with_latency(p, entry["result"])
+
+    def _with_latency(self, p: PendingTrial, res: LatencyResult) -> None:
+        """Record latency and constraints; then skip, copy a duplicate, or queue for training."""
+        from nas.optuna_compat import set_constraints
+
+        value = float(getattr(res, self.spec.objectives.latency))
+        p.attrs.update({Key.LATENCY: latency_attrs(res), Key.LATENCY_MS: value})
+        named: dict[str, float] = {}
+        if self.ctx.budget_ms is not None:
+            named["latency_ms"] = value - self.ctx.budget_ms
+        if self.spec.constraints.macs_g is not None:
+            named["macs_g"] = p.attrs[Key.MACS_G] - self.spec.constraints.macs_g
+        feasible = all(v <= 0 for v in named.values())
+        p.attrs[Key.FEASIBLE] = feasible
+        for key in (Key.LATENCY, Key.LATENCY_MS, Key.FEASIBLE):
+            p.trial.set_user_attr(key, p.attrs[key])
+        set_constraints(p.trial, named)
+
+        if not feasible and not self.spec.constraints.train_infeasible:
+            broken = [f"{k} over by {v:.3g}" for k, v in named.items() if v > 0]
+            self.endings.complete(p, gain=SKIPPED_GAIN_DB, status=TrialStatus.SKIPPED, extra={Key.SKIP_REASON: "; ".join(broken)})
+            return
+        key = self._key(p)
+        original = self.trained.get(key)
+        if original is not None:
+            self._copy_duplicate(p, original)
+        elif key in self.active:
+            self.followers.setdefault(key, []).append(p)  # the sampler repeated an arch in flight
+        else:
+            self.active.add(key)
+            self.ready.append(p)
+
+    # -- duplicates -------------------------------------------------------------------------------
+
+    def _release_followers(self, key: str) -> None:
+        """The active trial of `key` ended: copy its result, or let the next one in line train."""
+        self.active.discard(key)
+        waiting = self.followers.pop(key, [])
+        original = self.trained.get(key)
+        if original is not None:
+            for p in waiting:
+                self._copy_duplicate(p, original)
+        elif waiting:
+            self.active.add(key)
+            self.ready.append(waiting[0])
+            if waiting[1:]:
+                self.followers[key] = waiting[1:]
+
+    def _copy_duplicate(self, p: PendingTrial, number: int) -> None:
+        """Same training as trial `number`: copy its result, or re-evaluate its weights in p's dtype."""
+        original = self.study.get_trials(deepcopy=False)[number]
+        src = original.user_attrs
+        if src.get(Key.EVAL_DTYPE, "float32") != p.eval_dtype:
+            kept = {k: src[k] for k in (Key.TRAIN_SECONDS, Key.FINAL_LOSS, Key.TRAINED_ARCH) if k in src}
+            self.endings.reevaluate(p, weights=src.get(Key.WEIGHTS), arch=src.get(Key.TRAINED_ARCH) or src[Key.ARCH],
+                                    extra={Key.WEIGHTS_OF: number, **kept})
+            return
+        extra = {k: src[k] for k in (Key.PER_QP, Key.GAIN_Y, Key.DELTA_Y, Key.TRAIN_SECONDS, Key.WEIGHTS, Key.FINAL_LOSS) if k in src}
+        extra[Key.DUPLICATE_OF] = number
+        self.endings.complete(p, gain=float(original.values[0]), status=TrialStatus.DUPLICATE, extra=extra)
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def _submit_training(self, p: PendingTrial) -> None:
+        payload = {
+            "arch": p.arch.to_dict(),
+            "recipe": p.recipe.to_dict(),
+            "steps": self.spec.proxy.steps,
+            "seed": p.seed,
+            "threads": self.spec.proxy.threads,
+            "device": self.ctx.kind,
+        }
+        gpus = self.spec.proxy.gpus if self.ctx.kind == "cuda" else 0
+        ref = self.executor.submit_train(payload=payload, data_ref=self.ctx.data_ref, num_cpus=self.spec.proxy.threads, num_gpus=gpus)
+        self.inflight[ref] = p
+
+    def _finish_training(self, ref: Any) -> None:
+        p = self.inflight.pop(ref)
+        try:
+            self._handle_training(p, ref)
+        finally:
+            self._release_followers(self._key(p))
+
+    def _handle_training(self, p: PendingTrial, ref: Any) -> None:
+        from nas.executor import TaskError
+
+        try:
+            out = self.executor.get(ref)
+        except TaskError as exc:
+            self.endings.crashed(p, f"training task: {exc}")
+            return
+        res = out["result"]
+        extra: dict[str, Any] = {
+            Key.TRAIN_SECONDS: res.get("train_seconds"),
+            Key.EVAL_SECONDS: res.get("eval_seconds"),
+            Key.FINAL_LOSS: res.get("final_loss"),
+            Key.FUSE_MAX_REL_ERR: res.get("fuse_max_rel_err"),
+            Key.DEGRADATION: res.get("degradation"),
+            Key.TRAIN_HOST: out.get("host"),
+        }
+        if res.get("arch") and res["arch"] != p.attrs[Key.ARCH]:
+            extra[Key.TRAINED_ARCH] = res["arch"]  # e.g. a recipe stage removed the biases
+        if res.get("status") != "ok" or res.get("eval") is None:
+            self.endings.fail(p, res.get("reason") or "training failed without a reason", extra=extra)
+            return
+        ev = res["eval"]
+        gain = ev.get(self.spec.objectives.gain)
+        if gain is None or not math.isfinite(gain):
+            self.endings.fail(p, f"{self.spec.objectives.gain} is {gain!r}", extra=extra)
+            return
+        extra.update(eval_attrs(ev))
+        if out.get("weights") is not None:
+            extra[Key.WEIGHTS] = self.endings.save_weights(p, out["weights"])
+        if p.eval_dtype != "float32":  # an eval-time arm that had to train its weights itself
+            self.trained.setdefault(self._key(p), p.trial.number)
+            extra[Key.WEIGHTS_OF] = p.trial.number
+            self.endings.reevaluate(p, weights=extra.get(Key.WEIGHTS), arch=res.get("arch") or p.attrs[Key.ARCH], extra=extra)
+            return
+        self.endings.complete(p, gain=float(gain), status=TrialStatus.OK, extra=extra)
+        self.trained.setdefault(self._key(p), p.trial.number)
+
+    # -- Ctrl-C -----------------------------------------------------------------------------------
+
+    def abandon(self, reason: str) -> None:
+        """On Ctrl-C: fail and re-queue every trial this scheduler holds, so a rerun picks them up."""
+        pending = list(self.ready) + list(self.inflight.values()) + (self.latency_job[1] if self.latency_job else [])
+        pending += [p for waiting in self.followers.values() for p in waiting]
+        for ref in list(self.inflight) + ([self.latency_job[0]] if self.latency_job else []):
+            self.executor.cancel(ref)
+        for p in pending:
+            self.endings.requeue(p, reason)
+        self.ready.clear()
+        self.inflight.clear()
+        self.followers.clear()
+        self.latency_job = None

@@ -1,0 +1,116 @@
+"""An in-process `Executor` for tests: scripted results and crashes, no Ray, no training.
+
+Shipped with the package (like `optuna.testing`) so that every test of the driver, the scheduler
+and the reports uses one fake with the real executor's contract instead of a private copy each.
+Each task runs when it is submitted; `wait` returns the oldest reference, `get` its value or the
+`TaskError` a scripted crash produced.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nas.executor import Executor, TaskError
+
+__all__ = ["FAKE_DEVICE", "FakeExecutor", "fake_training_output"]
+
+FAKE_DEVICE = "cpu: fake CPU (1 thread)"
+
+
+def fake_training_output(payload: dict[str, Any], gain: float, *, qps: Sequence[int] = (31, 63), weights: bytes = b"w") -> dict[str, Any]:
+    """What `nas.executor.train_one` returns for a training that reached `gain` dB at every QP."""
+    per_qp = {str(q): {"qp": q, "psnr_y": 30 + gain, "psnr_rgb": 29.0, "ssim_y": 0.9, "lanczos_psnr_y": 30.0,
+                       "lanczos_psnr_rgb": 29.0, "lanczos_ssim_y": 0.9, "gain_y": gain} for q in qps}
+    result = {"status": "ok", "reason": None, "arch": payload["arch"], "train_seconds": 0.1, "eval_seconds": 0.1,
+              "final_loss": 0.01, "fuse_max_rel_err": 0.0, "degradation": "x",
+              "eval": {"per_qp": per_qp, "gain_y": gain, "delta_y": gain, "images": 1, "dtype": "float32"}}
+    return {"result": result, "weights": weights, "host": "fake", "task_seconds": 0.1}
+
+
+class FakeExecutor:
+    """Runs scripted 'tasks' in the calling process.
+
+    - `train(payload)` returns what a training task would (see `fake_training_output`);
+    - `latency_ms(arch_dict)` returns the timed runs of one architecture in ms;
+    - `crash(payload)` (optional) says whether this training attempt dies (a `TaskError`).
+    Every training payload is kept in `payloads`. Pass `executor_factory=fake.factory` to the driver.
+    """
+
+    def __init__(
+        self,
+        *,
+        train: Callable[[dict[str, Any]], dict[str, Any]],
+        latency_ms: Callable[[dict[str, Any]], Sequence[float]],
+        crash: Callable[[dict[str, Any]], bool] | None = None,
+        device_name: str = FAKE_DEVICE,
+        resources: dict[str, float] | None = None,
+    ) -> None:
+        self.train = train
+        self.latency_ms = latency_ms
+        self.crash = crash
+        self.device_name = device_name
+        self.resources = dict(resources or {"CPU": 2.0})
+        self.payloads: list[dict[str, Any]] = []
+        self._ids = itertools.count()
+        self._results: dict[int, Any] = {}
+
+    def factory(self, *, address: str | None = None) -> Executor:
+        return self
+
+    def start(self) -> FakeExecutor:
+        return self
+
+    def shutdown(self) -> None:
+        pass
+
+    def cluster_resources(self) -> dict[str, float]:
+        return dict(self.resources)
+
+    def has_gpu(self) -> bool:
+        return self.resources.get("GPU", 0) >= 1
+
+    def latency_slot(self, device_kind: str) -> Any:
+        return "slot"
+
+    def probe(self, *, slot: Any, device: str, threads: int) -> str:
+        return self.device_name
+
+    def put(self, value: Any) -> Any:
+        return value
+
+    def _ref(self, value: Any) -> int:
+        ref = next(self._ids)
+        self._results[ref] = value
+        return ref
+
+    def submit_latency(self, *, slot: Any, archs: list[dict[str, Any]], device: str, protocol: dict[str, Any], threads: int) -> int:
+        from nas.latency import LatencyProtocol, LatencyResult, summarize_times
+        from search_space.arch import ArchConfig
+
+        out = []
+        for arch in archs:
+            times = tuple(float(ms) for ms in self.latency_ms(arch))
+            res = LatencyResult(stats=summarize_times(list(times)), times_ms=times, protocol=LatencyProtocol.from_dict(protocol),
+                                device_name=self.device_name, arch_hash=ArchConfig.from_dict(arch).arch_hash)
+            out.append({"ok": True, "arch_hash": res.arch_hash, "latency": res.to_dict()})
+        return self._ref(out)
+
+    def submit_train(self, *, payload: dict[str, Any], data_ref: Any, num_cpus: int, num_gpus: float) -> int:
+        self.payloads.append(payload)
+        if self.crash is not None and self.crash(payload):
+            return self._ref(TaskError("WorkerCrashedError: the worker died unexpectedly"))
+        return self._ref(self.train(payload))
+
+    def wait(self, refs: Sequence[Any], *, timeout_s: float) -> list[Any]:
+        return [refs[0]] if refs else []
+
+    def get(self, ref: Any, *, timeout_s: float | None = None) -> Any:
+        value = self._results.pop(ref)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def cancel(self, ref: Any) -> None:
+        self._results.pop(ref, None)
