@@ -9,7 +9,10 @@ The template (DESIGN.md, "The network template"):
      -> reconstruction:
           direct : conv C -> 3*(4u)^2 (kernel `tail_kernel`) -> pixel-shuffle(4u)
           cascade: conv C -> 3*u^2 -> pixel-shuffle(u) -> + x -> conv 3 -> 48 -> pixel-shuffle(4)
-     -> + nearest/bilinear x4 upsample of x if `global_residual` is not "none"
+     -> + an x4 upsample of x if `global_residual` is not "none" (the anchor): nearest | bilinear
+          | lanczos (fixed Lanczos-3, separable conv + shuffle) | linear (learnable 7x7 conv + shuffle,
+          initialised to Lanczos-3); with an anchor the last learned layer starts at zero, so the
+          network's output at step 0 is exactly the anchor's
     `bias` switches every bias of every conv on or off.
 
 `end_block` is the block type used for the *training form* of the 3x3 convs that change width
@@ -58,7 +61,8 @@ DOWNSAMPLES: tuple[str, ...] = ("unshuffle", "strided")
 DOWN_FACTORS: tuple[int, ...] = (1, 2, 3, 4)
 RECONSTRUCTIONS: tuple[str, ...] = ("direct", "cascade")
 TAIL_KERNELS: tuple[int, ...] = (1, 3)
-GLOBAL_RESIDUALS: tuple[str, ...] = ("none", "nearest", "bilinear")
+#: Global residual ("anchor"): an x4 interpolation of x added to the output; see search_space.network.
+GLOBAL_RESIDUALS: tuple[str, ...] = ("none", "nearest", "bilinear", "lanczos", "linear")
 
 
 def _is_int(value: object) -> bool:

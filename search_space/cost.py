@@ -3,7 +3,7 @@
 What is counted (the definition used everywhere in this project, and in DESIGN.md's preset
 table): MACs = the multiply-accumulates of the convolutions, sum over convs of
 output pixels x Cin/groups x Cout x k^2, bias excluded. Elementwise work (activations, additions,
-SPAB's attention, pixel (un)shuffle, the nearest/bilinear residual) is not counted. That makes the
+SPAB's attention, pixel (un)shuffle, the nearest/bilinear anchors) is not counted. That makes the
 count exactly half of `torch.utils.flop_counter.FlopCounterMode`'s total, which counts only
 convolutions/matmuls at 2 FLOPs per MAC; the tests check this equality on every preset.
 
@@ -13,15 +13,23 @@ PixelShuffle, PixelUnshuffle and nn.Sequential as 0; but it charges PReLU 1 op p
 mode) and has no rule for GELU, SiLU or our own container modules (which `report_missing` lists).
 `mac_rules(model)` gives thop a rule for every such module type: 0 for parameter-free modules and
 for containers (their convs are counted by their children's rules). A module that holds its own
-parameters and has no rule is an error, because it could be hiding a convolution. The global
-residual calls `F.interpolate` inside `UpsampleResidual` (rule 0); thop's `nn.Upsample` rule, which
-would charge bilinear 11 ops per output element, is never involved. FlopCounterMode, for its part,
+parameters (or buffers, e.g. fixed filter taps) and has no rule is an error, because it could be
+hiding a convolution.
+
+Anchors (global residuals): nearest/bilinear call `F.interpolate` inside `UpsampleResidual`
+(rule 0, so 0 MACs; thop's `nn.Upsample` rule, which would charge bilinear 11 ops per output
+element, is never involved; bilinear written as a grouped 3x3 conv would be 0.22 GMACs at
+540x960). `lanczos` and `linear` are plain `nn.Conv2d` children (thop's conv rule divides Cin by
+groups, so the grouped Lanczos convs are right): at 540x960 lanczos costs
+518,400 x (12 + 48) x 7 = 0.218 GMACs and no parameters (its taps are buffers), linear
+518,400 x 3 x 48 x 49 = 3.66 GMACs and 7,056 weights (+48 biases). FlopCounterMode, for its part,
 counts only convolutions and matrix products (no activations, interpolation or shuffles).
 
 Speed: the deploy model is profiled on a tiny input of 2 x 3 cells of u x u pixels and the count is
 scaled by the number of cells. That is exact, not an estimate: every stage of the template runs at
-H/u x W/u times a fixed factor (1, u^2, 16u^2) with same-size padding, so each conv's MACs are a
-whole multiple of the cell count (`tests/search_space/test_cost.py` checks it against direct counts).
+H/u x W/u times a fixed factor (1, u^2, 16u^2; the anchors' convs run at H x W) with same-size
+padding, so each conv's MACs are a whole multiple of the cell count (`tests/search_space/test_cost.py`
+checks it against direct counts).
 No 4K forward pass is ever run.
 """
 
@@ -80,8 +88,8 @@ def _has_builtin_rule(module_type: type, builtin: dict[type, Callable]) -> bool:
 def mac_rules(model: nn.Module) -> dict[type, Callable]:
     """thop `custom_ops` that make its count the conv-only MACs of `model` (see the module docstring).
 
-    Raises RuntimeError for a module type that holds parameters but has no rule: such a module
-    could compute a convolution functionally, and counting it as 0 would be silently wrong.
+    Raises RuntimeError for a module type that holds parameters or buffers but has no rule: such a
+    module could compute a convolution functionally, and counting it as 0 would be silently wrong.
     """
     from thop.profile import register_hooks  # noqa: PLC0415  (thop is optional at import time)
 
@@ -90,9 +98,10 @@ def mac_rules(model: nn.Module) -> dict[type, Callable]:
         kind = type(module)
         if kind in rules or _has_builtin_rule(kind, register_hooks):
             continue
-        if next(module.parameters(recurse=False), None) is not None:
+        own_tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if own_tensors:
             raise RuntimeError(
-                f"no MAC rule for {kind.__qualname__}, which holds parameters of its own; "
+                f"no MAC rule for {kind.__qualname__}, which holds parameters or buffers of its own; "
                 "give it a rule in search_space.cost.mac_rules or make its convs nn.Conv2d children"
             )
         rules[kind] = _zero_rule

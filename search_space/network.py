@@ -12,10 +12,21 @@ for u = 1..4) and padding (k - 1) / 2, so every input pixel is seen and the outp
 H/u x W/u. With u = 2 this is Bicubic++'s 3x3/stride-2 conv, which reproduces PixelArtAI's
 9.67 GMACs (DESIGN.md table).
 
+Global residual ("anchor", `ArchConfig.global_residual`): an x4 interpolation of x added to the
+output. `nearest` and `bilinear` are `F.interpolate` (no conv: 0 counted MACs). `lanczos` is exact
+Lanczos-3 (the challenge baseline, `trainers.lanczos.lanczos_upscale`) as a fixed separable conv on
+the LR image plus pixel-shuffle(4), `linear` a learnable 7x7 conv 3 -> 48 plus pixel-shuffle(4)
+initialised to the same filter (reference `proxy_fidelity.md`, "Anchors"). With any anchor the
+last learned layer of the reconstruction starts at exactly zero (`zero_output_()`), so the network
+scores exactly the anchor at step 0 instead of first having to learn to copy the image. Neither
+the anchors nor the zeroing draw random numbers, so an anchored network's other weights equal
+those of its no-anchor twin built from the same seed.
+
 `deploy()` replaces every `Block` by its `fuse()` in a copy of the model: the result holds plain
 `nn.Conv2d` layers, activations and parameter-free glue (pixel (un)shuffle, additions, SPAB's
 attention), is in eval mode and has `requires_grad=False` everywhere. It is what is timed,
-counted and exported.
+counted and exported. The anchors stay as they are (plain grouped/dense convs); they are not
+folded into a neighbouring conv, since none sees the same input.
 """
 
 from __future__ import annotations
@@ -26,19 +37,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.arch import SCALE, ArchConfig
+from search_space.arch import GLOBAL_RESIDUALS, SCALE, ArchConfig
 from search_space.blocks import Block, get_block, make_activation
+from search_space.blocks.base import zero_
 from search_space.errors import UserError
 
 __all__ = [
+    "ANCHOR_KERNEL",
     "CascadeReconstruction",
     "DirectReconstruction",
+    "LanczosAnchor",
+    "LinearAnchor",
     "SRNet",
     "UpsampleResidual",
     "build",
     "deploy",
+    "lanczos_taps",
+    "make_anchor",
     "strided_kernel",
 ]
+
+#: Lobes of the Lanczos anchor (Lanczos-3, the usual meaning of "Lanczos" and the baseline's default).
+LANCZOS_LOBES = 3
+#: Kernel size of the `lanczos` and `linear` anchors: the Lanczos-3 support at x4 (taps -3..3).
+ANCHOR_KERNEL = 2 * LANCZOS_LOBES + 1
 
 
 def strided_kernel(down_factor: int) -> int:
@@ -47,13 +69,107 @@ def strided_kernel(down_factor: int) -> int:
     return k if k % 2 else k + 1
 
 
+def lanczos_taps(*, scale: int = SCALE, lobes: int = LANCZOS_LOBES) -> Tensor:
+    """Per-phase 1-D Lanczos taps, float64 of shape (scale, 2 * lobes + 1); each row sums to 1.
+
+    Output pixel `scale * i + p` samples the input at `i + d_p`, `d_p = (2p + 1) / (2 scale) - 1/2`
+    (half-pixel centres, as `trainers.lanczos`; (2p - 3) / 8 at x4), so row p holds
+    `h_p[k] = K(k - d_p)` for k = -lobes..lobes with `K(x) = sinc(x) sinc(x / lobes)` on |x| < lobes,
+    normalised to sum 1. Applied as cross-correlation, tap k multiplies input pixel i + k.
+    """
+    k = torch.arange(-lobes, lobes + 1, dtype=torch.float64)
+    d = (2 * torch.arange(scale, dtype=torch.float64) + 1) / (2 * scale) - 0.5
+    x = k[None, :] - d[:, None]
+    taps = torch.where(x.abs() < lobes, torch.sinc(x) * torch.sinc(x / lobes), torch.zeros_like(x))
+    return taps / taps.sum(dim=1, keepdim=True)
+
+
+def _fixed_conv(weight: Tensor, *, in_ch: int, groups: int, padding: tuple[int, int]) -> nn.Conv2d:
+    """A replicate-padded, bias-free `nn.Conv2d` whose weight is a buffer, not a parameter.
+
+    Why a buffer: the taps are a fixed filter, so they must never reach an optimizer (or weight
+    decay), yet they belong in the state dict and follow `.to()`/`.half()`. Plain `nn.Conv2d` (not
+    a subclass) keeps every conv counter (thop, FlopCounterMode) and exporter working unchanged.
+    """
+    out_ch, _, kh, kw = weight.shape
+    # skip_init: no random init that would be overwritten (and no random numbers drawn).
+    conv = nn.utils.skip_init(
+        nn.Conv2d, in_ch, out_ch, (kh, kw), padding=padding, padding_mode="replicate", groups=groups, bias=False
+    )
+    del conv.weight
+    conv.register_buffer("weight", weight.to(torch.get_default_dtype()))
+    return conv
+
+
+class LanczosAnchor(nn.Module):
+    """Fixed Lanczos-3 x4 upsampling: 7x1 conv 3 -> 12, 1x7 conv 12 -> 48 (grouped), pixel-shuffle(4).
+
+    Separable: the vertical pass gives channel 4c + p (row phase p of colour c), the horizontal pass
+    channel 16c + 4p + q, which is PixelShuffle(4)'s order for HR pixel (4i + p, 4j + q). Replicate
+    padding is the reference's clamped sampling (`trainers.lanczos`: taps outside the image land on
+    the edge pixel), so borders match too. 518,400 x (12 + 48) x 7 = 0.218 GMACs at 540x960, the
+    cheapest exact form (the 2-D grouped 7x7 costs 1.22 G). No parameters: the taps are buffers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        taps = lanczos_taps()  # (4, 7), row = phase
+        phases, size = taps.shape
+        pad = size // 2
+        vertical = taps.repeat(3, 1).view(3 * phases, 1, size, 1)  # channel 4c + p: h_p
+        horizontal = taps.repeat(3 * phases, 1).view(3 * phases * phases, 1, 1, size)  # 16c + 4p + q: h_q
+        self.vertical = _fixed_conv(vertical, in_ch=3, groups=3, padding=(pad, 0))
+        self.horizontal = _fixed_conv(horizontal, in_ch=3 * phases, groups=3 * phases, padding=(0, pad))
+        self.shuffle = nn.PixelShuffle(phases)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shuffle(self.horizontal(self.vertical(x)))
+
+
+class LinearAnchor(nn.Module):
+    """Learnable x4 linear upsampling: a dense 7x7 conv 3 -> 48 (replicate padding), pixel-shuffle(4).
+
+    Initialised to the Lanczos-3 filter (`W[16c + 4p + q, c] = h_p (outer) h_q`, zeros across
+    colours, bias 0), so it starts equal to `LanczosAnchor`, borders included, and training can
+    move it to the least-squares linear filter for the data (reference `proxy_fidelity.md`: such
+    a filter alone beats Lanczos by ~0.1 dB). 518,400 x 3 x 48 x 49 = 3.66 GMACs at 540x960.
+    """
+
+    def __init__(self, *, bias: bool) -> None:
+        super().__init__()
+        taps = lanczos_taps()
+        phases, size = taps.shape
+        # skip_init: the Lanczos init below replaces the random one, and no random numbers are drawn.
+        self.conv = nn.utils.skip_init(
+            nn.Conv2d, 3, 3 * phases * phases, size, padding=size // 2, padding_mode="replicate", bias=bias
+        )
+        kernel = torch.einsum("pi,qj->pqij", taps, taps).reshape(phases * phases, size, size)
+        weight = torch.zeros(3 * phases * phases, 3, size, size, dtype=torch.float64)
+        for c in range(3):
+            weight[c * phases * phases : (c + 1) * phases * phases, c] = kernel
+        with torch.no_grad():
+            self.conv.weight.copy_(weight)
+            zero_(self.conv.bias)
+        self.shuffle = nn.PixelShuffle(phases)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shuffle(self.conv(x))
+
+
 class UpsampleResidual(nn.Module):
-    """The global residual: x upsampled x4 by `mode` ('nearest' = ANUNet's anchor, or 'bilinear')."""
+    """The global residual: x upsampled x4 by `mode` ('nearest' = ANUNet's anchor, or 'bilinear').
+
+    Both are `F.interpolate`, elementwise work that the conv-MAC count does not include (0 MACs;
+    bilinear written as a grouped 3x3 conv would be 0.22 GMACs at 540x960, nearest is a copy).
+    """
 
     def __init__(self, mode: str) -> None:
         super().__init__()
         if mode not in ("nearest", "bilinear"):
-            raise UserError(f"global residual mode {mode!r}; choose 'nearest' or 'bilinear'")
+            raise UserError(
+                f"global residual mode {mode!r}; UpsampleResidual does 'nearest' or 'bilinear' "
+                "(make_anchor builds every ArchConfig.global_residual)"
+            )
         self.mode = mode
 
     def forward(self, x: Tensor) -> Tensor:
@@ -76,6 +192,13 @@ class DirectReconstruction(nn.Module):
     def forward(self, features: Tensor, x: Tensor) -> Tensor:
         return self.shuffle(self.conv(features))
 
+    def zero_output_(self) -> None:
+        """Make the reconstruction output exactly 0 (the tail conv is the last learned layer)."""
+        if isinstance(self.conv, Block):
+            self.conv.zero_output_()
+        else:
+            zero_(self.conv.weight, self.conv.bias)
+
 
 class CascadeReconstruction(nn.Module):
     """CASR: conv C -> 3u^2 -> pixel-shuffle(u) -> + x -> conv 3 -> 48 -> pixel-shuffle(4)."""
@@ -89,6 +212,10 @@ class CascadeReconstruction(nn.Module):
 
     def forward(self, features: Tensor, x: Tensor) -> Tensor:
         return self.shuffle_hr(self.to_hr(self.shuffle_lr(self.to_lr(features)) + x))
+
+    def zero_output_(self) -> None:
+        """Make the reconstruction output exactly 0: only the last conv (3 -> 48) is silenced."""
+        self.to_hr.zero_output_()
 
 
 class SRNet(nn.Module):
@@ -125,7 +252,10 @@ class SRNet(nn.Module):
             conv = end(c, out, bias=bias, act="none") if arch.tail_kernel == 3 else nn.Conv2d(c, out, 1, bias=bias)
             self.recon = DirectReconstruction(conv, SCALE * u)
 
-        self.residual = UpsampleResidual(arch.global_residual) if arch.global_residual != "none" else None
+        # Built last and without random numbers: the other weights are those of the no-anchor twin.
+        self.residual = make_anchor(arch.global_residual, bias=bias)
+        if self.residual is not None:
+            self.recon.zero_output_()  # start exactly at the anchor
 
     def forward(self, x: Tensor) -> Tensor:
         u = self.arch.down_factor
@@ -147,6 +277,22 @@ class SRNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch.summary()!r} ({self.arch.arch_hash})"
+
+
+def make_anchor(mode: str, *, bias: bool) -> nn.Module | None:
+    """The global-residual module for `ArchConfig.global_residual` (`None` for 'none').
+
+    `bias` only matters for 'linear', the one anchor with learned weights.
+    """
+    if mode == "none":
+        return None
+    if mode == "lanczos":
+        return LanczosAnchor()
+    if mode == "linear":
+        return LinearAnchor(bias=bias)
+    if mode in ("nearest", "bilinear"):
+        return UpsampleResidual(mode)
+    raise UserError(f"global residual {mode!r}; choose one of {', '.join(map(repr, GLOBAL_RESIDUALS))}")
 
 
 def build(arch: ArchConfig) -> SRNet:

@@ -11,7 +11,7 @@ A study file's `[search]` table (any subset of the keys below; missing keys keep
     body_skip       = [false, true]
     reconstruction  = ["direct", "cascade"]
     tail_kernel     = [1, 3]
-    global_residual = ["none", "nearest", "bilinear"]
+    global_residual = ["none", "nearest", "bilinear"]   # also "lanczos", "linear" (not in the default)
     bias            = [true, false]
     end_block       = ["conv"]
 

@@ -4,6 +4,10 @@ A block is a module with a *training form* (possibly many branches) and a `fuse(
 *deploy form*: plain `nn.Conv2d` layers plus whatever non-linear parts cannot be folded. The deploy
 form is what is timed, counted and exported, so `fuse()` must be exact over the whole image,
 borders included (see DESIGN.md and reference/blocks_and_protocol.md section 1.0).
+
+A block also knows how to silence itself (`zero_output_()`): a network with an interpolation anchor
+starts with its last learned layer at exactly zero, so its output at step 0 is the anchor's. Only
+the block knows which of its tensors end each branch (and how to cancel a parameter-free identity).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import copy
 from abc import ABC, abstractmethod
 from typing import Callable, ClassVar, TypeVar
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from search_space.errors import UserError
 
@@ -23,6 +28,8 @@ __all__ = [
     "list_blocks",
     "make_activation",
     "register_block",
+    "minus_identity_",
+    "zero_",
 ]
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "lrelu", "prelu", "gelu", "silu", "none")
@@ -49,6 +56,34 @@ def make_activation(name: str, channels: int) -> nn.Module:
     raise UserError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
 
 
+@torch.no_grad()
+def zero_(*tensors: Tensor | None) -> None:
+    """Set every given tensor to 0 in place; `None` (an absent bias) is skipped.
+
+    The helper of `Block.zero_output_()`: bias-free blocks pass `conv.bias`, which is None.
+    """
+    for tensor in tensors:
+        if tensor is not None:
+            tensor.zero_()
+
+
+@torch.no_grad()
+def minus_identity_(conv: nn.Conv2d) -> None:
+    """Make a dense, same-width conv compute exactly `-x`: -1 at the kernel centre, 0 elsewhere.
+
+    Cancels a block's parameter-free identity (`+ x`) in `Block.zero_output_()`: `-x + x` is
+    exactly 0 in floating point, and so is the fused kernel `-I + I`. (A convolution that rounds
+    its inputs, e.g. TF32 on a GPU, leaves a round-off residue; CPU float32/float64 are exact.)
+    """
+    out_ch, in_ch, kh, kw = conv.weight.shape
+    if out_ch != in_ch or conv.groups != 1 or kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"minus_identity_ needs a dense, odd-kernel conv with in == out channels, got {conv}")
+    conv.weight.zero_()
+    index = torch.arange(out_ch, device=conv.weight.device)
+    conv.weight[index, index, kh // 2, kw // 2] = -1.0
+    zero_(conv.bias)
+
+
 class Block(nn.Module, ABC):
     """A 3x3, stride-1, same-size block from `in_ch` to `out_ch` channels, activation included.
 
@@ -59,6 +94,10 @@ class Block(nn.Module, ABC):
     name: ClassVar[str] = ""
     #: False for blocks whose structure needs in_ch == out_ch (e.g. SPAB's residual).
     supports_channel_change: ClassVar[bool] = True
+    #: False for blocks whose output no weight setting can make zero (a parameter-free identity
+    #: added after non-linear branches, as in SPAB without attention); `zero_output_()` raises then.
+    #: Every block that can change width must be able to: it may be a network's last layer.
+    can_zero_output: ClassVar[bool] = True
 
     def __init__(self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu") -> None:
         super().__init__()
@@ -78,6 +117,20 @@ class Block(nn.Module, ABC):
     @abstractmethod
     def fuse(self) -> nn.Module:
         """The deploy form: an independent module (no shared parameters) computing the same output."""
+
+    @abstractmethod
+    def zero_output_(self) -> None:
+        """Set weights in place so that the block outputs exactly 0 for every input.
+
+        Why: an anchored network starts at its anchor (DESIGN.md, the network template), so its
+        last learned layer must add exactly nothing at step 0. Each branch's *last* conv (weight and
+        bias) is zeroed rather than every weight, so the earlier convs keep their random init and
+        receive gradients as soon as the last one moves; a parameter-free identity is cancelled by a
+        branch set to minus the identity. The fused form of a zeroed block is exactly zero too
+        (the fused kernel is a sum of products with zero factors, or -1 + 1). Activations map 0 to 0,
+        so the activation may stay. Consumes no random numbers. Blocks with `can_zero_output`
+        False raise NotImplementedError.
+        """
 
     def _deploy_act(self) -> nn.Module:
         """A copy of the activation for the deploy form (PReLU slopes included)."""

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from search_space.blocks.base import Block, register_block
+from search_space.blocks.base import Block, register_block, zero_
 
 __all__ = ["PlainConv"]
 
@@ -25,3 +25,6 @@ class PlainConv(Block):
 
     def fuse(self) -> nn.Module:
         return nn.Sequential(copy.deepcopy(self.conv), self._deploy_act())
+
+    def zero_output_(self) -> None:
+        zero_(self.conv.weight, self.conv.bias)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, register_block
+from search_space.blocks.base import Block, register_block, zero_
 from search_space.blocks.fusion import (
     add_branches,
     fold_directional_difference,
@@ -111,3 +111,18 @@ class DecoupledConvBlock(Block):
             (fold_pixel_difference(self.aggregate_weight, sign=1.0), self.aggregate_bias),
         )
         return nn.Sequential(to_conv2d(fused), self._deploy_act())
+
+    def zero_output_(self) -> None:
+        # Every branch is one weight (and bias) applied to differences/sums of pixels.
+        zero_(
+            self.vanilla.weight,
+            self.vanilla.bias,
+            self.central_weight,
+            self.central_bias,
+            self.horizontal_weight,
+            self.horizontal_bias,
+            self.vertical_weight,
+            self.vertical_bias,
+            self.aggregate_weight,
+            self.aggregate_bias,
+        )

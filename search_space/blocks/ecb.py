@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, register_block
+from search_space.blocks.base import Block, minus_identity_, register_block, zero_
 from search_space.blocks.fusion import (
     Conv,
     add_branches,
@@ -127,6 +127,14 @@ class ECBlock(Block):
             weight = self.conv3.weight
             branches.append((identity_kernel(self.out_ch, dtype=weight.dtype, device=weight.device), None))
         return nn.Sequential(to_conv2d(add_branches(*branches)), self._deploy_act())
+
+    def zero_output_(self) -> None:
+        # Last stage of each branch: the 3x3, the 3x3 after the 1x1, each edge filter's scale and bias.
+        zero_(self.conv3.weight, self.conv3.bias, self.expand.conv.weight, self.expand.conv.bias)
+        for edge in self.edges:
+            zero_(edge.scale, edge.bias)
+        if self.with_idt:
+            minus_identity_(self.conv3)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, depth_multiplier={self.depth_multiplier}, with_idt={self.with_idt}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, register_block
+from search_space.blocks.base import Block, minus_identity_, register_block, zero_
 from search_space.blocks.fusion import (
     Conv,
     add_branches,
@@ -79,6 +79,13 @@ class RepBlock(Block):
         fused = add_branches(from_conv2d(self.conv3), from_conv2d(self.conv1), skip)
         return nn.Sequential(to_conv2d(fused), self._deploy_act())
 
+    def zero_output_(self) -> None:
+        zero_(self.conv3.weight, self.conv3.bias, self.conv1.weight, self.conv1.bias)
+        if self.shortcut is None:
+            minus_identity_(self.conv1)  # conv1(x) = -x cancels the identity shortcut
+        else:
+            zero_(self.shortcut.weight, self.shortcut.bias)
+
 
 @register_block("rep_expand")
 class RepExpandBlock(Block):
@@ -109,6 +116,9 @@ class RepExpandBlock(Block):
         main = fuse_3x3_then_1x1(self.body.equivalent(), from_conv2d(self.reduce))
         fused = add_branches(main, from_conv2d(self.shortcut))
         return nn.Sequential(to_conv2d(fused), self._deploy_act())
+
+    def zero_output_(self) -> None:
+        zero_(self.reduce.weight, self.reduce.bias, self.shortcut.weight, self.shortcut.bias)
 
 
 @register_block("rep_casr")
@@ -157,3 +167,30 @@ class RepCASRBlock(Block):
         else:
             branches.append(from_conv2d(self.shortcut))
         return nn.Sequential(to_conv2d(add_branches(*branches)), self._deploy_act())
+
+    @torch.no_grad()
+    def zero_output_(self) -> None:
+        branches = (self.branch_a, self.branch_b)
+        if self.shortcut is None and self.out_ch > sum(seq[0].out_channels for seq in branches):
+            raise NotImplementedError(
+                f"rep_casr {self.in_ch}->{self.out_ch}: cancelling the identity needs {self.out_ch} mid "
+                f"channels, but mid_a + mid_b = {sum(seq[0].out_channels for seq in branches)}"
+            )
+        for seq in branches:
+            zero_(seq[1].weight, seq[1].bias)
+        if self.shortcut is not None:
+            zero_(self.shortcut.weight, self.shortcut.bias)
+            return
+        # Cancel the identity: route channel c through one mid channel (3x3 centre tap 1, the rest of
+        # that row and its bias 0) and back with weight -1, so the branches sum to exactly -x.
+        # Branch A carries the first mid_a channels, branch B the rest; other mid rows keep their init.
+        start = 0
+        for first, last in branches:
+            taken = torch.arange(start, min(start + first.out_channels, self.out_ch))
+            mid = torch.arange(len(taken))
+            first.weight[mid] = 0.0
+            if first.bias is not None:
+                first.bias[mid] = 0.0
+            first.weight[mid, taken, 1, 1] = 1.0
+            last.weight[taken, mid, 0, 0] = -1.0
+            start += len(taken)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, make_activation, register_block
+from search_space.blocks.base import Block, make_activation, register_block, zero_
 from search_space.blocks.fusion import (
     Conv,
     add_branches,
@@ -120,6 +120,15 @@ class SPABlock(Block):
         acts = (self._deploy_act(), copy.deepcopy(self.act2))
         return SPABDeploy((c1, c2, c3), acts, attention=self.attention)
 
+    def zero_output_(self) -> None:
+        # out3 = 0 makes the attention factor sigmoid(0) - 0.5 exactly 0, so (0 + x) * 0 = 0.
+        if not self.can_zero_output:
+            raise NotImplementedError(
+                f"block {self.name!r} adds its input after non-linear convs (out3 + x); no weights make "
+                "its output zero, so it cannot be a network's last layer"
+            )
+        zero_(self.c3.reduce.weight, self.c3.reduce.bias, self.c3.skip.weight, self.c3.skip.bias)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, gain={self.gain}, attention={self.attention}"
 
@@ -129,3 +138,4 @@ class SPABlockNoAttention(SPABlock):
     """SPAB without the attention (`out3 + x`): the "SPAB attention on vs off" ablation."""
 
     attention: ClassVar[bool] = False
+    can_zero_output: ClassVar[bool] = False

@@ -8,6 +8,7 @@ missing branch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 from typing import Any
@@ -371,3 +372,78 @@ def test_spab_defaults_and_channel_check() -> None:
 def test_bad_widths_are_user_errors(name: str, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(UserError, match=match):
         get_block(name)(4, 4, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# zero_output_(): the contract an anchored network relies on to start exactly at its anchor.
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize(("name", "in_ch", "out_ch"), BLOCK_CHANNELS, ids=BLOCK_IDS)
+def test_zero_output_makes_training_and_fused_forms_exactly_zero(
+    name: str, in_ch: int, out_ch: int, bias: bool, act: str
+) -> None:
+    for dtype in (torch.float64, torch.float32):
+        block = make_block(name, in_ch, out_ch, bias=bias, act=act, dtype=dtype)
+        if not block.can_zero_output:
+            with pytest.raises(NotImplementedError, match=name):
+                block.zero_output_()
+            return
+        rng_before = torch.random.get_rng_state()
+        block.zero_output_()
+        assert torch.equal(torch.random.get_rng_state(), rng_before), "zero_output_ drew random numbers"
+        for size in SIZES:
+            x = _input(in_ch, size, dtype=dtype) * 10  # large inputs: a cancelled identity must be exact
+            with torch.no_grad():
+                train, fused = block(x), block.fuse()(x)
+            assert train.shape == fused.shape == (x.shape[0], out_ch, *size)
+            assert torch.equal(train, torch.zeros_like(train)), f"{name} {dtype}: training form is not 0"
+            assert torch.equal(fused, torch.zeros_like(fused)), f"{name} {dtype}: fused form is not 0"
+
+
+ZEROABLE = [case for case in BLOCK_CHANNELS if get_block(case[0]).can_zero_output]
+
+
+@pytest.mark.parametrize(("name", "in_ch", "out_ch"), ZEROABLE, ids=[f"{n}-{i}to{o}" for n, i, o in ZEROABLE])
+def test_zeroed_block_still_learns(name: str, in_ch: int, out_ch: int) -> None:
+    """Only each branch's last stage is silenced: the gradient of a loss is not zero, so step 1 moves."""
+    block = make_block(name, in_ch, out_ch, bias=True, act="none")
+    block.zero_output_()
+    x = _input(in_ch, (6, 7), dtype=torch.float64)
+    (block(x) - 1.0).square().sum().backward()
+    grads = [p.grad.abs().sum().item() for p in block.parameters() if p.grad is not None]
+    assert grads and max(grads) > 0
+
+
+def test_every_width_changing_block_can_zero_its_output() -> None:
+    """A width-changing block can be a network's tail, which an anchored network zeroes."""
+    for name in list_blocks():
+        block_cls = get_block(name)
+        assert not block_cls.supports_channel_change or block_cls.can_zero_output, name
+
+
+def test_zero_output_cancels_the_ecb_identity() -> None:
+    block = get_block("ecb")(4, 4, bias=True, act="prelu", with_idt=True).double()
+    randomize(block, seed=5)
+    block.zero_output_()
+    x = _input(4, (7, 9), dtype=torch.float64) * 10
+    with torch.no_grad():
+        assert torch.equal(block(x), torch.zeros_like(x))
+        assert torch.equal(block.fuse()(x), torch.zeros_like(x))
+
+
+def test_zero_output_of_rep_casr_identity_uses_both_branches_and_refuses_past_them() -> None:
+    # 7 channels through mid_a = 4 and mid_b = 3: branch A carries 4 of them, branch B the other 3.
+    block = get_block("rep_casr")(7, 7, bias=True, act="none", mid_a=4, mid_b=3).double()
+    randomize(block, seed=6)
+    block.zero_output_()
+    x = _input(7, (5, 6), dtype=torch.float64) * 10
+    with torch.no_grad():
+        assert torch.equal(block(x), torch.zeros_like(x))
+        assert torch.equal(block.fuse()(x), torch.zeros_like(x))
+    too_wide = get_block("rep_casr")(8, 8, mid_a=4, mid_b=3)
+    before = copy.deepcopy(too_wide.state_dict())
+    with pytest.raises(NotImplementedError, match="mid_a \\+ mid_b"):
+        too_wide.zero_output_()
+    assert all(torch.equal(before[k], v) for k, v in too_wide.state_dict().items())  # left untouched

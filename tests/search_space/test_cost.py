@@ -150,6 +150,31 @@ def test_module_with_own_parameters_and_no_rule_is_refused() -> None:
         mac_rules(nn.Sequential(_FunctionalConv()))
 
 
+class _FixedFunctionalConv(nn.Module):
+    """A fixed filter (buffer, no parameter) applied functionally: just as invisible."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("taps", torch.ones(4, 3, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.taps, padding=1)
+
+
+def test_module_with_own_buffers_and_no_rule_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="_FixedFunctionalConv"):
+        mac_rules(nn.Sequential(_FixedFunctionalConv()))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "lanczos", "linear"])
+def test_anchored_models_have_rules_for_everything(mode: str) -> None:
+    model = deploy(build(ArchConfig(channels=4, blocks=1, down_factor=2, global_residual=mode)))
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        thop.profile(model, inputs=(torch.rand(1, 3, 4, 4),), custom_ops=mac_rules(model), report_missing=True)
+    assert "Cannot find rule" not in buffer.getvalue()
+
+
 # -- API details ---------------------------------------------------------------------------------------
 
 

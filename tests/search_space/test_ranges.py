@@ -178,3 +178,30 @@ def test_fixed_setting_must_match() -> None:
     assert "bias" not in arch_to_params(ArchConfig(channels=8, blocks=1, bias=False), ranges)
     with pytest.raises(UserError, match="bias="):
         arch_to_params(ArchConfig(channels=8, blocks=1, bias=True), ranges)
+
+
+def test_anchors_are_accepted_sampled_and_inverted() -> None:
+    """`[search] global_residual` takes the interpolation anchors; suggest() reaches each one."""
+    anchors = ["none", "nearest", "bilinear", "lanczos", "linear"]
+    ranges = SearchRanges.from_dict({"global_residual": anchors})
+    assert ranges.global_residual == tuple(anchors)
+    assert SearchRanges.from_dict(ranges.to_dict()) == ranges
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        arch = suggest(trial, ranges)
+        seen.add(arch.global_residual)
+        study.tell(trial, 0.0)
+    assert seen == set(anchors)
+    for mode in ("lanczos", "linear"):
+        arch = ArchConfig(channels=8, blocks=1, global_residual=mode)
+        params = arch_to_params(arch, ranges)
+        assert params["global_residual"] == mode
+        assert suggest(optuna.trial.FixedTrial(params), ranges) == arch
+    fixed = SearchRanges.from_dict({"global_residual": "lanczos"})  # a bare value fixes it
+    params = arch_to_params(ArchConfig(channels=8, blocks=1, global_residual="lanczos"), fixed)
+    assert "global_residual" not in params
+    assert suggest(optuna.trial.FixedTrial(params), fixed).global_residual == "lanczos"
+    with pytest.raises(UserError, match="global_residual"):
+        SearchRanges.from_dict({"global_residual": ["lanczos3"]})
