@@ -55,8 +55,10 @@ def plain_equivalent(arch: ArchConfig) -> ArchConfig:
     return candidate if _deploy_signature(candidate) == _deploy_signature(arch) else arch
 
 
-def evaluate_weights(*, weights: bytes | Path, arch: dict[str, Any], data: Any, dtype: str, device: str, threads: int) -> dict[str, Any]:
-    """`EvalReport.to_dict()` of fused weights (`torch.save` bytes or a file) of `arch` on `data.val`.
+def evaluate_weights(*, weights: bytes | Path, arch: dict[str, Any], data: Any, dtype: str, device: str, threads: int,
+                     splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, Any] | None]:
+    """`EvalReport.to_dict()` of fused weights (`torch.save` bytes or a file) of `arch` on each of
+    `data`'s `splits` ('val', 'test'; None for a split the data does not have).
 
     The deploy network is rebuilt from the arch (plain convs after `deploy`), loaded strictly, and
     evaluated in `dtype` (float16: pure fp16 weights and input, as the challenge's `--fp16`)."""
@@ -75,6 +77,10 @@ def evaluate_weights(*, weights: bytes | Path, arch: dict[str, Any], data: Any, 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return evaluate(model, data.val, device=device, dtype=getattr(torch, dtype)).to_dict()
+        return {
+            split: None if getattr(data, split) is None else evaluate(model, getattr(data, split), device=device,
+                                                                      dtype=getattr(torch, dtype)).to_dict()
+            for split in splits
+        }
     finally:
         torch.set_num_threads(previous)

@@ -42,7 +42,9 @@ from search_space.errors import UserError
 
 __all__ = ["RUN_FORMAT", "SearchDriver", "fresh_run_dir", "redact"]
 
-RUN_FORMAT = "rtsr-nas run v1"
+#: v2: anchored networks start at their anchor, and every trial is also evaluated on a test split;
+#: a v1 run's numbers are not comparable, so it is not resumed.
+RUN_FORMAT = "rtsr-nas run v2"
 
 
 def _now() -> str:
@@ -162,11 +164,8 @@ class SearchDriver:
         from trainers.proxy import ProxyData
 
         t0 = time.perf_counter()
-        data = ProxyData.load(spec.data.train, spec.data.val, qps=spec.data.qps, progress=self.log.progress)
-        self.log.print(
-            f"data: {len(data.train.names)} train / {len(data.val.names)} val images "
-            f"({spec.data.train} / {spec.data.val_source}), loaded in {time.perf_counter() - t0:.1f} s"
-        )
+        data = ProxyData.load(spec.data.train, spec.data.val, spec.data.test, qps=spec.data.qps, progress=self.log.progress)
+        self.log.print(f"{data.summary()}; loaded in {time.perf_counter() - t0:.1f} s")
 
         if self.executor_factory is None:
             from nas.executor import RayExecutor
@@ -239,6 +238,12 @@ class SearchDriver:
             data = json.loads(self.run_json.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"{self.run_json} is unreadable ({exc}); pass --fresh to start a new run (the old one is kept)") from None
+        if data.get("format") == "rtsr-nas run v1":
+            raise UserError(
+                f"{self.run_dir} was made by an earlier rtsr-nas (run v1: anchored networks did not start at their "
+                "anchor, no test split), so its trials cannot be mixed with new ones; pass --fresh to start over "
+                "(the old run is kept and still readable by reports) or --out another directory"
+            )
         if data.get("format") != RUN_FORMAT:
             raise UserError(f"{self.run_json} is not a {RUN_FORMAT!r} file; pass --fresh or another --out")
         return data
@@ -391,9 +396,8 @@ class SearchDriver:
             from optuna.trial import TrialState
 
             front = pareto_front(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            table = render_pareto_table(
-                front, gain_name=spec.objectives.gain, latency_name=f"latency {spec.objectives.latency}", device_name=device_name
-            )
+            table = render_pareto_table(front, gain_name=spec.objectives.gain, latency_name=f"latency {spec.objectives.latency}",
+                                        device_name=device_name)
             atomic_write(self.run_dir / "pareto.txt", table + "\n")
             self.log.print("")
             self.log.print(table)

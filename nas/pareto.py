@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nas.trial_record import Key, is_front_candidate
+from nas.trial_record import Key, is_front_candidate, linear_metric
 
 __all__ = ["non_dominated", "pareto_front", "render_pareto_table"]
 
@@ -37,17 +37,28 @@ def pareto_front(trials: Iterable[Any]) -> list[Any]:
     return front
 
 
+def _signed(value: Any) -> str:
+    return "-" if value is None else f"{float(value):+.3f}"
+
+
 def render_pareto_table(front: Sequence[Any], *, gain_name: str, latency_name: str, device_name: str) -> str:
-    """A plain-text table of the front (one row per Optuna trial), as printed at the end of a run."""
-    header = ["trial", "arch", f"{gain_name} [dB]", f"{latency_name} [ms]", "MACs [G]", "params [k]", "preset"]
+    """A plain-text table of the front (one row per Optuna trial), as printed at the end of a run.
+
+    The front is selected on val (the objective); the table also reports each trial on the test
+    split, over Lanczos and over the linear baseline ("what the architecture adds")."""
+    header = ["trial", "arch", f"val {gain_name} [dB]", f"test {gain_name} [dB]", "test vs linear [dB]",
+              f"{latency_name} [ms]", "MACs [G]", "params [k]", "preset"]
     rows = []
     for t in front:
         a = t.user_attrs
+        test = a.get(Key.TEST) or {}
         rows.append(
             [
                 str(t.number),
                 str(a.get(Key.ARCH_SUMMARY, "")),
                 f"{t.values[0]:+.3f}",
+                _signed(test.get(gain_name)),
+                _signed(test.get(linear_metric(gain_name))),
                 f"{t.values[1]:.3f}",
                 f"{a.get(Key.MACS, 0) / 1e9:.3f}",
                 f"{a.get(Key.PARAMS, 0) / 1e3:.1f}",
@@ -58,7 +69,8 @@ def render_pareto_table(front: Sequence[Any], *, gain_name: str, latency_name: s
         return "Pareto front: no feasible trained trial yet."
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
     lines = [
-        f"Pareto front ({len(rows)} trial{'s' if len(rows) != 1 else ''}; latency on {device_name}):",
+        f"Pareto front ({len(rows)} trial{'s' if len(rows) != 1 else ''}; selected on val, reported on test; "
+        f"latency on {device_name}):",
         "  ".join(h.ljust(w) for h, w in zip(header, widths)),
         "  ".join("-" * w for w in widths),
     ]

@@ -307,7 +307,9 @@ class TrialScheduler:
             self.endings.reevaluate(p, weights=src.get(Key.WEIGHTS), arch=src.get(Key.TRAINED_ARCH) or src[Key.ARCH],
                                     extra={Key.WEIGHTS_OF: number, **kept})
             return
-        extra = {k: src[k] for k in (Key.PER_QP, Key.GAIN_Y, Key.DELTA_Y, Key.TRAIN_SECONDS, Key.WEIGHTS, Key.FINAL_LOSS) if k in src}
+        copied = (Key.PER_QP, Key.GAIN_Y, Key.DELTA_Y, Key.GAIN_LINEAR_Y, Key.DELTA_LINEAR_Y, Key.TEST, Key.EVAL_IMAGES,
+                  Key.TRAIN_SECONDS, Key.WEIGHTS, Key.FINAL_LOSS)
+        extra = {k: src[k] for k in copied if k in src}
         extra[Key.DUPLICATE_OF] = number
         self.endings.complete(p, gain=float(original.values[0]), status=TrialStatus.DUPLICATE, extra=extra)
 
@@ -360,7 +362,7 @@ class TrialScheduler:
         if gain is None or not math.isfinite(gain):
             self.endings.fail(p, f"{self.spec.objectives.gain} is {gain!r}", extra=extra)
             return
-        extra.update(eval_attrs(ev))
+        extra.update(eval_attrs(ev, test=res.get("test_eval")))
         if out.get("weights") is not None:
             extra[Key.WEIGHTS] = self.endings.save_weights(p, out["weights"])
         if p.eval_dtype != "float32":  # an eval-time arm that had to train its weights itself

@@ -153,16 +153,20 @@ BUDGET_FIELDS: tuple[str, ...] = ("trials", "workers", "max_retries")
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Training/validation sources and the QPs trained and evaluated on."""
+    """Training/validation/test sources and the QPs trained and evaluated on.
+
+    `val` and `test` default to the source's own split (builtin's, or a folder's `val/` and `test/`
+    subfolders), else a deterministic ~10 % each carved from the training images (trainers.data)."""
 
     train: str = "builtin"
     val: str | None = None
+    test: str | None = None
     qps: tuple[int, ...] = (31, 63)
 
     def __post_init__(self) -> None:
-        for key in ("train", "val"):
+        for key in ("train", "val", "test"):
             value = getattr(self, key)
-            if value is None and key == "val":
+            if value is None and key != "train":
                 continue
             if not isinstance(value, str) or not value.strip():
                 raise UserError(f"[data] {key} must be 'builtin' or a folder path, got {value!r}")

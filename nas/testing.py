@@ -14,18 +14,32 @@ from typing import Any
 
 from nas.executor import Executor, TaskError
 
-__all__ = ["FAKE_DEVICE", "FakeExecutor", "fake_training_output"]
+__all__ = ["FAKE_DEVICE", "FAKE_LINEAR_OFFSET_DB", "FAKE_TEST_OFFSET_DB", "FakeExecutor", "fake_training_output"]
 
 FAKE_DEVICE = "cpu: fake CPU (1 thread)"
 
 
-def fake_training_output(payload: dict[str, Any], gain: float, *, qps: Sequence[int] = (31, 63), weights: bytes = b"w") -> dict[str, Any]:
-    """What `nas.executor.train_one` returns for a training that reached `gain` dB at every QP."""
+#: A fake evaluation's linear baseline is this many dB above Lanczos, and its test split this many
+#: dB below val, at every QP (tests check that these shifts reach the records unchanged).
+FAKE_LINEAR_OFFSET_DB = 0.125
+FAKE_TEST_OFFSET_DB = 0.25
+
+
+def _fake_report(gain: float, qps: Sequence[int]) -> dict[str, Any]:
+    lin = gain - FAKE_LINEAR_OFFSET_DB
     per_qp = {str(q): {"qp": q, "psnr_y": 30 + gain, "psnr_rgb": 29.0, "ssim_y": 0.9, "lanczos_psnr_y": 30.0,
-                       "lanczos_psnr_rgb": 29.0, "lanczos_ssim_y": 0.9, "gain_y": gain} for q in qps}
+                       "lanczos_psnr_rgb": 29.0, "lanczos_ssim_y": 0.9, "gain_y": gain,
+                       "linear_psnr_y": 30.0 + FAKE_LINEAR_OFFSET_DB, "gain_linear_y": lin} for q in qps}
+    return {"per_qp": per_qp, "gain_y": gain, "delta_y": gain, "gain_linear_y": lin, "delta_linear_y": lin,
+            "images": 1, "dtype": "float32"}
+
+
+def fake_training_output(payload: dict[str, Any], gain: float, *, qps: Sequence[int] = (31, 63), weights: bytes = b"w") -> dict[str, Any]:
+    """What `nas.executor.train_one` returns for a training that reached `gain` dB at every QP on val
+    (and `gain - FAKE_TEST_OFFSET_DB` on test)."""
     result = {"status": "ok", "reason": None, "arch": payload["arch"], "train_seconds": 0.1, "eval_seconds": 0.1,
               "final_loss": 0.01, "fuse_max_rel_err": 0.0, "degradation": "x",
-              "eval": {"per_qp": per_qp, "gain_y": gain, "delta_y": gain, "images": 1, "dtype": "float32"}}
+              "eval": _fake_report(gain, qps), "test_eval": _fake_report(gain - FAKE_TEST_OFFSET_DB, qps)}
     return {"result": result, "weights": weights, "host": "fake", "task_seconds": 0.1}
 
 

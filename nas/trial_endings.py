@@ -136,17 +136,18 @@ class TrialEndings:
         device = "cuda" if self.ctx.kind == "cuda" and torch.cuda.is_available() else "cpu"
         started = time.perf_counter()
         try:
-            ev = evaluate_weights(weights=weights, arch=arch, data=self.ctx.data, dtype=p.eval_dtype, device=device,
-                                  threads=self.ctx.spec.proxy.threads)
+            reports = evaluate_weights(weights=weights, arch=arch, data=self.ctx.data, dtype=p.eval_dtype, device=device,
+                                       threads=self.ctx.spec.proxy.threads)
         except (OSError, RuntimeError, ValueError, FloatingPointError) as exc:
             self.fail(p, f"{p.eval_dtype} evaluation: {type(exc).__name__}: {exc}", extra=extra)
             return
+        ev, test = reports["val"], reports["test"]
         gain_name = self.ctx.spec.objectives.gain
         gain = ev.get(gain_name)
         if gain is None or not math.isfinite(gain):
             self.fail(p, f"{gain_name} is {gain!r} in {p.eval_dtype}", extra=extra)
             return
-        extra = {**extra, **eval_attrs(ev), Key.EVAL_DTYPE_USED: ev.get("dtype"), Key.EVAL_DEVICE: device,
+        extra = {**extra, **eval_attrs(ev, test=test), Key.EVAL_DTYPE_USED: ev.get("dtype"), Key.EVAL_DEVICE: device,
                  Key.EVAL_SECONDS: time.perf_counter() - started}
         if isinstance(weights, Path):
             extra[Key.WEIGHTS] = weights.relative_to(self.ctx.run_dir).as_posix()

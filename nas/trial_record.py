@@ -32,7 +32,9 @@ __all__ = [
     "eval_attrs",
     "is_front_candidate",
     "latency_attrs",
+    "linear_metric",
     "retry_attrs",
+    "split_metrics",
 ]
 
 
@@ -92,8 +94,11 @@ class Key:
     # the outcome (set when the trial ends)
     STATUS = "status"
     PER_QP = "per_qp"  #: per-QP metrics, keys are QPs as strings
-    GAIN_Y = "gain_y"
-    DELTA_Y = "delta_y"
+    GAIN_Y = "gain_y"  #: mean PSNR-Y gain over Lanczos across the QPs, on val (the objective's split)
+    DELTA_Y = "delta_y"  #: the survey's Delta (mean gain at QP31 and QP63), on val
+    GAIN_LINEAR_Y = "gain_linear_y"  #: mean PSNR-Y gain over the least-squares linear baseline, on val
+    DELTA_LINEAR_Y = "delta_linear_y"
+    TEST = "test"  #: the same metrics on the test split (a dict, see `split_metrics`): reported, never selected on
     EVAL_IMAGES = "eval_images"
     TRAIN_SECONDS = "train_seconds"
     EVAL_SECONDS = "eval_seconds"
@@ -200,14 +205,30 @@ def latency_attrs(result: LatencyResult) -> dict[str, Any]:
     }
 
 
-def eval_attrs(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The outcome attributes of an evaluation (`EvalReport.to_dict()`)."""
+def linear_metric(gain_metric: str) -> str:
+    """The gain over the linear baseline that matches a gain over Lanczos ('gain_y' -> 'gain_linear_y')."""
+    return {Key.GAIN_Y: Key.GAIN_LINEAR_Y, Key.DELTA_Y: Key.DELTA_LINEAR_Y}.get(gain_metric, gain_metric)
+
+
+def split_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-QP metrics and summary gains of one evaluation (`EvalReport.to_dict()`), keyed as stored."""
     return {
         Key.PER_QP: report["per_qp"],
         Key.GAIN_Y: report.get("gain_y"),
         Key.DELTA_Y: report.get("delta_y"),
+        Key.GAIN_LINEAR_Y: report.get("gain_linear_y"),
+        Key.DELTA_LINEAR_Y: report.get("delta_linear_y"),
         Key.EVAL_IMAGES: report.get("images"),
     }
+
+
+def eval_attrs(report: Mapping[str, Any], *, test: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The outcome attributes of an evaluation on val (`EvalReport.to_dict()`), plus `Key.TEST`
+    when the test split was evaluated too."""
+    attrs = split_metrics(report)
+    if test is not None:
+        attrs[Key.TEST] = split_metrics(test)
+    return attrs
 
 
 def _finite(value: Any) -> float | None:
@@ -312,14 +333,28 @@ class TrialRecord:
         value = self.attrs.get(Key.ARM) or self.params.get("arm")
         return str(value) if value else None
 
-    @property
-    def per_qp_gain(self) -> dict[int, float]:
-        """PSNR-Y gain over Lanczos per QP in dB (empty unless trained)."""
+    def metrics(self, split: str = "val") -> Mapping[str, Any]:
+        """The stored metrics of `split` ('val': the objective's; 'test': reported); {} if none."""
+        if split == "val":
+            return self.attrs
+        if split == "test":
+            return self.attrs.get(Key.TEST) or {}
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+
+    def metric(self, name: str, *, split: str = "val") -> float | None:
+        """A summary gain in dB (e.g. 'gain_y', 'delta_linear_y') on `split`; None unless trained and recorded."""
+        if not self.trained:
+            return None
+        return _finite(self.metrics(split).get(name))
+
+    def per_qp_gain(self, split: str = "val", *, baseline: str = "lanczos") -> dict[int, float]:
+        """PSNR-Y gain per QP in dB over `baseline` ('lanczos' or 'linear') on `split` (empty unless trained)."""
         out: dict[int, float] = {}
-        for qp, m in dict(self.attrs.get(Key.PER_QP) or {}).items():
-            gain = m.get("gain_y")
-            if gain is None and "psnr_y" in m and "lanczos_psnr_y" in m:
-                gain = m["psnr_y"] - m["lanczos_psnr_y"]
+        ref = "lanczos_psnr_y" if baseline == "lanczos" else "linear_psnr_y"
+        for qp, m in dict(self.metrics(split).get(Key.PER_QP) or {}).items():
+            gain = m.get("gain_y" if baseline == "lanczos" else "gain_linear_y")
+            if gain is None and "psnr_y" in m and m.get(ref) is not None:
+                gain = m["psnr_y"] - m[ref]
             value = _finite(gain)
             if value is not None:
                 out[int(qp)] = value

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nas.runstate import RunState
-from nas.trial_record import TrialRecord, TrialStatus
+from nas.trial_record import TrialRecord, TrialStatus, linear_metric
 from reports.hypervolume import hypervolume_curve
 
 __all__ = [
@@ -51,11 +51,46 @@ def _esc(text: object) -> str:
     return html.escape(str(text), quote=False)
 
 
+def _vs_linear(t: TrialRecord, state: RunState, split: str) -> str:
+    value = t.metric(linear_metric(state.gain_metric), split=split)
+    return "" if value is None else f"; {value:+.3f} dB over the linear baseline"
+
+
+#: The Pareto plot's gain toggle: (button label, split, baseline). The front is chosen on val.
+GAIN_VIEWS: tuple[tuple[str, str, str], ...] = (
+    ("gain over Lanczos, val (selection)", "val", "lanczos"),
+    ("gain over Lanczos, test", "test", "lanczos"),
+    ("gain over the linear baseline, val", "val", "linear"),
+    ("gain over the linear baseline, test", "test", "linear"),
+)
+
+
+def gain_of(t: TrialRecord, state: RunState, *, split: str, baseline: str) -> float | None:
+    """A trial's objective gain in dB on `split` over `baseline` ('lanczos' or 'linear')."""
+    name = state.gain_metric if baseline == "lanczos" else linear_metric(state.gain_metric)
+    return t.metric(name, split=split)
+
+
+def _gain_toggle(fig: Any, traces: Sequence[Sequence[TrialRecord]], state: RunState) -> None:
+    """Buttons that switch every trace's y between val/test and Lanczos/linear-baseline gains."""
+    buttons = []
+    for label, split, baseline in GAIN_VIEWS:
+        ys = [[gain_of(t, state, split=split, baseline=baseline) for t in trials] for trials in traces]
+        base = "Lanczos" if baseline == "lanczos" else "the linear baseline (least-squares 7x7, fitted on train)"
+        title = f"PSNR-Y gain over {base} ({state.gain_metric}, {split} split) [dB]"
+        buttons.append(dict(label=label, method="update", args=[{"y": ys}, {"yaxis.title.text": title}]))
+    fig.update_layout(updatemenus=[dict(type="dropdown", buttons=buttons, x=1.0, xanchor="right", y=1.13, yanchor="top",
+                                        showactive=True, active=0)])
+
+
 def _hover(t: TrialRecord, state: RunState) -> str:
     lines = [f"<b>trial {t.number}</b>" + (f" - preset <b>{_esc(t.preset)}</b>" if t.preset else ""), _esc(t.arch_summary)]
     if t.gain_db is not None:
-        lines.append(f"gain {t.gain_db:+.3f} dB ({_esc(state.gain_metric)})")
-    per_qp = t.per_qp_gain
+        lines.append(f"gain {t.gain_db:+.3f} dB ({_esc(state.gain_metric)}, val)" + _vs_linear(t, state, "val"))
+        test = t.metric(state.gain_metric, split="test")
+        if test is not None:
+            lines.append(f"test: gain {test:+.3f} dB" + _vs_linear(t, state, "test"))
+    per_qp = t.per_qp_gain()
     if per_qp:
         lines.append("per QP: " + ", ".join(f"QP{q} {g:+.3f}" for q, g in per_qp.items()) + " dB")
     if t.latency_ms is not None:
@@ -135,10 +170,11 @@ def pareto_figure(state: RunState) -> Any:
         note.append(f"{dups} duplicates (same point as their original)")
     if off:
         note.append(off)
+    _gain_toggle(fig, [parts[name] for name in PARETO_TRACES], state)
     fig.update_layout(
         title=dict(text=f"Pareto front: PSNR-Y gain vs latency on {_esc(state.device_name)}<br><sup>{_esc('; '.join(note))}</sup>"),
         xaxis_title=f"latency ({state.latency_stat}) [ms] on {state.device_name}",
-        yaxis_title=f"PSNR-Y gain over Lanczos ({state.gain_metric}, QP {', '.join(map(str, state.qps))}) [dB]",
+        yaxis_title=f"PSNR-Y gain over Lanczos ({state.gain_metric}, val split) [dB]",
         legend=dict(orientation="h", y=-0.18),
         height=560,
         **_LAYOUT,
@@ -221,7 +257,7 @@ def per_qp_figure(state: RunState) -> Any:
 
     fig = go.Figure()
     for t in state.pareto():
-        per_qp = t.per_qp_gain
+        per_qp = t.per_qp_gain()
         label = f"trial {t.number}" + (f" ({t.preset})" if t.preset else "")
         fig.add_trace(
             go.Scatter(

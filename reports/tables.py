@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.runstate import RunState, write_output
-from nas.trial_record import Key
+from nas.trial_record import Key, linear_metric
 
 __all__ = ["TRIALS_CSV", "pareto_markdown", "trial_rows", "trials_frame", "write_trials_csv"]
 
@@ -26,10 +26,10 @@ def _round(value: float | None, digits: int) -> float | None:
 
 def trial_rows(state: RunState) -> list[dict[str, Any]]:
     """One flat dict per trial: what the CSV and the dashboard's table show."""
-    qps = state.qps or tuple(sorted({q for t in state.trials for q in t.per_qp_gain}))
+    qps = state.qps or tuple(sorted({q for t in state.trials for q in t.per_qp_gain()}))
     rows = []
     for t in state.trials:
-        per_qp = t.per_qp_gain
+        per_qp = t.per_qp_gain()
         row: dict[str, Any] = {
             "trial": t.number,
             "state": t.state,
@@ -39,6 +39,9 @@ def trial_rows(state: RunState) -> list[dict[str, Any]]:
             "preset": t.preset or "",
             "arch": t.arch_summary,
             "gain_db": _round(t.gain_db, 4),
+            "gain_linear_db": _round(t.metric(linear_metric(state.gain_metric)), 4),
+            "test_gain_db": _round(t.metric(state.gain_metric, split="test"), 4),
+            "test_gain_linear_db": _round(t.metric(linear_metric(state.gain_metric), split="test"), 4),
         }
         for qp in qps:
             row[f"gain_qp{qp}_db"] = _round(per_qp.get(qp), 4)
@@ -100,18 +103,23 @@ def pareto_markdown(state: RunState) -> str:
         f"Maximize {state.gain_metric} (PSNR-Y gain over Lanczos, dB), minimize latency "
         f"({state.latency_stat}, ms) on **{state.device_name}**. "
         f"{state.finished} of {state.budget_trials if state.budget_trials is not None else '?'} trials done"
-        f"{' (in progress)' if state.in_progress else ''}.\n"
+        f"{' (in progress)' if state.in_progress else ''}. The front is selected on the val split; "
+        "test columns report the same networks on the held-out test split, over Lanczos and over the "
+        "least-squares linear x4 filter fitted on the training split (what the architecture adds).\n"
     )
     if not front:
         return head + "\nNo feasible trained trial yet, so the front is empty.\n"
-    header = ["trial", "arch", "gain [dB]", *[f"QP{q} [dB]" for q in qps], "latency [ms]", "MACs [G]", "params [k]", "preset"]
+    header = ["trial", "arch", "val gain [dB]", "test gain [dB]", "test vs linear [dB]", *[f"test QP{q} [dB]" for q in qps],
+              "latency [ms]", "MACs [G]", "params [k]", "preset"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if h not in ("arch", "preset") else "---" for h in header) + "|"]
     for t in front:
-        per_qp = t.per_qp_gain
+        per_qp = t.per_qp_gain("test")
         cells = [
             str(t.number),
             f"`{_md_escape(t.arch_summary)}`",
             _fmt(t.gain_db, "+.3f"),
+            _fmt(t.metric(state.gain_metric, split="test"), "+.3f"),
+            _fmt(t.metric(linear_metric(state.gain_metric), split="test"), "+.3f"),
             *[_fmt(per_qp.get(q), "+.3f") for q in qps],
             _fmt(t.latency_ms, ".3f"),
             _fmt(None if t.macs is None else t.macs / 1e9, ".3f"),

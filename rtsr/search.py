@@ -45,7 +45,10 @@ def build_parser(*, prog: str = "python -m nas.run") -> argparse.ArgumentParser:
     parser.add_argument("--out", help="run directory (default: runs/<study name>)")
     parser.add_argument("--seed", type=int, help="sampler and training seed (overrides the study file)")
     parser.add_argument("--data", help="HR training images: 'builtin' (default, no download) or a folder of PNG/JPEG")
-    parser.add_argument("--val-data", help="HR validation images: 'builtin' or a folder (default: same source, val split)")
+    parser.add_argument("--val-data", help="HR validation images (selection): 'builtin' or a folder (default: the source's val "
+                        "split or val/ subfolder, else about 10%% carved from the training images)")
+    parser.add_argument("--test-data", help="HR test images (reported, never selected on): 'builtin' or a folder (default: the "
+                        "source's test split or test/ subfolder, else about 10%% carved from the training images)")
     parser.add_argument("--address", help="join a running Ray cluster (e.g. 10.0.0.5:6379); default: local Ray")
     parser.add_argument("--storage", help="Optuna storage URL (e.g. postgresql://...); default: a journal file in the run directory")
     parser.add_argument("--steps", type=int, help="proxy-training steps per trial (overrides the study file's [proxy] steps)")
@@ -77,6 +80,7 @@ def driver_from_args(args: argparse.Namespace) -> SearchDriver:
         "seed": getattr(args, "seed", None),
         "data__train": getattr(args, "data", None),
         "data__val": getattr(args, "val_data", None),
+        "data__test": getattr(args, "test_data", None),
         "proxy__steps": getattr(args, "steps", None),
     }
     study = study.with_overrides(**overrides)

@@ -21,7 +21,10 @@ def build_parser(*, prog: str = "python -m trainers.full") -> argparse.ArgumentP
     )
     parser.add_argument("--config", required=True, help="run config TOML ([run], [arch], [recipe], [provenance])")
     parser.add_argument("--data", help="HR training images: 'builtin' or a folder (overrides [run].data)")
-    parser.add_argument("--val-data", help="HR validation images: 'builtin' or a folder (default: the val split of --data)")
+    parser.add_argument("--val-data", help="HR validation images: 'builtin' or a folder (default: the val split of --data, "
+                        "its val/ subfolder, or about 10%% carved from the training images)")
+    parser.add_argument("--test-data", help="HR test images for the final metrics: 'builtin' or a folder (default: the test split "
+                        "of --data, its test/ subfolder, or about 10%% carved from the training images)")
     parser.add_argument("--out", help="output folder (default: runs/full/<config file stem>)")
     parser.add_argument("--steps", type=int, help="total optimizer steps (overrides [run].steps)")
     parser.add_argument("--seed", type=int, help="seed (overrides [run].seed)")
@@ -56,6 +59,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m trainers.f
             validate_every=args.validate_every,
             checkpoint_every=args.checkpoint_every,
             progress=not args.no_progress,
+            test_data=args.test_data,
         )
     except UserError as exc:
         print(f"{prog.removeprefix('python -m ')}: error: {exc}", file=sys.stderr)

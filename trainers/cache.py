@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from search_space.errors import UserError
-from trainers.fileio import atomic_write
+from search_space.configio import atomic_write
 from trainers.degrade import DegradeSpec, check_hr, decode_lr, downscale, encode_hr, lr_size
 
 __all__ = ["CacheStats", "CacheWarning", "LRCache", "content_hash", "default_cache_root"]

@@ -1,14 +1,16 @@
 """Paired HR / AVIF-LR training data held in memory, and the reproducible patch sampler.
 
-`load_split` turns a source (``"builtin"`` or a folder of HR images) into a `PairedSet`: HR uint8
+`load_split` turns one source (``"builtin"`` or a folder of HR images) into a `PairedSet`: HR uint8
 images plus, for every QP, the decoded AVIF LR images (made once by `trainers.cache.LRCache`, so a
-training step never encodes or decodes anything).
+training step never encodes or decodes anything). `load_splits` loads train, val and test together.
 
-Folders (DIV2K style). A folder that has a subfolder named after the split (``train/``, ``val/``) is
-read from that subfolder; any other folder is one split's images as they are (``--data
-~/DIV2K_train_HR``). A validation set is then a second folder (``--val-data ~/DIV2K_valid_HR``), or
-``"builtin"``. A folder with ``train/`` but no ``val/`` (or the reverse) is an error rather than a
-silent fallback, because falling back would evaluate on the training images.
+Splits are honest: no image is in two of them (`check_disjoint` compares pixels). The builtin
+dataset has its own train, val and test images. A folder with ``train/`` (+ ``val/``, ``test/``)
+subfolders is read from them (DIV2K style); any other folder is one set of images. A split the user
+does not give (``--val-data``/``--test-data``, or a subfolder) is *carved* from the training images
+by `carve`: about 10 % each, at least one image, chosen by a stable hash of each file name, so the
+same folder always splits the same way whatever the file order. `load_split` on a plain folder reads
+all of it: that is how a separately passed validation or test folder is read.
 
 HR sizes. Each HR image is cropped, top-left anchored (rows/columns dropped at the bottom and right
 only), to a multiple of ``hr_multiple``: 8 = 4 (scale) x 2 for ``train``, so the LR is exactly HR/4 and
@@ -33,16 +35,18 @@ harder QP, and the last fifth samples all five.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search_space.confighash import content_hash
+from search_space.configio import content_hash
 from search_space.errors import UserError
 from trainers.imageio import DataWarning, load_folder
 
@@ -51,15 +55,23 @@ if TYPE_CHECKING:  # imported lazily at run time: the sampler does not need the 
 
     from trainers.cache import LRCache
     from trainers.degrade import DegradeSpec
+    from trainers.linear_baseline import LinearBaselineScores
 
 __all__ = [
     "SCALE",
     "HR_MULTIPLE",
     "EVAL_HR_MULTIPLE",
+    "SPLITS",
+    "CARVE_FRACTION",
     "QPSampling",
     "PairedSet",
+    "LoadedSplits",
     "PatchSampler",
+    "carve",
+    "check_disjoint",
+    "image_keys",
     "load_split",
+    "load_splits",
     "resolve_split_folder",
     "crop_to_multiple",
 ]
@@ -69,6 +81,10 @@ HR_MULTIPLE = 2 * SCALE
 """Training HR sides are cropped to a multiple of this, so LR = HR / 4 is integral and even."""
 EVAL_HR_MULTIPLE = 12 * SCALE
 """Evaluation HR sides are cropped to a multiple of this, so LR sides divide by every unshuffle factor 1-4."""
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+CARVE_FRACTION = 0.1
+"""Share of the training images that each carved split (val, test) takes; at least one image each."""
+_CARVE_SALT = "rtsr-nas/carve/v1/"
 
 _QP_KINDS = ("uniform", "fixed", "curriculum")
 
@@ -178,6 +194,9 @@ class PairedSet:
     source: str
     split: str
     skipped: tuple[str, ...] = field(default=())
+    linear_baseline: LinearBaselineScores | None = field(default=None, repr=False)
+    """Per-image PSNR-Y of the least-squares linear filter fitted on the *training* split, per QP
+    (`trainers.linear_baseline.attach_linear_baseline`); None on a training split or when not fitted."""
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -191,6 +210,10 @@ class PairedSet:
             for name, hr, lr in zip(self.names, self.hr, lrs):
                 if lr.shape != (hr.shape[0] // SCALE, hr.shape[1] // SCALE, 3) or hr.shape[0] % SCALE or hr.shape[1] % SCALE:
                     raise ValueError(f"PairedSet: {name} QP {qp}: LR {lr.shape} is not HR {hr.shape} / {SCALE}")
+        if self.linear_baseline is not None:
+            scores = self.linear_baseline.psnr_y
+            if any(qp not in scores or len(scores[qp]) != n for qp in self.lr):
+                raise ValueError("PairedSet: the linear baseline must hold one PSNR per image for every QP")
 
     def __len__(self) -> int:
         return len(self.names)
@@ -214,7 +237,11 @@ class PairedSet:
 
 
 def resolve_split_folder(source: str | Path, split: str) -> Path:
-    """The folder holding ``split``'s HR images: ``source/split`` if present, else ``source`` itself."""
+    """The folder holding ``split``'s HR images: ``source/split`` if present, else ``source`` itself.
+
+    A folder with some of the ``train/``, ``val/``, ``test/`` subfolders but not ``split``'s is an
+    error: reading the whole folder would put training images into an evaluation split.
+    """
     folder = Path(source).expanduser()
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is not a folder"
@@ -225,11 +252,12 @@ def resolve_split_folder(source: str | Path, split: str) -> Path:
     sub = folder / split
     if sub.is_dir():
         return sub
-    present = [s for s in ("train", "val") if (folder / s).is_dir()]
+    present = [s for s in SPLITS if (folder / s).is_dir()]
     if present:
+        flag = "--data" if split == "train" else f"--{split}-data"
         raise UserError(
             f"data folder {folder} has {'/ and '.join(present)}/ but no {split}/ subfolder; add {sub} or pass a "
-            f"separate folder for the {split} images (e.g. --val-data DIR, or 'builtin')"
+            f"separate folder for the {split} images (e.g. {flag} DIR, or 'builtin')"
         )
     return folder
 
@@ -247,6 +275,96 @@ def _check_qps(qps: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def _is_builtin(source: str | Path) -> bool:
+    return isinstance(source, str) and source == "builtin"
+
+
+def _check_load_args(split: str, min_hr_size: int, hr_multiple: int | None, spec: DegradeSpec | None, cache: LRCache | None) -> tuple[int, LRCache]:
+    """Validate the size rules and the cache/spec pair; returns ``(hr_multiple, cache)``."""
+    if hr_multiple is None:
+        hr_multiple = HR_MULTIPLE if split == "train" else EVAL_HR_MULTIPLE
+    if not isinstance(hr_multiple, int) or hr_multiple < HR_MULTIPLE or hr_multiple % HR_MULTIPLE:
+        raise UserError(f"hr_multiple must be a positive multiple of {HR_MULTIPLE}, got {hr_multiple!r}")
+    if not isinstance(min_hr_size, int) or min_hr_size < hr_multiple:
+        raise UserError(f"min_hr_size must be an integer >= {hr_multiple} (the crop multiple), got {min_hr_size!r}")
+    if cache is not None and spec is not None and cache.spec != spec:
+        raise UserError(f"the LR cache was built for degradation {cache.spec.hash}, not the requested {spec.hash}; pass one of them")
+    if cache is None:
+        from trainers.cache import LRCache
+
+        cache = LRCache(spec=spec)
+    return hr_multiple, cache
+
+
+def _read_source(source: str | Path, split: str, cache: LRCache, *, workers: int | None, progress: bool) -> tuple[list[str], list[np.ndarray], list[str], str]:
+    """``(names, images, unreadable names, description)`` of one split's source, uncropped."""
+    if _is_builtin(source):
+        from trainers.builtin import builtin_images
+
+        pairs = builtin_images(split, cache_dir=getattr(cache, "root", None), progress=progress)
+        return [n for n, _ in pairs], [img for _, img in pairs], [], "builtin"
+    folder = resolve_split_folder(source, split)
+    loaded = load_folder(folder, progress=progress, workers=workers)
+    return [p.name for p in loaded.paths], list(loaded.images), [p.name for p, _ in loaded.skipped], str(folder)
+
+
+def _make_pairs(
+    names: Sequence[str],
+    images: Sequence[np.ndarray],
+    *,
+    skipped: Sequence[str],
+    described: str,
+    split: str,
+    qps: tuple[int, ...],
+    cache: LRCache,
+    workers: int | None,
+    min_hr_size: int,
+    hr_multiple: int,
+    progress: bool,
+) -> PairedSet:
+    """Crop, drop the too-small (with a warning), and attach every QP's LR from the cache."""
+    kept_names: list[str] = []
+    kept: list[np.ndarray] = []
+    too_small: list[str] = []
+    for name, original in zip(names, images):
+        img = crop_to_multiple(original, hr_multiple)
+        if min(img.shape[0], img.shape[1]) < min_hr_size:
+            too_small.append(name)
+            warnings.warn(
+                f"{described}: skipping {name} ({original.shape[1]}x{original.shape[0]}): smaller than "
+                f"min_hr_size={min_hr_size} px after cropping to a multiple of {hr_multiple}",
+                DataWarning,
+                stacklevel=3,
+            )
+            continue
+        img.setflags(write=False)  # a view: no second copy of a large dataset in memory
+        kept_names.append(name)
+        kept.append(img)
+    if not kept:
+        raise UserError(
+            f"{described} [{split}]: all {len(names)} images are smaller than {min_hr_size} px on the shorter side "
+            f"(after cropping to a multiple of {hr_multiple}); use larger HR images or a lower min_hr_size"
+        )
+    lr_lists = cache.lr_images(kept, list(qps), workers=workers, progress=progress)
+    lr: dict[int, tuple[np.ndarray, ...]] = {}
+    for qp in qps:
+        arrays = []
+        for a in lr_lists[qp]:
+            a = np.ascontiguousarray(a, dtype=np.uint8)
+            a.setflags(write=False)
+            arrays.append(a)
+        lr[qp] = tuple(arrays)
+    return PairedSet(
+        names=tuple(kept_names),
+        hr=tuple(kept),
+        lr=lr,
+        spec=cache.spec,
+        source=described,
+        split=split,
+        skipped=tuple(list(skipped) + too_small),
+    )
+
+
 def load_split(
     source: str | Path,
     *,
@@ -262,7 +380,9 @@ def load_split(
     """Load one split of ``source`` (``"builtin"`` or a folder) with its LR images for every QP in ``qps``.
 
     The string ``"builtin"`` names the embedded dataset (`trainers.builtin`, kept under the LR cache's
-    root); a folder that happens to be called ``builtin`` is passed as a path (``"./builtin"``).
+    root); a folder that happens to be called ``builtin`` is passed as a path (``"./builtin"``). A
+    folder is read from its ``split`` subfolder if it has one, else whole (see `resolve_split_folder`):
+    carving a split out of a training folder is `load_splits`' job.
 
     ``spec`` is the degradation (default: `DegradeSpec()`); ``cache`` the LR cache to use (default: a
     `LRCache` for ``spec`` under the default cache root). If both are given they must agree.
@@ -271,75 +391,183 @@ def load_split(
     `EVAL_HR_MULTIPLE`); it must be a multiple of 8.
     """
     qp_tuple = _check_qps(qps)
-    if hr_multiple is None:
-        hr_multiple = HR_MULTIPLE if split == "train" else EVAL_HR_MULTIPLE
-    if not isinstance(hr_multiple, int) or hr_multiple < HR_MULTIPLE or hr_multiple % HR_MULTIPLE:
-        raise UserError(f"hr_multiple must be a positive multiple of {HR_MULTIPLE}, got {hr_multiple!r}")
-    if not isinstance(min_hr_size, int) or min_hr_size < hr_multiple:
-        raise UserError(f"min_hr_size must be an integer >= {hr_multiple} (the crop multiple), got {min_hr_size!r}")
-    if cache is not None and spec is not None and cache.spec != spec:
-        raise UserError(f"the LR cache was built for degradation {cache.spec.hash}, not the requested {spec.hash}; pass one of them")
-    if cache is None:
-        from trainers.cache import LRCache
-
-        cache = LRCache(spec=spec)
-    names: list[str] = []
-    hrs: list[np.ndarray] = []
-    skipped: list[str] = []
-    if isinstance(source, str) and source == "builtin":
-        from trainers.builtin import builtin_images
-
-        for name, img in builtin_images(split, cache_dir=getattr(cache, "root", None), progress=progress):
-            names.append(name)
-            hrs.append(img)
-        described = "builtin"
-    else:
-        folder = resolve_split_folder(source, split)
-        loaded = load_folder(folder, progress=progress, workers=workers)
-        names = [p.name for p in loaded.paths]
-        hrs = list(loaded.images)
-        skipped = [p.name for p, _ in loaded.skipped]
-        described = str(folder)
-    kept_names: list[str] = []
-    kept: list[np.ndarray] = []
-    too_small: list[str] = []
-    for name, original in zip(names, hrs):
-        img = crop_to_multiple(original, hr_multiple)
-        if min(img.shape[0], img.shape[1]) < min_hr_size:
-            too_small.append(name)
-            warnings.warn(
-                f"{described}: skipping {name} ({original.shape[1]}x{original.shape[0]}): smaller than "
-                f"min_hr_size={min_hr_size} px after cropping to a multiple of {hr_multiple}",
-                DataWarning,
-                stacklevel=2,
-            )
-            continue
-        img.setflags(write=False)  # a view: no second copy of a large dataset in memory
-        kept_names.append(name)
-        kept.append(img)
-    if not kept:
-        raise UserError(
-            f"{described} [{split}]: all {len(names)} images are smaller than {min_hr_size} px on the shorter side "
-            f"(after cropping to a multiple of {hr_multiple}); use larger HR images or a lower min_hr_size"
-        )
-    lr_lists = cache.lr_images(kept, list(qp_tuple), workers=workers, progress=progress)
-    lr: dict[int, tuple[np.ndarray, ...]] = {}
-    for qp in qp_tuple:
-        arrays = []
-        for a in lr_lists[qp]:
-            a = np.ascontiguousarray(a, dtype=np.uint8)
-            a.setflags(write=False)
-            arrays.append(a)
-        lr[qp] = tuple(arrays)
-    return PairedSet(
-        names=tuple(kept_names),
-        hr=tuple(kept),
-        lr=lr,
-        spec=cache.spec,
-        source=described,
-        split=split,
-        skipped=tuple(skipped + too_small),
+    hr_multiple, cache = _check_load_args(split, min_hr_size, hr_multiple, spec, cache)
+    names, images, skipped, described = _read_source(source, split, cache, workers=workers, progress=progress)
+    return _make_pairs(
+        names, images, skipped=skipped, described=described, split=split, qps=qp_tuple, cache=cache,
+        workers=workers, min_hr_size=min_hr_size, hr_multiple=hr_multiple, progress=progress,
     )
+
+
+# -- several splits: carving and disjointness --------------------------------------------------------
+
+
+def _carve_rank(name: str) -> str:
+    return hashlib.sha256((_CARVE_SALT + name).encode("utf-8")).hexdigest()
+
+
+def carve(
+    names: Sequence[str],
+    splits: Sequence[str],
+    *,
+    fraction: float = CARVE_FRACTION,
+    eligible: Collection[str] | None = None,
+    where: str = "the training images",
+) -> dict[str, tuple[str, ...]]:
+    """Split file ``names`` into ``train`` and each of ``splits`` (``val``, ``test``), deterministically.
+
+    Each carved split takes ``max(1, round(fraction * len(names)))`` names, picked from ``eligible``
+    (default: all; images too small to evaluate are not) in the order of a salted sha256 of the name:
+    the result depends on the set of names only, never on their order, and ``test`` is taken first so
+    that it is the same whether or not ``val`` is carved too. Every split keeps ``names``' order.
+    Raises `UserError` when too few names are left for one training image.
+    """
+    unknown = [s for s in splits if s not in ("val", "test")]
+    if unknown or len(set(splits)) != len(splits):
+        raise ValueError(f"carve: splits must be distinct names among 'val', 'test', got {list(splits)}")
+    if len(set(names)) != len(names):
+        raise ValueError("carve: file names must be distinct")
+    order = [s for s in ("test", "val") if s in splits]
+    if not order:
+        return {"train": tuple(names)}
+    n = len(names)
+    what = " and ".join(s for s in ("val", "test") if s in splits)
+    hint = "add images, or pass separate " + " and ".join(f"--{s}-data" for s in ("val", "test") if s in splits) + " folders"
+    need = 1 + len(order)
+    if n < need:
+        raise UserError(
+            f"{where}: {n} usable image(s) are too few to carve {what} from them; that needs at least {need} "
+            f"(1 to train on and 1 for each of {what}); {hint}"
+        )
+    count = max(1, int(fraction * n + 0.5))
+    pool = sorted((names if eligible is None else [x for x in names if x in eligible]), key=_carve_rank)
+    if len(pool) < count * len(order):
+        raise UserError(
+            f"{where}: only {len(pool)} of {n} images are large enough to evaluate (after cropping to a multiple of "
+            f"{EVAL_HR_MULTIPLE} px), too few to carve {count * len(order)} for {what}; {hint}"
+        )
+    taken: dict[str, set[str]] = {}
+    for i, split in enumerate(order):
+        taken[split] = set(pool[i * count : (i + 1) * count])
+    used = set().union(*taken.values())
+    out = {"train": tuple(x for x in names if x not in used)}
+    out.update({s: tuple(x for x in names if x in taken[s]) for s in splits})
+    return out
+
+
+_IMAGE_KEYS: weakref.WeakKeyDictionary[PairedSet, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def image_keys(pairs: PairedSet) -> tuple[str, ...]:
+    """Content hash of each HR image of ``pairs`` (as cropped), computed once per set."""
+    keys = _IMAGE_KEYS.get(pairs)
+    if keys is None:
+        from trainers.cache import content_hash as pixel_hash
+
+        keys = tuple(pixel_hash(hr) for hr in pairs.hr)
+        _IMAGE_KEYS[pairs] = keys
+    return keys
+
+
+def _overlap_key(img: np.ndarray) -> str:
+    """A hash that is equal for the same source image in any split: crops are top-left anchored, so
+    cropping a training crop (multiple of 8) to a multiple of 48 gives the evaluation crop."""
+    from trainers.cache import content_hash as pixel_hash
+
+    if min(img.shape[0], img.shape[1]) >= EVAL_HR_MULTIPLE:
+        img = crop_to_multiple(img, EVAL_HR_MULTIPLE)
+    return pixel_hash(img)
+
+
+def check_disjoint(splits: Mapping[str, PairedSet | None]) -> None:
+    """Raise `UserError` if any image (by pixels, not by name) is in two of ``splits``."""
+    seen: dict[str, tuple[str, str]] = {}
+    clashes: list[str] = []
+    for split, pairs in splits.items():
+        if pairs is None:
+            continue
+        for name, key in zip(pairs.names, (_overlap_key(h) for h in pairs.hr)):
+            if key in seen and seen[key][0] != split:
+                other_split, other_name = seen[key]
+                clashes.append(f"{other_name} ({other_split}) = {name} ({split})")
+            seen.setdefault(key, (split, name))
+    if clashes:
+        more = f" and {len(clashes) - 3} more" if len(clashes) > 3 else ""
+        raise UserError(
+            f"{len(clashes)} image(s) are in two splits: {', '.join(clashes[:3])}{more}; evaluation must never see a "
+            "training image: remove the duplicates, or pass separate folders (do not pass the training folder as "
+            "--val-data or --test-data)"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedSplits:
+    """The three splits of one dataset; ``carved`` names the ones cut out of the training images."""
+
+    train: PairedSet
+    val: PairedSet
+    test: PairedSet | None
+    carved: tuple[str, ...] = ()
+
+
+def load_splits(
+    train: str | Path = "builtin",
+    val: str | Path | None = None,
+    test: str | Path | None = None,
+    *,
+    qps: Sequence[int],
+    spec: DegradeSpec | None = None,
+    cache: LRCache | None = None,
+    workers: int | None = None,
+    min_hr_size: int = 64,
+    load_test: bool = True,
+    progress: bool = True,
+) -> LoadedSplits:
+    """Load train, val and test with disjoint images; a split not given is carved from the training folder.
+
+    ``train`` is ``"builtin"`` or a folder; ``val``/``test`` are ``"builtin"``, a folder (read from its
+    ``val/``/``test/`` subfolder if it has one), or None: then the builtin dataset's split, the
+    training folder's ``val/``/``test/`` subfolder, or else `carve`d from the training images. With
+    ``load_test=False`` the test split is not read (a search does not need it), but it is still carved
+    out of the training images, so the training set is the same either way.
+    """
+    qp_tuple = _check_qps(qps)
+    _, cache = _check_load_args("val", min_hr_size, None, spec, cache)
+    sources: dict[str, str | Path | None] = {"val": val, "test": test}
+    train_folder: Path | None = None
+    carved: list[str] = []
+    if not _is_builtin(train):
+        root = Path(train).expanduser()
+        train_folder = resolve_split_folder(root, "train")
+        for split in ("val", "test"):
+            if sources[split] is None and train_folder == root / "train" and (root / split).is_dir():
+                sources[split] = root / split
+            elif sources[split] is None:
+                carved.append(split)
+    else:
+        sources = {s: ("builtin" if v is None else v) for s, v in sources.items()}
+    common = dict(qps=qp_tuple, cache=cache, workers=workers, min_hr_size=min_hr_size, progress=progress)
+    out: dict[str, PairedSet | None] = dict.fromkeys(SPLITS)  # train first: clashes name the training image first
+    if carved and train_folder is not None:  # carving implies a training folder
+        names, images, skipped, described = _read_source(train_folder, "train", cache, workers=workers, progress=progress)
+        by_name = dict(zip(names, images))
+        eligible = {n for n, img in zip(names, images) if min(crop_to_multiple(img, EVAL_HR_MULTIPLE).shape[:2]) >= min_hr_size}
+        parts = carve(names, carved, eligible=eligible, where=f"training folder {train_folder}")
+        for split, part in parts.items():
+            if split == "test" and not load_test:
+                continue
+            out[split] = _make_pairs(
+                part, [by_name[n] for n in part], skipped=skipped if split == "train" else (), described=described, split=split,
+                hr_multiple=HR_MULTIPLE if split == "train" else EVAL_HR_MULTIPLE, **common,
+            )
+    else:
+        out["train"] = load_split(train, split="train", **common)
+    for split in ("val", "test"):
+        if split in carved or (split == "test" and not load_test):
+            continue
+        out[split] = load_split(sources[split], split=split, **common)  # type: ignore[arg-type]
+    check_disjoint(out)
+    return LoadedSplits(train=out["train"], val=out["val"], test=out["test"], carved=tuple(carved))  # type: ignore[arg-type]
 
 
 class PatchSampler:

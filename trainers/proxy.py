@@ -2,10 +2,11 @@
 
 `proxy_train` trains the training form of an architecture for a short budget, fuses it, checks that
 the fused (deploy) model computes the same function, and evaluates the deploy model on the
-validation set at every QP against Lanczos. Whatever goes wrong inside (divergence, a fusion
-mismatch, a numerical error) comes back as a failed `TrialResult` with its reason, never as an
-exception in the caller: a search must survive its worst trials. Mistakes in the caller's own input
-(`UserError`) still raise, since no trial can succeed with them.
+validation set at every QP against Lanczos and against the least-squares linear baseline. Whatever
+goes wrong inside (divergence, a fusion mismatch, a numerical error) comes back as a failed
+`TrialResult` with its reason, never as an exception in the caller: a search must survive its
+worst trials. Mistakes in the caller's own input (`UserError`) still raise, since no trial can
+succeed with them.
 
 Deterministic on CPU for a given seed and thread count: initialization is seeded, and the patch
 sampler is a pure function of (seed, step).
@@ -27,7 +28,7 @@ from torch import nn
 from search_space.arch import ArchConfig
 from search_space.errors import UserError
 from search_space.network import deploy
-from trainers.data import PairedSet, load_split
+from trainers.data import PairedSet, load_splits
 from trainers.evaluate import EvalReport, evaluate
 from trainers.loop import Diverged, Trainer, load_teacher_checkpoint
 from trainers.recipe import Recipe, load_recipe
@@ -43,30 +44,69 @@ FUSE_TOLERANCE = 1e-6
 
 @dataclass(frozen=True)
 class ProxyData:
-    """Training and validation pairs for proxy training (decoded LR held in memory)."""
+    """Training, validation and test pairs (decoded LR held in memory); no image is in two splits.
+
+    ``val`` and ``test`` loaded by `load` carry the linear baseline fitted on ``train``
+    (`PairedSet.linear_baseline`). ``test`` is None when not loaded (a search trains and validates
+    only); ``carved`` names the splits that were cut out of the training images.
+    """
 
     train: PairedSet
     val: PairedSet
+    test: PairedSet | None = None
+    carved: tuple[str, ...] = ()
 
     @classmethod
     def load(
         cls,
         train_source: str | Path = "builtin",
         val_source: str | Path | None = None,
+        test_source: str | Path | None = None,
         *,
         qps: Sequence[int] = (31, 39, 47, 55, 63),
         cache_dir: str | Path | None = None,
         workers: int | None = None,
+        load_test: bool = True,
         progress: bool = True,
     ) -> ProxyData:
-        """Load (and on first use, degrade and cache) both splits; `val_source` defaults to `train_source`."""
+        """Load (and on first use, degrade and cache) the splits and fit the linear baseline on train.
+
+        A split not given comes from the builtin dataset, the training folder's ``val/``/``test/``
+        subfolder, or is carved from the training images (`trainers.data.load_splits`). The linear
+        baseline's filters are cached under ``cache_dir`` too, and scored once here on val and test.
+        """
         from trainers.cache import LRCache
+        from trainers.linear_baseline import attach_linear_baseline, fit_linear_baseline
 
         cache = LRCache(Path(cache_dir) if cache_dir is not None else None)
-        common = dict(qps=qps, cache=cache, workers=workers, progress=progress)
-        train = load_split(train_source, split="train", **common)
-        val = load_split(train_source if val_source is None else val_source, split="val", **common)
-        return cls(train=train, val=val)
+        splits = load_splits(
+            train_source, val_source, test_source, qps=qps, cache=cache, workers=workers, load_test=load_test, progress=progress
+        )
+        filters = fit_linear_baseline(splits.train, cache_dir=cache.root, progress=progress)
+        return cls(
+            train=splits.train,
+            val=attach_linear_baseline(splits.val, filters),
+            test=None if splits.test is None else attach_linear_baseline(splits.test, filters),
+            carved=splits.carved,
+        )
+
+    def summary(self) -> str:
+        """One line: images per split and where each came from (carved ones say so), QPs, degradation."""
+
+        def part(split: str, pairs: PairedSet | None) -> str:
+            if pairs is None:
+                return f"{split} not loaded"
+            where = "carved from train" if split in self.carved else pairs.source
+            return f"{len(pairs)} {split} ({where})"
+
+        line = (
+            f"data: {part('train', self.train)} / {part('val', self.val)} / {part('test', self.test)} images, "
+            f"QPs {list(self.train.qps)}, degradation {self.train.spec.hash}"
+        )
+        skipped = [name for p in (self.train, self.val, self.test) if p is not None for name in p.skipped]
+        if skipped:
+            line += f"; skipped {len(skipped)}: {', '.join(skipped)}"
+        return line
 
 
 @dataclass(frozen=True)
@@ -86,8 +126,9 @@ class TrialResult:
     eval_seconds: float = 0.0
     final_loss: float | None = None
     fuse_max_rel_err: float | None = None
-    eval: EvalReport | None = None
+    eval: EvalReport | None = None  # on val: what the search selects on
     degradation: str | None = None
+    test_eval: EvalReport | None = None  # on test (when the data has one): what a front reports
     deploy_state: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -120,12 +161,14 @@ class TrialResult:
             "fuse_max_rel_err": self.fuse_max_rel_err,
             "eval": None if self.eval is None else self.eval.to_dict(),
             "degradation": self.degradation,
+            "test_eval": None if self.test_eval is None else self.test_eval.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialResult:
         values = dict(data)
         values["eval"] = None if data.get("eval") is None else EvalReport.from_dict(data["eval"])
+        values["test_eval"] = None if data.get("test_eval") is None else EvalReport.from_dict(data["test_eval"])
         return cls(**values)
 
     def deploy_state_bytes(self) -> bytes | None:
@@ -166,6 +209,46 @@ def _preset_teacher_resolver(data: ProxyData, *, steps: int, seed: int):
         return trained[name]
 
     return resolve
+
+
+def _fuse_and_evaluate(trainer: Trainer, data: ProxyData, *, train_seconds: float, eval_dtype: torch.dtype,
+                       keep_weights: bool, common: dict[str, Any]) -> TrialResult:
+    """Fuse the trained model, check the fusion, and evaluate the deploy model on val (and test).
+
+    The test split is evaluated here too, once per trial, so that any trial that ends up on a front
+    has its test numbers; nothing in the search ever reads them to choose."""
+    final_arch = trainer.arch  # bias removal may have changed it
+    fused = deploy(trainer.model.cpu())
+    lr0 = data.val.lr[data.val.qps[0]][0]
+    sample = torch.from_numpy(lr0.transpose(2, 0, 1).copy()).unsqueeze(0).float() / 255.0
+    fuse_err = _fusion_error(trainer.model, fused, sample)
+    if not fuse_err <= FUSE_TOLERANCE:
+        return TrialResult(
+            status="failed",
+            reason=f"fused model differs from the trained one (max rel err {fuse_err:.3g} > {FUSE_TOLERANCE:g})",
+            arch=final_arch.to_dict(),
+            train_seconds=train_seconds,
+            final_loss=trainer.last_loss,
+            fuse_max_rel_err=fuse_err,
+            **common,
+        )
+    eval_started = time.perf_counter()
+    device = str(common["device"])
+    report = evaluate(fused, data.val, device=device, dtype=eval_dtype)
+    test_report = None if data.test is None else evaluate(fused, data.test, device=device, dtype=eval_dtype)
+    return TrialResult(
+        status="ok",
+        reason=None,
+        arch=final_arch.to_dict(),
+        train_seconds=train_seconds,
+        eval_seconds=time.perf_counter() - eval_started,
+        final_loss=trainer.last_loss,
+        fuse_max_rel_err=fuse_err,
+        eval=report,
+        test_eval=test_report,
+        deploy_state={k: v.clone() for k, v in fused.state_dict().items()} if keep_weights else None,
+        **common,
+    )
 
 
 def proxy_train(
@@ -213,36 +296,8 @@ def proxy_train(
             teacher_resolver=_preset_teacher_resolver(data, steps=steps, seed=seed),
         )
         trainer.run()
-        train_seconds = time.perf_counter() - started
-        final_arch = trainer.arch  # bias removal may have changed it
-        fused = deploy(trainer.model.cpu())
-        lr0 = data.val.lr[data.val.qps[0]][0]
-        sample = torch.from_numpy(lr0.transpose(2, 0, 1).copy()).unsqueeze(0).float() / 255.0
-        fuse_err = _fusion_error(trainer.model, fused, sample)
-        if not fuse_err <= FUSE_TOLERANCE:
-            return TrialResult(
-                status="failed",
-                reason=f"fused model differs from the trained one (max rel err {fuse_err:.3g} > {FUSE_TOLERANCE:g})",
-                arch=final_arch.to_dict(),
-                train_seconds=train_seconds,
-                final_loss=trainer.last_loss,
-                fuse_max_rel_err=fuse_err,
-                **common,
-            )
-        eval_started = time.perf_counter()
-        report = evaluate(fused, data.val, device=device, dtype=eval_dtype)
-        return TrialResult(
-            status="ok",
-            reason=None,
-            arch=final_arch.to_dict(),
-            train_seconds=train_seconds,
-            eval_seconds=time.perf_counter() - eval_started,
-            final_loss=trainer.last_loss,
-            fuse_max_rel_err=fuse_err,
-            eval=report,
-            deploy_state={k: v.clone() for k, v in fused.state_dict().items()} if keep_weights else None,
-            **common,
-        )
+        return _fuse_and_evaluate(trainer, data, train_seconds=time.perf_counter() - started, eval_dtype=eval_dtype,
+                                  keep_weights=keep_weights, common=common)
     except UserError:
         raise
     except (Diverged, FloatingPointError, RuntimeError, ValueError) as exc:

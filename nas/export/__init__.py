@@ -128,10 +128,14 @@ def _provenance(t: TrialRecord, state: RunState, *, weights_name: str | None) ->
         "proxy_metrics": {
             "objective": state.gain_metric,
             "gain_db": t.gain_db,
+            "split": "val",
             "gain_y": a.get(Key.GAIN_Y),
             "delta_y": a.get(Key.DELTA_Y),
-            "per_qp_gain_db": {str(q): g for q, g in t.per_qp_gain.items()},
+            "gain_linear_y": a.get(Key.GAIN_LINEAR_Y),
+            "delta_linear_y": a.get(Key.DELTA_LINEAR_Y),
+            "per_qp_gain_db": {str(q): g for q, g in t.per_qp_gain().items()},
             "per_qp": a.get(Key.PER_QP),
+            "test": a.get(Key.TEST),  # the same metrics on the held-out test split: what to quote
         },
         "latency": {
             "value_ms": t.latency_ms,

@@ -23,7 +23,6 @@ import shutil
 import statistics
 import tempfile
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 

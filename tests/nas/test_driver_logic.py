@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nas.driver import SearchDriver
-from nas.testing import FAKE_DEVICE, FakeExecutor, fake_training_output
+from nas.testing import FAKE_DEVICE, FAKE_LINEAR_OFFSET_DB, FAKE_TEST_OFFSET_DB, FakeExecutor, fake_training_output
 from nas.study import Study, load_study
 from search_space.arch import ArchConfig
 from search_space.cost import cost
@@ -134,9 +134,18 @@ def test_infeasible_trials_are_skipped_and_repeats_are_copied_not_retrained(tmp_
     assert statuses == ["ok"] + ["duplicate"] * (len(statuses) - 1)
     for t in by_arch[small.arch_hash]:
         assert t.values == [fake_gain(small.to_dict()), fake_latency_ms(small.to_dict())]
+        # both baselines and both splits are recorded, and a duplicate copies them from its original
+        g = fake_gain(small.to_dict())
+        assert t.user_attrs["gain_linear_y"] == pytest.approx(g - FAKE_LINEAR_OFFSET_DB)
+        assert t.user_attrs["test"]["gain_y"] == pytest.approx(g - FAKE_TEST_OFFSET_DB)
+        assert t.user_attrs["test"]["gain_linear_y"] == pytest.approx(g - FAKE_TEST_OFFSET_DB - FAKE_LINEAR_OFFSET_DB)
     assert _trained(fake) == [small.arch_hash]  # trained exactly once, big never
     table = (tmp_path / "run" / "pareto.txt").read_text()
     assert table.count("\n") == 4  # title, header, rule, one row: the feasible trained arch
+    row = table.splitlines()[3].split()
+    g = fake_gain(small.to_dict())
+    assert "selected on val, reported on test" in table
+    assert [float(x) for x in row[-7:-4]] == pytest.approx([g, g - FAKE_TEST_OFFSET_DB, g - FAKE_TEST_OFFSET_DB - FAKE_LINEAR_OFFSET_DB], abs=1e-3)
 
 
 def test_resume_refuses_another_experiment_or_device(tmp_path, fake):

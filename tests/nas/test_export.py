@@ -17,7 +17,7 @@ import pytest
 
 from rtsr.export import main
 from search_space.arch import ArchConfig
-from trainers.full import main as full_main
+from rtsr.train import main as full_main
 from trainers.recipe import load_recipe
 from trainers.runconfig import load_run_config
 
@@ -111,6 +111,9 @@ def test_pareto_export_of_a_smoke_run_trains_with_trainers_full(smoke_run, tmp_p
         assert p["proxy_metrics"]["gain_db"] == t.values[0]
         for qp, m in a["per_qp"].items():
             assert p["proxy_metrics"]["per_qp_gain_db"][qp] == pytest.approx(m["psnr_y"] - m["lanczos_psnr_y"], abs=1e-9)
+        # the held-out test numbers and the gains over the linear baseline travel with the export
+        assert p["proxy_metrics"]["gain_linear_y"] == a["gain_linear_y"] and p["proxy_metrics"]["test"] == a["test"]
+        assert set(p["proxy_metrics"]["test"]["per_qp"]) == {"31", "63"}
         assert p["proxy"]["steps"] == 20 and p["proxy"]["recipe"] == "proxy"
         # the proxy-trained fused weights, byte for byte, and they fit the exported arch's deploy form
         weights = export / p["weights"]
@@ -123,7 +126,7 @@ def test_pareto_export_of_a_smoke_run_trains_with_trainers_full(smoke_run, tmp_p
 
     # trainers.full accepts an export unchanged; only the budget and data come from flags
     first = export / f"trial-{front[0].number:05d}.toml"
-    data = _images(tmp_path / "hr")
+    data = _images(tmp_path / "hr", n=3)  # a flat folder: val and test are carved from it (1 image each)
     monkeypatch.setenv("RTSR_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "full"
     argv = ["--config", str(first), "--steps", "4", "--data", str(data), "--out", str(out), "--threads", "1", "--no-progress"]

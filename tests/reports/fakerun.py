@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEVICE", "STUDY_NAME", "make_run"]
+__all__ = ["DEVICE", "LINEAR_OFFSET_DB", "STUDY_NAME", "TEST_OFFSET_DB", "make_run"]
 
 DEVICE = "cpu: Test CPU (1 thread)"
 STUDY_NAME = "fake-20260101-000000"
@@ -21,6 +21,21 @@ def _arch(name: str) -> Any:
     from search_space.presets import get_preset
 
     return get_preset(name).arch
+
+
+#: In a fake run the linear baseline is this much better than Lanczos, and the test split this much
+#: worse than val, at every QP: reports must show exactly these shifts.
+LINEAR_OFFSET_DB = 0.125
+TEST_OFFSET_DB = 0.25
+
+
+def _metrics(gains: dict[int, float], gain: float, *, linear_offset: float) -> dict[str, Any]:
+    """Stored metrics of one split: per QP over Lanczos (30 dB) and over the linear baseline."""
+    from nas.trial_record import Key
+
+    per_qp = {str(q): {"qp": q, "psnr_y": 30.0 + g, "lanczos_psnr_y": 30.0, "gain_y": g,
+                       "linear_psnr_y": 30.0 + linear_offset, "gain_linear_y": g - linear_offset} for q, g in gains.items()}
+    return {Key.PER_QP: per_qp, Key.GAIN_Y: gain, Key.GAIN_LINEAR_Y: gain - linear_offset}
 
 
 def _attrs(spec: dict[str, Any], *, number: int, run_dir: Path, qps: tuple[int, ...], budget_ms: float) -> dict[str, Any]:
@@ -47,8 +62,10 @@ def _attrs(spec: dict[str, Any], *, number: int, run_dir: Path, qps: tuple[int, 
         attrs[Key.STATUS] = status
     if status in ("ok", "duplicate"):
         gains = spec.get("qp_gains") or {q: spec["gain"] for q in qps}
-        attrs[Key.PER_QP] = {str(q): {"qp": q, "psnr_y": 30.0 + g, "lanczos_psnr_y": 30.0, "gain_y": g} for q, g in gains.items()}
-        attrs[Key.GAIN_Y] = spec["gain"]
+        attrs.update(_metrics(gains, spec["gain"], linear_offset=LINEAR_OFFSET_DB))
+        # the test split: every gain TEST_OFFSET_DB lower than on val (a known, hand-checkable shift)
+        attrs[Key.TEST] = _metrics({q: g - TEST_OFFSET_DB for q, g in gains.items()}, spec["gain"] - TEST_OFFSET_DB,
+                                   linear_offset=LINEAR_OFFSET_DB)
         attrs[Key.TRAIN_SECONDS] = 1.5
         if spec.get("weights") is not None:
             rel = f"weights/trial-{number:05d}.pt"

@@ -68,6 +68,28 @@ def test_pareto_figure_traces_and_hover(fake_run):
     assert "cpu: Test CPU (1 thread)" in fig.layout.xaxis.title.text
     # the budget line is drawn at 100 ms (data up to 150 ms)
     assert [s.x0 for s in fig.layout.shapes] == [100.0]
+    assert "val)" in hover and "test: gain +0.750 dB; +0.625 dB over the linear baseline" in hover
+
+
+def test_pareto_figure_toggles_between_baselines_and_splits(fake_run):
+    """The gain axis switches between Lanczos / the linear baseline and val / test; the front stays
+    the val front. fakerun: linear baseline 0.125 dB above Lanczos, test 0.25 dB below val."""
+    fig = F.pareto_figure(load_run(fake_run))
+    (menu,) = fig.layout.updatemenus
+    views = {b.label: b.args for b in menu.buttons}
+    assert list(views) == [v[0] for v in F.GAIN_VIEWS]
+    front = F.PARETO_TRACES.index("Pareto front")
+    expected = {
+        "gain over Lanczos, val (selection)": [0.5, 1.0, 2.0],
+        "gain over Lanczos, test": [0.25, 0.75, 1.75],
+        "gain over the linear baseline, val": [0.375, 0.875, 1.875],
+        "gain over the linear baseline, test": [0.125, 0.625, 1.625],
+    }
+    for label, ys in expected.items():
+        data, layout = views[label]
+        assert data["y"][front] == ys, label
+        assert ("test split" in layout["yaxis.title.text"]) == label.endswith("test")
+        assert ("linear baseline" in layout["yaxis.title.text"]) == ("linear" in label)
 
 
 def test_survey_panel_holds_table1_and_nothing_of_ours(fake_run):

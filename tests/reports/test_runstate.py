@@ -35,7 +35,7 @@ def test_records_follow_the_journal(fake_run, fake_front):
     assert by[3].gain_db == 3.0 and by[3].feasible is False and not by[3].pareto
     assert by[5].reason == "training diverged at step 7" and by[5].gain_db is None
     assert by[6].trained and not by[6].pareto  # duplicates repeat their original
-    assert by[0].per_qp_gain == {31: 1.5, 63: 0.5}
+    assert by[0].per_qp_gain() == {31: 1.5, 63: 0.5}
     assert by[0].preset == "urpnet" and by[0].weights == "weights/trial-00000.pt"
     assert state.device_name == "cpu: Test CPU (1 thread)"
     assert state.latency_budget_ms == 100.0 and state.qps == (31, 63)

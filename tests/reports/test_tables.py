@@ -21,17 +21,20 @@ def test_markdown_pareto_table(fake_run, capsys):
     assert "cpu: Test CPU (1 thread)" in out and "8 of 10 trials done (in progress)" in out
     header = next(ln for ln in out.splitlines() if ln.startswith("| trial"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "trial", "arch", "gain [dB]", "QP31 [dB]", "QP63 [dB]", "latency [ms]", "MACs [G]", "params [k]", "preset"]
+        "trial", "arch", "val gain [dB]", "test gain [dB]", "test vs linear [dB]", "test QP31 [dB]", "test QP63 [dB]",
+        "latency [ms]", "MACs [G]", "params [k]", "preset"]
+    assert "selected on the val split" in out
     rows = _md_rows(out)
-    # trial, gain, QP31, QP63, latency, preset: the hand-made front by increasing latency
-    assert [[r[0], r[2], r[3], r[4], r[5], r[8]] for r in rows] == [
-        ["8", "+0.500", "+0.500", "+0.500", "5.000", "lanczospp"],
-        ["0", "+1.000", "+1.500", "+0.500", "10.000", "urpnet"],
-        ["1", "+2.000", "+2.500", "+1.500", "20.000", "-"],
+    # the hand-made front by increasing latency: val gain, then test = val - 0.25 dB, and test over the
+    # linear baseline = test - 0.125 dB (fakerun's offsets), per QP too
+    assert [[r[0], r[2], r[3], r[4], r[5], r[6], r[7], r[10]] for r in rows] == [
+        ["8", "+0.500", "+0.250", "+0.125", "+0.250", "+0.250", "5.000", "lanczospp"],
+        ["0", "+1.000", "+0.750", "+0.625", "+1.250", "+0.250", "10.000", "urpnet"],
+        ["1", "+2.000", "+1.750", "+1.625", "+2.250", "+1.250", "20.000", "-"],
     ]
     # MACs/params of the presets' deploy forms (DESIGN.md table: URPNet 1.22 G / 9.4 k, LanczosPP 1.23 G / 21.4 k)
-    assert rows[1][6] == "1.219" and rows[1][7] == "9.4"
-    assert rows[0][6] == "1.232" and rows[0][7] == "21.4"
+    assert rows[1][8] == "1.219" and rows[1][9] == "9.4"
+    assert rows[0][8] == "1.232" and rows[0][9] == "21.4"
     # md also refreshes trials.csv
     assert (fake_run / "trials.csv").is_file()
 
@@ -56,6 +59,9 @@ def test_trials_csv_lists_every_trial_with_reasons(fake_run, fake_front, capsys)
     assert by[4]["status"] == "skipped" and by[4]["reason"] == "latency_ms over by 100" and by[4]["gain_db"] == ""
     assert by[7]["state"] == "RUNNING"
     assert float(by[0]["gain_qp31_db"]) == 1.5 and float(by[0]["gain_qp63_db"]) == 0.5
+    # both baselines, both splits (fakerun: linear baseline 0.125 dB above Lanczos, test 0.25 dB below val)
+    assert [float(by[0][k]) for k in ("gain_db", "gain_linear_db", "test_gain_db", "test_gain_linear_db")] == [1.0, 0.875, 0.75, 0.625]
+    assert by[5]["test_gain_db"] == "" and by[4]["gain_linear_db"] == ""
     assert float(by[3]["latency_ms"]) == 150.0 and by[3]["feasible"] == "False"
     assert by[6]["duplicate_of"] == "1"
     assert (fake_run / "trials.csv").stat().st_mode & 0o777 == 0o644

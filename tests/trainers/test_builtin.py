@@ -16,6 +16,10 @@ from trainers import builtin
 from trainers.builtin import KINDS, builtin_dir, builtin_images, builtin_manifest, builtin_records
 
 REPO = Path(__file__).resolve().parents[2]
+# sha256 over the per-image pixel hashes of the generated (not text, not photo: those depend on the
+# FreeType and libjpeg builds) train and val images, as made before the test split was added.
+TRAIN_V1_DIGEST = "4f08c454571810be"
+VAL_V1_DIGEST = "63e0f1c28114fc3f"
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +104,12 @@ def test_train_split(train_records):
     assert len(hashes) == 32  # no two images alike
 
 
-def test_train_and_val_share_no_photo(train_records):
-    val = {name for name, _, _ in builtin._PHOTO_CROPS["val"]}
-    train = {name for name, _, _ in builtin._PHOTO_CROPS["train"]}
-    assert not val & train
-    # The one photo used twice (the Hubble field) is cut into disjoint regions.
+def test_no_two_splits_share_a_photo(train_records):
+    photos = {split: {photo for _, photo, _ in builtin._PHOTO_CROPS[split]} for split in builtin.SPLITS}
+    assert not photos["train"] & photos["val"] and not photos["train"] & photos["test"] and not photos["val"] & photos["test"]
+    # A photo used twice (the Hubble field) would have to be cut into disjoint regions.
     used = {}
-    for split in ("train", "val"):
+    for split in builtin.SPLITS:
         for _, photo, (top, left, h, w) in builtin._PHOTO_CROPS[split]:
             used.setdefault(photo, []).append((top, left, h, w))
     for crops in used.values():
@@ -154,5 +157,36 @@ def test_cache_root_and_split_validation(monkeypatch, tmp_path):
     monkeypatch.delenv("RTSR_CACHE_DIR")
     assert builtin_dir("train") == Path.home() / ".cache" / "rtsr-nas" / "builtin" / f"v{builtin.GENERATOR_VERSION}" / "train"
     assert builtin_dir("val", cache_dir=tmp_path / "x") == tmp_path / "x" / "builtin" / f"v{builtin.GENERATOR_VERSION}" / "val"
-    with pytest.raises(UserError, match="splits train, val"):
-        builtin_images("test", cache_dir=tmp_path)
+    with pytest.raises(UserError, match="splits train, val, test"):
+        builtin_images("holdout", cache_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def test_records(tmp_path_factory):
+    return builtin_records("test", cache_dir=tmp_path_factory.mktemp("builtin_test"), progress=False)
+
+
+def test_test_split_is_like_val_and_disjoint_from_train_and_val(test_records, train_records, val_dir):
+    assert len(test_records) == 11
+    assert {r.kind for r in test_records} == set(KINDS)
+    for r in test_records:
+        assert r.image.dtype == np.uint8 and r.image.shape[0] == 288 and r.image.shape[1] in (480, 528), r.name
+        assert r.image.shape[0] % 48 == 0 and r.image.shape[1] % 48 == 0, r.name
+        assert r.license in ("public domain", "CC0-1.0") or r.license.startswith("CC0-1.0 (procedurally"), r.name
+    val = builtin_records("val", cache_dir=val_dir, progress=False)
+    pixels = {split: {r.image.tobytes() for r in records} for split, records in (("train", train_records), ("val", val), ("test", test_records))}
+    assert len(pixels["test"]) == 11  # no two test images alike
+    assert not pixels["test"] & pixels["val"] and not pixels["test"] & pixels["train"] and not pixels["train"] & pixels["val"]
+
+
+def test_adding_the_test_split_left_train_and_val_unchanged(train_records, val_dir):
+    """Train and val are pixel for pixel what they were before the test split existed, so cached LR
+    entries and published results stay valid."""
+    import hashlib
+
+    def digest(records) -> str:
+        hashes = "".join(builtin._pixel_hash(r.image) for r in records if r.kind not in ("text", "photo"))
+        return hashlib.sha256(hashes.encode()).hexdigest()[:16]
+
+    assert digest(train_records) == TRAIN_V1_DIGEST
+    assert digest(builtin_records("val", cache_dir=val_dir, progress=False)) == VAL_V1_DIGEST

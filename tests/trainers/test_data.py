@@ -21,8 +21,11 @@ from trainers.data import (
     PairedSet,
     PatchSampler,
     QPSampling,
+    carve,
+    check_disjoint,
     crop_to_multiple,
     load_split,
+    load_splits,
     resolve_split_folder,
 )
 from trainers.imageio import DataWarning
@@ -295,6 +298,8 @@ def test_split_folders(tmp_path):
     (only_train / "train").mkdir(parents=True)
     with pytest.raises(UserError, match=r"has train/ but no val/ subfolder.*--val-data"):
         resolve_split_folder(only_train, "val")
+    with pytest.raises(UserError, match=r"has train/ but no test/ subfolder.*--test-data"):
+        resolve_split_folder(only_train, "test")
     with pytest.raises(UserError, match=r"does not exist.*builtin"):
         resolve_split_folder(tmp_path / "missing", "train")
 
@@ -354,3 +359,111 @@ def test_load_split_with_the_real_lr_cache(tmp_path, rng_image):
             np.testing.assert_array_equal(a, b)
     lr, hr, qps = PatchSampler(again, patch=16, batch=3, qp_sampling="curriculum", seed=0).batch(0, 10)
     assert tuple(lr.shape) == (3, 3, 16, 16) and tuple(hr.shape) == (3, 3, 64, 64) and set(qps.tolist()) == {31}
+
+
+# --- several splits: carving, subfolders, disjointness
+
+
+def _folder(path, names, size=(96, 96)):
+    """``names`` as distinct random PNGs of ``size`` (h, w) in ``path`` (created), in the given order."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        _save(path, name, *size, seed=int.from_bytes(name.encode(), "little") % 2**32)
+    return path
+
+
+def _pixels(pairs):
+    return {h.tobytes() for h in pairs.hr}
+
+
+def test_flat_folder_carves_disjoint_val_and_test(tmp_path):
+    names = [f"{i:03d}.png" for i in range(25)]
+    flat = _folder(tmp_path / "flat", names)
+    splits = load_splits(flat, qps=[31], cache=FakeCache(), progress=False)
+    assert splits.carved == ("val", "test")
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (19, 3, 3)  # 10 % of 25 rounds to 3
+    parts = [set(p.names) for p in (splits.train, splits.val, splits.test)]
+    assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+    assert set().union(*parts) == set(names)
+    assert not _pixels(splits.train) & _pixels(splits.val) and not _pixels(splits.train) & _pixels(splits.test)
+    assert all(h.shape[0] % EVAL_HR_MULTIPLE == 0 for h in splits.val.hr + splits.test.hr)  # evaluation crops
+    # Deterministic, and independent of the order the files were made in (a copy made in reverse).
+    again = load_splits(flat, qps=[31], cache=FakeCache(), progress=False)
+    reverse = load_splits(_folder(tmp_path / "reverse", names[::-1]), qps=[31], cache=FakeCache(), progress=False)
+    for split in ("train", "val", "test"):
+        assert getattr(again, split).names == getattr(splits, split).names == getattr(reverse, split).names
+    shuffled = list(np.random.default_rng(0).permutation(names))
+    by_hash = carve(shuffled, ("val", "test"))
+    assert set(by_hash["val"]) == set(splits.val.names) and set(by_hash["test"]) == set(splits.test.names)
+    # Test is the same whether val is carved too or given: comparisons of final numbers stay valid.
+    given_val = load_splits(flat, _folder(tmp_path / "val", ["v.png"]), qps=[31], cache=FakeCache(), progress=False)
+    assert given_val.carved == ("test",) and given_val.test.names == splits.test.names
+    assert len(given_val.train) == 22 and given_val.val.names == ("v.png",)
+
+
+def test_carving_takes_at_least_one_image_and_skips_images_too_small_to_evaluate(tmp_path):
+    flat = _folder(tmp_path / "flat", ["a.png", "b.png", "c.png"])
+    _save(flat, "wide.png", 64, 400)  # trainable (64x400), but too small to evaluate (48 rows after the crop)
+    splits = load_splits(flat, qps=[31], cache=FakeCache(), progress=False)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (2, 1, 1)
+    assert "wide.png" in splits.train.names
+
+
+def test_too_few_images_to_carve_is_a_clear_error(tmp_path):
+    two = _folder(tmp_path / "two", ["a.png", "b.png"])
+    with pytest.raises(UserError, match=r"2 usable image\(s\) are too few to carve val and test.*at least 3.*--val-data"):
+        load_splits(two, qps=[31], cache=FakeCache(), progress=False)
+    one = _folder(tmp_path / "one", ["a.png"])
+    val = _folder(tmp_path / "val", ["v.png"])
+    with pytest.raises(UserError, match=r"too few to carve test.*at least 2.*--test-data"):
+        load_splits(one, val, qps=[31], cache=FakeCache(), progress=False)
+    small = _folder(tmp_path / "small", ["a.png", "b.png", "c.png"], size=(64, 200))
+    with pytest.raises(UserError, match=r"only 0 of 3 images are large enough to evaluate"):
+        load_splits(small, qps=[31], cache=FakeCache(), progress=False)
+
+
+def test_subfolder_layouts(tmp_path):
+    root = tmp_path / "data"
+    _folder(root / "train", [f"t{i}.png" for i in range(12)])
+    _folder(root / "val", ["v0.png", "v1.png"])
+    splits = load_splits(root, qps=[31], cache=FakeCache(), progress=False)  # no test/: carved from train/
+    assert splits.carved == ("test",) and splits.val.source == str(root / "val")
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (11, 2, 1)
+    assert set(splits.test.names) <= {f"t{i}.png" for i in range(12)}
+    _folder(root / "test", ["x0.png", "x1.png", "x2.png"])
+    splits = load_splits(root, qps=[31], cache=FakeCache(), progress=False)
+    assert splits.carved == () and (len(splits.train), len(splits.val), len(splits.test)) == (12, 2, 3)
+    assert splits.test.source == str(root / "test")
+    other = _folder(tmp_path / "other_test", ["o.png"])
+    splits = load_splits(root, test=other, qps=[31], cache=FakeCache(), progress=False)  # a flag beats the subfolder
+    assert splits.test.names == ("o.png",)
+    assert load_splits(root, qps=[31], cache=FakeCache(), load_test=False, progress=False).test is None
+
+
+def test_the_same_image_in_two_splits_is_refused(tmp_path):
+    flat = _folder(tmp_path / "flat", [f"{i}.png" for i in range(5)])
+    with pytest.raises(UserError, match=r"in two splits.*--val-data"):
+        load_splits(flat, flat, qps=[31], cache=FakeCache(), progress=False)  # the training folder as --val-data
+    val = _folder(tmp_path / "val", ["val.png"])
+    test = _folder(tmp_path / "test", ["other.png"])
+    (test / "renamed.png").write_bytes((flat / "3.png").read_bytes())  # same pixels, another name
+    with pytest.raises(UserError, match=r"3.png \(train\) = renamed.png \(test\)"):
+        load_splits(flat, val, test, qps=[31], cache=FakeCache(), progress=False)
+
+
+def test_check_disjoint_compares_pixels_across_crops():
+    pairs = make_pairs(sizes=((104, 152),))  # a training crop (multiple of 8) ...
+    hr = pairs.hr[0]
+    evaluation = PairedSet(names=("e",), hr=(crop_to_multiple(hr, 48),), lr={31: (box4(crop_to_multiple(hr, 48)),)},
+                           spec=FakeSpec(), source="memory", split="val")  # ... and its evaluation crop
+    with pytest.raises(UserError, match=r"img0 \(train\) = e \(val\)"):
+        check_disjoint({"train": pairs, "val": evaluation})
+    check_disjoint({"train": pairs, "val": make_pairs(sizes=((96, 96),), seed=5)})
+
+
+def test_builtin_has_disjoint_train_val_and_test(tmp_path):
+    splits = load_splits("builtin", qps=[31], cache=FakeCache(root=tmp_path), progress=False)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (32, 11, 11) and splits.carved == ()
+    assert splits.test.source == "builtin" and splits.test.split == "test"
+    train, val, test = _pixels(splits.train), _pixels(splits.val), _pixels(splits.test)
+    assert len(test) == 11 and not test & val and not test & train and not train & val

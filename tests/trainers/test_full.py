@@ -117,6 +117,13 @@ def test_kill_and_resume_continues_from_the_checkpoint(tmp_path, hr_folder, cach
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == STEPS
     assert set(metrics["final"]["per_qp"]) == {"31", "63"}
+    # Final numbers are on the test split (here carved from train/: 1 of 3 images), val stays val.
+    assert metrics["final_split"] == "test" and metrics["test"] == metrics["final"]
+    assert metrics["data"]["carved"] == ["test"] and metrics["data"]["test"]["images"] == metrics["test"]["images"] == 1
+    assert metrics["data"]["train"]["images"] == 2 and metrics["val"]["images"] == 2
+    for m in metrics["test"]["per_qp"].values():
+        assert m["gain_linear_y"] == m["psnr_y"] - m["linear_psnr_y"] and m["gain_y"] == m["psnr_y"] - m["lanczos_psnr_y"]
+    assert metrics["test"]["delta_linear_y"] is not None and metrics["test"]["delta_y"] is not None
     assert load_run_config(out / "config.toml") == config
 
 
@@ -126,3 +133,25 @@ def test_resuming_into_a_folder_of_another_config_is_refused(tmp_path, hr_folder
     other = _config(hr_folder, steps=8)
     with pytest.raises(UserError, match="different config"):
         run_full(other, out, threads=1, progress=False, log=lambda _: None)
+
+
+def test_final_metrics_use_the_given_test_folder_and_resuming_needs_the_same_training_images(tmp_path, hr_folder, cache_env, rng_image):
+    test_folder = tmp_path / "test_images"
+    test_folder.mkdir()
+    Image.fromarray(rng_image(96, 144, seed=77)).save(test_folder / "t.png")
+    out = tmp_path / "run"
+    config = _config(hr_folder, steps=4)
+    metrics = run_full(config, out, threads=1, checkpoint_every=2, progress=False, log=lambda _: None, test_data=str(test_folder))
+    assert metrics["data"]["carved"] == [] and metrics["data"]["test"] == {"images": 1, "source": str(test_folder)}
+    assert metrics["data"]["train"]["images"] == 3  # nothing carved out of train/
+    assert metrics["final"]["gain_linear_y"] is not None and metrics["history"] == []
+    # Without --test-data the test image would be carved out of train/: another training set.
+    with pytest.raises(UserError, match="other training images"):
+        run_full(config, out, threads=1, progress=False, log=lambda _: None)
+
+
+def test_the_cli_has_a_test_data_flag():
+    from rtsr.train import build_parser
+
+    args = build_parser().parse_args(["--config", "c.toml", "--test-data", "/x"])
+    assert args.test_data == "/x"

@@ -1,4 +1,4 @@
-"""`python -m trainers.full --config FILE`: train an exported design to completion, resumably.
+"""Full training of an exported design to completion, resumably (command: `rtsr train` / `python -m trainers.full`).
 
 The output folder is the state: `checkpoint.pt` is rewritten atomically every `--checkpoint-every`
 steps, and rerunning the same command after a kill continues from it (same recipe, budget and seed
@@ -10,18 +10,22 @@ batches the uninterrupted one would have). At the end the folder holds:
   `deploy`, or use `load_deploy`);
 - `deploy.ts`: the fused deploy model as TorchScript (runs with torch alone, any input size
   divisible by the arch's down factor);
-- `metrics.json`: final per-QP PSNR/SSIM, gain over Lanczos and Delta, plus the validation history;
-- `validation.jsonl`: one line per periodic validation.
+- `metrics.json`: the final metrics on the *test* split (``final``, also under ``test``): per-QP
+  PSNR/SSIM, gain and Delta over Lanczos and over the linear baseline fitted on the training split;
+  the final model's numbers on val (``val``), the data summary (``data``) and the validation history;
+- `validation.jsonl`: one line per periodic validation (on val).
+
+Test images never steer anything: periodic validation (the numbers a user watches while training)
+stays on val, and the test split is evaluated once, at the end.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +33,11 @@ import torch
 from torch import nn
 
 from search_space.arch import ArchConfig
+from search_space.configio import atomic_write, content_hash
 from search_space.errors import UserError
 from search_space.network import build, deploy
+from trainers.data import image_keys
 from trainers.evaluate import evaluate
-from trainers.fileio import atomic_write
 from trainers.loop import Diverged, Trainer
 from trainers.proxy import ProxyData
 from trainers.runconfig import RunConfig, load_run_config, save_run_config
@@ -97,8 +102,14 @@ def run_full(
     progress: bool = True,
     log: Callable[[str], None] = print,
     data: ProxyData | None = None,
+    test_data: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run `config` into folder `out` (resuming if it holds a checkpoint); returns the final metrics."""
+    """Run `config` into folder `out` (resuming if it holds a checkpoint); returns the final metrics.
+
+    ``test_data`` is the test split's source ('builtin' or a folder); None: the builtin test split,
+    the data folder's ``test/``, or carved from the training images. ``data`` replaces loading
+    (it must have a test split).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads is not None:
@@ -115,7 +126,11 @@ def run_full(
     save_run_config(config, config_path)
 
     if data is None:
-        data = ProxyData.load(config.data, config.val_data or None, qps=config.qps, progress=progress)
+        data = ProxyData.load(config.data, config.val_data or None, test_data or None, qps=config.qps, progress=progress)
+    if data.test is None:
+        raise UserError("trainers.full reports its final metrics on a test split, and the data has none; load it with a test split")
+    log(f"[full] {data.summary()}")
+    train_key = content_hash(list(image_keys(data.train)))
     trainer = Trainer(config.arch, config.recipe, data.train, total_steps=config.steps, seed=config.seed, device=device)
     history: list[dict[str, Any]] = []
     if ckpt_path.exists():
@@ -123,6 +138,12 @@ def run_full(
             state = torch.load(ckpt_path, map_location=device, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is reported, not guessed around
             raise UserError(f"checkpoint {ckpt_path} is unreadable ({exc}); delete it to start over") from None
+        if state.get("train_images", train_key) != train_key:
+            raise UserError(
+                f"{ckpt_path} was trained on other training images than these ({data.train.source}; a different "
+                "--val-data/--test-data changes which images are carved out of the training folder); pass the same "
+                "data flags to resume, or a new --out folder"
+            )
         trainer.load_state_dict(state["trainer"])
         history = list(state.get("history", []))
         log(f"[full] resuming from step {trainer.step}/{config.steps} ({ckpt_path})")
@@ -130,7 +151,7 @@ def run_full(
         log(f"[full] {config.arch.summary()} | recipe {config.recipe.name} ({config.recipe.hash}) | {config.steps} steps | device {device}")
 
     def checkpoint() -> None:
-        _save_torch({"trainer": trainer.state_dict(), "history": history}, ckpt_path)
+        _save_torch({"trainer": trainer.state_dict(), "history": history, "train_images": train_key}, ckpt_path)
 
     def validate() -> dict[str, Any]:
         report = evaluate(deploy(trainer.model), data.val, device=device)
@@ -138,7 +159,8 @@ def run_full(
         history.append(entry)
         with (out / "validation.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
-        log(f"[full] step {trainer.step}: mean gain {report.gain_y:+.3f} dB over Lanczos ({device})")
+        linear = "" if report.gain_linear_y is None else f", {report.gain_linear_y:+.3f} dB over the linear baseline"
+        log(f"[full] step {trainer.step}: val mean gain {report.gain_y:+.3f} dB over Lanczos{linear} ({device})")
         return entry
 
     bar = None
@@ -168,7 +190,8 @@ def run_full(
     checkpoint()
 
     fused = deploy(trainer.model.cpu())
-    final = evaluate(fused, data.val, device="cpu")
+    final = evaluate(fused, data.test, device="cpu")
+    final_val = evaluate(fused, data.val, device="cpu")
     _save_torch({"arch": trainer.arch.to_dict(), "state_dict": fused.state_dict()}, out / "deploy.pt")
     _export_torchscript(fused, trainer.arch.down_factor, out / "deploy.ts")
     metrics = {
@@ -179,57 +202,27 @@ def run_full(
         "train_seconds_this_session": time.perf_counter() - started,
         "device": device,
         "degradation": data.train.spec.hash,
+        "data": _data_record(data),
+        "final_split": "test",
         "final": final.to_dict(),
+        "test": final.to_dict(),
+        "val": final_val.to_dict(),
         "history": history,
     }
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=2))
+    log(f"[full] test split ({len(data.test)} images), final model:")
     log(final.table())
     log(f"[full] wrote {out / 'deploy.pt'}, {out / 'deploy.ts'}, {out / 'metrics.json'}")
     return metrics
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m trainers.full",
-        description="Train a run config (e.g. one exported by nas.export) to completion; rerun to resume after a kill.",
-    )
-    parser.add_argument("--config", required=True, help="run config TOML ([run], [arch], [recipe], [provenance])")
-    parser.add_argument("--data", help="HR training images: 'builtin' or a folder (overrides [run].data)")
-    parser.add_argument("--val-data", help="HR validation images: 'builtin' or a folder (default: the val split of --data)")
-    parser.add_argument("--out", help="output folder (default: runs/full/<config file stem>)")
-    parser.add_argument("--steps", type=int, help="total optimizer steps (overrides [run].steps)")
-    parser.add_argument("--seed", type=int, help="seed (overrides [run].seed)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--validate-every", type=int, default=0, help="validate every N steps (0: only at the end)")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default: 500)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
+def _data_record(data: ProxyData) -> dict[str, Any]:
+    """Where each split came from and how many images it has, for metrics.json."""
+    record: dict[str, Any] = {"summary": data.summary(), "carved": list(data.carved)}
+    for split in ("train", "val", "test"):
+        pairs = getattr(data, split)
+        record[split] = None if pairs is None else {"images": len(pairs), "source": pairs.source}
+    return record
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        config = load_run_config(args.config).with_overrides(
-            data=args.data, val_data=args.val_data, steps=args.steps, seed=args.seed
-        )
-        out = Path(args.out) if args.out else Path("runs") / "full" / Path(args.config).stem
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("--device cuda was given but no CUDA device is available; use --device cpu")
-        run_full(
-            config,
-            out,
-            threads=args.threads,
-            device=args.device,
-            validate_every=args.validate_every,
-            checkpoint_every=args.checkpoint_every,
-            progress=not args.no_progress,
-        )
-    except UserError as exc:
-        print(f"trainers.full: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+# -- command line (kept together: it will move to the commands package as one piece) -----------------

@@ -1,0 +1,402 @@
+"""The linear baseline: the best x4 linear filter for a dataset and QP, fitted in closed form.
+
+Why a second baseline: Lanczos ignores the compression, so a network can "beat" it by learning
+nothing a single convolution could not (this filter is Delta +0.16 dB over Lanczos on `builtin` val,
++0.11 on test: above Lanczos++'s published 0.07). Every evaluation therefore also reports the gain
+over this filter; a design that does not beat it has learned nothing a 7x7 convolution could not.
+
+The filter is a full KxK convolution 3 -> 48 with a bias on the LR (replicate padding), then
+pixel-shuffle(4): the deploy form of a one-layer network, so it is evaluated exactly like a model
+(`apply` -> `to_uint8` -> PSNR-Y, no border crop). It is fitted per QP on the *training* split's
+(LR, HR) pairs by accumulating the normal equations over every LR pixel, ``X^T X`` (3K^2+1 square)
+and ``X^T Y`` (3K^2+1 x 48), in float64, and solving with a tiny ridge (relative to the mean diagonal)
+so that a degenerate set (flat images) still has a unique solution.
+
+Each image's equations are weighted by 1 / (its Lanczos MSE-Y). Why: the metric is the *mean of
+per-image PSNRs*, and d PSNR_i = -10/ln10 * d MSE_i / MSE_i, so this weighting makes least squares
+the first-order fit of that metric. Unweighted least squares minimises pooled MSE, which the
+textured images dominate: on `builtin` it lowered pooled MSE but gave Delta +0.07 dB on val and
+-0.07 dB on test (-1.5 dB at QP31 on a smooth gradient); weighted, +0.16 and +0.11 dB.
+
+Fitted weights are cached as ``<cache root>/linear-baseline/v<FORMAT_VERSION>/<key>.npz``, keyed by
+the training images' content hashes, the QP, K, the ridge, the weighting and the degradation hash; written
+atomically, and a file that does not load, does not match its key or fails its checksum is
+recomputed with a `CacheWarning`, never trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from search_space.configio import atomic_write, content_hash
+from search_space.errors import UserError
+from trainers.data import SCALE, image_keys
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from trainers.data import PairedSet
+
+__all__ = [
+    "DEFAULT_KERNEL",
+    "FORMAT_VERSION",
+    "RIDGE",
+    "WEIGHTING",
+    "LinearFilter",
+    "LinearBaselineScores",
+    "apply",
+    "attach_linear_baseline",
+    "filter_key",
+    "fit_filter",
+    "fit_linear_baseline",
+    "lanczos_weights",
+    "normal_equations",
+    "score_linear_baseline",
+    "solve_normal_equations",
+]
+
+FORMAT_VERSION = 1
+"""Bump when the fit (features, ordering, solver) changes: it names the cache folder and enters the key."""
+DEFAULT_KERNEL = 7
+"""Kernel side K: 7 is Lanczos-3's support, so the fitted filter can at least reproduce Lanczos."""
+RIDGE = 1e-9
+"""Ridge added to the diagonal of ``X^T X``, relative to its mean diagonal: only for degenerate sets."""
+WEIGHTING = "inverse-lanczos-mse-y"
+"""How training images are weighted (see the module docstring); part of the cache key."""
+_MIN_MSE = 255.0**2 * 1e-10  # an image Lanczos reproduces exactly weighs as one at 100 dB PSNR
+_OUT = 3 * SCALE * SCALE  # 48 output channels before pixel-shuffle(4)
+_CHUNK_PIXELS = 16384  # LR pixels per accumulation block: 16k x 148 float64 = 19 MB of features
+
+
+def _features(kernel: int) -> int:
+    return 3 * kernel * kernel + 1
+
+
+@dataclass(frozen=True, eq=False)
+class LinearFilter:
+    """One fitted filter: ``weights`` is (3K^2+1) x 48 float64, rows (c, dy, dx) then the bias.
+
+    Column ``o = c*16 + 4p + q`` is HR pixel (4y+p, 4x+q) of colour c, the channel order of
+    ``PixelShuffle(4)``; ``key`` is the cache key (it names the training set it was fitted on).
+    """
+
+    qp: int
+    kernel: int
+    weights: np.ndarray
+    key: str
+
+    def __post_init__(self) -> None:
+        if self.weights.shape != (_features(self.kernel), _OUT):
+            raise ValueError(f"LinearFilter: weights {self.weights.shape} != {(_features(self.kernel), _OUT)} for K={self.kernel}")
+
+    def conv_parameters(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(weight 48x3xKxK, bias 48)`` of the equivalent ``nn.Conv2d``."""
+        k = self.kernel
+        weight = self.weights[:-1].T.reshape(_OUT, 3, k, k)
+        return np.array(weight, copy=True), np.array(self.weights[-1], copy=True)  # writable: torch.from_numpy
+
+    def module(self, *, dtype: torch.dtype | None = None) -> nn.Module:
+        """The filter as a network (conv KxK replicate-padded -> PixelShuffle(4)), eval mode, on CPU."""
+        import torch
+        from torch import nn
+
+        dtype = torch.float32 if dtype is None else dtype
+        weight, bias = self.conv_parameters()
+        conv = nn.Conv2d(3, _OUT, self.kernel, padding=self.kernel // 2, padding_mode="replicate", dtype=dtype)
+        with torch.no_grad():  # copied straight from float64: a float64 module keeps every bit
+            conv.weight.copy_(torch.from_numpy(weight.copy()))
+            conv.bias.copy_(torch.from_numpy(bias.copy()))
+        return nn.Sequential(conv, nn.PixelShuffle(SCALE)).eval()
+
+
+@dataclass(frozen=True)
+class LinearBaselineScores:
+    """The linear baseline's PSNR-Y (dB) on each image of one evaluation split, per QP.
+
+    Computed once when the data is loaded and carried by the split (`PairedSet.linear_baseline`), so
+    it travels with the data to every worker and no trial recomputes it. ``filter_keys`` names the
+    fitted filter of each QP (and so the training set it came from).
+    """
+
+    psnr_y: Mapping[int, tuple[float, ...]]
+    filter_keys: Mapping[int, str]
+    kernel: int = DEFAULT_KERNEL
+
+    def mean_psnr_y(self, qp: int) -> float:
+        """Mean over images, each capped at 100 dB (as `trainers.evaluate` averages a model's PSNRs)."""
+        return float(np.mean([min(v, 100.0) for v in self.psnr_y[qp]]))
+
+
+# -- the least-squares fit --------------------------------------------------------------------------
+
+
+def _check_pair(lr: np.ndarray, hr: np.ndarray) -> None:
+    if lr.ndim != 3 or lr.shape[2] != 3 or hr.shape != (SCALE * lr.shape[0], SCALE * lr.shape[1], 3):
+        raise ValueError(f"linear baseline: HR {hr.shape} is not 4x LR {lr.shape} (both HxWx3)")
+
+
+def _lr_features(lr: np.ndarray, kernel: int) -> np.ndarray:
+    """H x W x 3 x K x K view of every LR pixel's replicate-padded KxK neighbourhood, in [0, 1]."""
+    r = kernel // 2
+    x = np.asarray(lr, dtype=np.float64) / 255.0
+    padded = np.pad(x, ((r, r), (r, r), (0, 0)), mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(0, 1))
+
+
+def _hr_targets(hr: np.ndarray) -> np.ndarray:
+    """(H*W) x 48 targets: row (y, x), column c*16 + 4p + q = HR pixel (4y+p, 4x+q, c), in [0, 1]."""
+    h, w = hr.shape[0] // SCALE, hr.shape[1] // SCALE
+    blocks = np.asarray(hr, dtype=np.float64).reshape(h, SCALE, w, SCALE, 3).transpose(0, 2, 4, 1, 3)
+    return blocks.reshape(h * w, _OUT) / 255.0
+
+
+def _syrk_add(xtx: np.ndarray, x: np.ndarray) -> None:
+    """``xtx += x^T x`` (upper triangle via BLAS syrk when scipy is there: half the flops)."""
+    try:
+        from scipy.linalg.blas import dsyrk
+    except ImportError:  # pragma: no cover - scipy is a dependency, this is only a fallback
+        xtx += x.T @ x
+        return
+    xtx[:] = dsyrk(1.0, x.T, beta=1.0, c=xtx, trans=0, lower=0)  # x.T is Fortran-ordered: no copy
+
+
+def lanczos_weights(lrs: Sequence[np.ndarray], hrs: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-image weights 1 / MSE-Y of the Lanczos x4 upscale (uint8, as evaluated), normalised to mean 1."""
+    from trainers.metrics import lanczos_upscale, rgb_to_y
+
+    mse = np.array(
+        [max(float(np.mean((rgb_to_y(lanczos_upscale(lr)) - rgb_to_y(hr)) ** 2)), _MIN_MSE) for lr, hr in zip(lrs, hrs)]
+    )
+    weights = 1.0 / mse
+    return weights / weights.mean()
+
+
+def normal_equations(
+    lrs: Sequence[np.ndarray],
+    hrs: Sequence[np.ndarray],
+    *,
+    kernel: int = DEFAULT_KERNEL,
+    image_weights: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(X^T X, X^T Y)`` over every LR pixel of the pairs, float64, features (c, dy, dx, bias).
+
+    ``image_weights`` scales each image's equations (default 1). Accumulated in blocks of LR rows, so memory
+    stays ~20 MB whatever the image size.
+    """
+    if kernel < 1 or kernel % 2 == 0:
+        raise UserError(f"the linear baseline's kernel must be an odd positive size (e.g. 7), got {kernel}")
+    if len(lrs) != len(hrs) or not lrs:
+        raise ValueError("normal_equations needs as many LR as HR images, at least one")
+    if image_weights is None:
+        image_weights = np.ones(len(lrs))
+    if len(image_weights) != len(lrs) or not all(np.isfinite(w) and w > 0 for w in image_weights):
+        raise ValueError("normal_equations: one positive, finite weight per image")
+    n = _features(kernel)
+    xtx = np.zeros((n, n), dtype=np.float64)
+    xty = np.zeros((n, _OUT), dtype=np.float64)
+    for lr, hr, weight in zip(lrs, hrs, image_weights):
+        _check_pair(lr, hr)
+        root = float(np.sqrt(weight))
+        windows = _lr_features(lr, kernel)
+        targets = _hr_targets(hr)
+        h, w = lr.shape[:2]
+        rows = max(1, _CHUNK_PIXELS // w)
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            x = np.empty(((y1 - y0) * w, n), dtype=np.float64)
+            x[:, :-1] = windows[y0:y1].reshape(-1, n - 1)
+            x[:, -1] = 1.0
+            x *= root  # sqrt(w) on both sides: w x^T x and w x^T y
+            _syrk_add(xtx, x)
+            xty += x.T @ (targets[y0 * w : y1 * w] * root)
+    upper = np.triu(xtx)
+    return upper + np.triu(xtx, 1).T, xty
+
+
+def solve_normal_equations(xtx: np.ndarray, xty: np.ndarray, *, ridge: float = RIDGE) -> np.ndarray:
+    """``(X^T X + ridge * mean(diag) * I)^-1 X^T Y`` in float64."""
+    scale = float(np.mean(np.diag(xtx)))
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError("linear baseline: the training images give no information (empty or non-finite normal equations)")
+    a = xtx + (ridge * scale) * np.eye(xtx.shape[0])
+    return np.linalg.solve(a, xty)
+
+
+def fit_filter(
+    lrs: Sequence[np.ndarray],
+    hrs: Sequence[np.ndarray],
+    *,
+    kernel: int = DEFAULT_KERNEL,
+    ridge: float = RIDGE,
+    image_weights: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Least-squares weights ((3K^2+1) x 48, float64) mapping LR neighbourhoods to HR 4x4 blocks.
+
+    ``image_weights``: one per image (default: equal); `fit_linear_baseline` passes `lanczos_weights`.
+    """
+    xtx, xty = normal_equations(lrs, hrs, kernel=kernel, image_weights=image_weights)
+    return solve_normal_equations(xtx, xty, ridge=ridge)
+
+
+# -- cached fit per training split ------------------------------------------------------------------
+
+
+def filter_key(train: PairedSet, qp: int, *, kernel: int = DEFAULT_KERNEL) -> str:
+    """Content hash of everything that decides the fitted weights of ``train`` at ``qp``."""
+    return content_hash(
+        {
+            "what": "linear-baseline",
+            "format": FORMAT_VERSION,
+            "kernel": int(kernel),
+            "ridge": RIDGE,
+            "weighting": WEIGHTING,
+            "qp": int(qp),
+            "degradation": train.spec.hash,
+            "train": list(image_keys(train)),
+        }
+    )
+
+
+def _cache_folder(cache_dir: str | Path | None) -> Path:
+    if cache_dir is None:
+        from trainers.cache import default_cache_root
+
+        cache_dir = default_cache_root()
+    return Path(cache_dir).expanduser() / "linear-baseline" / f"v{FORMAT_VERSION}"
+
+
+def _checksum(weights: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(weights, dtype="<f8").tobytes()).hexdigest()
+
+
+def _read_cached(path: Path, key: str, kernel: int) -> np.ndarray | None:
+    """The cached weights, or None when absent; a damaged entry warns and reads as absent."""
+    from trainers.cache import CacheWarning
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        warnings.warn(f"linear-baseline cache entry {path} cannot be read ({exc}); fitting again", CacheWarning, stacklevel=3)
+        return None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            weights = np.array(npz["weights"], dtype=np.float64)
+            stored_key = str(npz["key"])
+            checksum = str(npz["sha256"])
+        if stored_key != key:
+            raise ValueError(f"it holds key {stored_key}")
+        if weights.shape != (_features(kernel), _OUT):
+            raise ValueError(f"weights of shape {weights.shape}")
+        if checksum != _checksum(weights) or not np.isfinite(weights).all():
+            raise ValueError("checksum mismatch")
+    except Exception as exc:  # noqa: BLE001 - any damage means "not cached"; the fit is redone
+        warnings.warn(f"linear-baseline cache entry {path} is damaged ({exc}); fitting again", CacheWarning, stacklevel=3)
+        return None
+    return weights
+
+
+def _write_cached(path: Path, key: str, weights: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, weights=weights, key=np.array(key), sha256=np.array(_checksum(weights)))
+    atomic_write(path, buffer.getvalue())
+
+
+def fit_linear_baseline(
+    train: PairedSet,
+    *,
+    qps: Sequence[int] | None = None,
+    kernel: int = DEFAULT_KERNEL,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[int, LinearFilter]:
+    """``{qp: LinearFilter}`` fitted on ``train`` (every QP of it by default), read from the cache if there.
+
+    ``cache_dir`` is the cache root (default `trainers.cache.default_cache_root`).
+    """
+    wanted = tuple(sorted(train.qps if qps is None else {int(q) for q in qps}))
+    missing_qps = [q for q in wanted if q not in train.lr]
+    if missing_qps:
+        raise UserError(f"the linear baseline needs the training split at QP {missing_qps}, which has QPs {list(train.qps)}; load both splits with the same qps")
+    folder = _cache_folder(cache_dir)
+    out: dict[int, LinearFilter] = {}
+    todo: list[tuple[int, str]] = []
+    for qp in wanted:
+        key = filter_key(train, qp, kernel=kernel)
+        weights = _read_cached(folder / f"{key}.npz", key, kernel)
+        if weights is None:
+            todo.append((qp, key))
+        else:
+            out[qp] = _frozen_filter(qp, kernel, weights, key)
+    if todo:
+        from tqdm.auto import tqdm
+
+        for qp, key in tqdm(todo, desc=f"fitting the linear baseline on {len(train)} {train.split} images", unit="QP",
+                            disable=not progress, file=sys.stderr):
+            weights = fit_filter(train.lr[qp], train.hr, kernel=kernel, image_weights=lanczos_weights(train.lr[qp], train.hr))
+            if not np.isfinite(weights).all():
+                raise FloatingPointError(f"the linear baseline fit at QP {qp} produced non-finite weights")
+            _write_cached(folder / f"{key}.npz", key, weights)
+            out[qp] = _frozen_filter(qp, kernel, weights, key)
+    return {qp: out[qp] for qp in wanted}
+
+
+def _frozen_filter(qp: int, kernel: int, weights: np.ndarray, key: str) -> LinearFilter:
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    weights.setflags(write=False)
+    return LinearFilter(qp=qp, kernel=kernel, weights=weights, key=key)
+
+
+# -- applying and scoring ---------------------------------------------------------------------------
+
+
+def apply(filt: LinearFilter, lr: np.ndarray | torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The filter's HR prediction as a float tensor in [0, 1] scale (not clamped), like a model's output.
+
+    ``lr`` is a uint8 HxWx3 image (divided by 255 as `trainers.evaluate` does) or a float tensor
+    3xHxW / Bx3xHxW in [0, 1]; the result is 3x4Hx4W / Bx3x4Hx4W. ``dtype`` defaults to float32, the
+    precision models are evaluated in; make it 8-bit with `trainers.metrics.to_uint8`.
+    """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    if isinstance(lr, np.ndarray):
+        if lr.dtype != np.uint8 or lr.ndim != 3 or lr.shape[2] != 3:
+            raise ValueError(f"apply: a NumPy LR must be uint8 HxWx3, got {lr.dtype} {lr.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).unsqueeze(0).to(dtype=dtype) / 255.0
+        batched = False
+    else:
+        batched = lr.ndim == 4
+        x = (lr if batched else lr.unsqueeze(0)).to(dtype=dtype)
+    with torch.inference_mode():
+        y = filt.module(dtype=dtype)(x)
+    return y if batched else y[0]
+
+
+def score_linear_baseline(filters: Mapping[int, LinearFilter], pairs: PairedSet) -> LinearBaselineScores:
+    """PSNR-Y of the filters on every image and QP of ``pairs``, measured as a model's output is."""
+    from trainers.metrics import psnr, to_uint8
+
+    missing = [q for q in pairs.qps if q not in filters]
+    if missing:
+        raise UserError(f"no linear-baseline filter for QP {missing} of {pairs.source} [{pairs.split}]; fit it on a training split with those QPs")
+    scores = {qp: tuple(psnr(to_uint8(apply(filters[qp], lr)), hr, y=True) for lr, hr in zip(pairs.lr[qp], pairs.hr)) for qp in pairs.qps}
+    kernel = filters[pairs.qps[0]].kernel
+    return LinearBaselineScores(psnr_y=scores, filter_keys={qp: filters[qp].key for qp in pairs.qps}, kernel=kernel)
+
+
+def attach_linear_baseline(pairs: PairedSet, filters: Mapping[int, LinearFilter]) -> PairedSet:
+    """A copy of the evaluation split ``pairs`` that carries the filters' scores (see `LinearBaselineScores`)."""
+    return dataclasses.replace(pairs, linear_baseline=score_linear_baseline(filters, pairs))
