@@ -17,7 +17,6 @@ front in a dashboard, in `pareto.txt` and in an export always agree. Trials are 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -27,18 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from nas.pareto import pareto_front
-from nas.trial_record import TRAINED_STATUSES, Key, TrialRecord
+from nas.trial_record import TRAINED_STATUSES, Key, TrialRecord, finite_or_none
 from search_space.errors import UserError
 
 __all__ = ["TRAINED_STATUSES", "RunState", "TrialRecord", "load_run", "write_output"]
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 @dataclass(frozen=True)
@@ -93,12 +84,12 @@ class RunState:
         """The study's latency budget for this run's device kind (None: unconstrained)."""
         table = self.study.get("constraints", {}).get("latency_ms", {})
         if isinstance(table, Mapping):
-            return _finite(table.get(self.device_kind))
-        return _finite(table)
+            return finite_or_none(table.get(self.device_kind))
+        return finite_or_none(table)
 
     @property
     def macs_budget_g(self) -> float | None:
-        return _finite(self.study.get("constraints", {}).get("macs_g"))
+        return finite_or_none(self.study.get("constraints", {}).get("macs_g"))
 
     @property
     def budget_trials(self) -> int | None:

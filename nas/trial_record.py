@@ -30,6 +30,7 @@ __all__ = [
     "TrialStatus",
     "counts_against_budget",
     "eval_attrs",
+    "finite_or_none",
     "is_front_candidate",
     "latency_attrs",
     "linear_metric",
@@ -231,7 +232,8 @@ def eval_attrs(report: Mapping[str, Any], *, test: Mapping[str, Any] | None = No
     return attrs
 
 
-def _finite(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """`value` as a finite float, or None (missing, not a number, NaN or infinite)."""
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -270,8 +272,8 @@ class TrialRecord:
         elif state == "FAIL" and status not in (TrialStatus.FAILED, TrialStatus.CRASHED):
             status = TrialStatus.CRASHED  # e.g. an orphan failed on resume (a failure_reason, no status)
         values = list(t.values) if t.values is not None else None
-        gain = _finite(values[0]) if values and state == "COMPLETE" and status in TRAINED_STATUSES else None
-        latency = _finite(values[1]) if values else _finite(attrs.get(Key.LATENCY_MS))
+        gain = finite_or_none(values[0]) if values and state == "COMPLETE" and status in TRAINED_STATUSES else None
+        latency = finite_or_none(values[1]) if values else finite_or_none(attrs.get(Key.LATENCY_MS))
         feasible = attrs.get(Key.FEASIBLE)
         return cls(
             number=int(t.number),
@@ -345,7 +347,7 @@ class TrialRecord:
         """A summary gain in dB (e.g. 'gain_y', 'delta_linear_y') on `split`; None unless trained and recorded."""
         if not self.trained:
             return None
-        return _finite(self.metrics(split).get(name))
+        return finite_or_none(self.metrics(split).get(name))
 
     def per_qp_gain(self, split: str = "val", *, baseline: str = "lanczos") -> dict[int, float]:
         """PSNR-Y gain per QP in dB over `baseline` ('lanczos' or 'linear') on `split` (empty unless trained)."""
@@ -355,7 +357,7 @@ class TrialRecord:
             gain = m.get("gain_y" if baseline == "lanczos" else "gain_linear_y")
             if gain is None and "psnr_y" in m and m.get(ref) is not None:
                 gain = m["psnr_y"] - m[ref]
-            value = _finite(gain)
+            value = finite_or_none(gain)
             if value is not None:
                 out[int(qp)] = value
         return dict(sorted(out.items()))

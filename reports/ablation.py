@@ -228,6 +228,44 @@ def _gain_values(attrs: Mapping[str, Any], qps: Sequence[int]) -> dict[str, floa
     return out
 
 
+def _arm_result(arm_spec: Any, trials: Sequence[Any], *, spec: Any, qps: Sequence[int], default_recipe: str) -> ArmResult:
+    """One arm's values per seed (gains, MACs, params), its latency measurements, failures and pending trials."""
+    values: dict[str, dict[int, float]] = {}
+    latencies: dict[str, _Latency] = {}
+    failures, pending = [], 0
+    summary = ""
+    for t in trials:
+        if t.state in ("RUNNING", "WAITING"):
+            pending += 1
+            continue
+        if not t.trained:
+            if not t.counts_against_budget:
+                continue  # an attempt that was retried
+            failures.append(f"seed {'?' if t.seed is None else t.seed}: {t.status}: {t.reason or 'no reason recorded'}")
+            continue
+        seed = int(t.seed)
+        summary = t.arch_summary
+        for key, value in _gain_values(t.attrs, qps).items():
+            values.setdefault(key, {})[seed] = value
+        values.setdefault("macs_g", {})[seed] = float(t.attrs[Key.MACS]) / 1e9
+        values.setdefault("params_k", {})[seed] = float(t.attrs[Key.PARAMS]) / 1e3
+        lat = t.attrs.get(Key.LATENCY) or {}
+        if lat.get("mean_ms") is not None:
+            key = f"{t.deploy_arch_hash}/{lat.get('protocol_hash')}/{lat.get('device_name')}"
+            latencies[key] = _Latency(key, float(lat["mean_ms"]), float(lat.get("std_ms") or 0.0), int(lat.get("n_runs") or 1))
+    return ArmResult(
+        name=arm_spec.name,
+        description=arm_spec.description,
+        arch_summary=summary or spec.arch_of(arm_spec.name).summary(),
+        recipe=spec.recipe_of(arm_spec.name, default_recipe),
+        eval_dtype=arm_spec.eval_dtype,
+        values=values,
+        latencies=tuple(latencies.values()),
+        failures=tuple(failures),
+        pending=pending,
+    )
+
+
 def load_ablation(run_dir: str | os.PathLike[str]) -> AblationResult:
     """Read an ablation run (read-only, also while it runs) and compute every table entry."""
     from nas.ablation_spec import AblationSpec
@@ -253,46 +291,9 @@ def load_ablation(run_dir: str | os.PathLike[str]) -> AblationResult:
         if arm in by_arm:
             by_arm[arm].append(t)
     default_recipe = str(study.get("proxy", {}).get("recipe", ""))
-    arms = []
     ordered = sorted(spec.arms, key=lambda a: a.name != spec.reference)
-    for arm_spec in ordered:
-        values: dict[str, dict[int, float]] = {}
-        latencies: dict[str, _Latency] = {}
-        failures, pending = [], 0
-        summary = ""
-        for t in by_arm[arm_spec.name]:
-            if t.state in ("RUNNING", "WAITING"):
-                pending += 1
-                continue
-            if not t.trained:
-                if not t.counts_against_budget:
-                    continue  # an attempt that was retried
-                failures.append(f"seed {'?' if t.seed is None else t.seed}: {t.status}: {t.reason or 'no reason recorded'}")
-                continue
-            seed = int(t.seed)  # type: ignore[arg-type]
-            summary = t.arch_summary
-            for key, value in _gain_values(t.attrs, qps).items():
-                values.setdefault(key, {})[seed] = value
-            values.setdefault("macs_g", {})[seed] = float(t.attrs[Key.MACS]) / 1e9
-            values.setdefault("params_k", {})[seed] = float(t.attrs[Key.PARAMS]) / 1e3
-            lat = t.attrs.get(Key.LATENCY) or {}
-            if lat.get("mean_ms") is not None:
-                network = t.deploy_arch_hash
-                key = f"{network}/{lat.get('protocol_hash')}/{lat.get('device_name')}"
-                latencies[key] = _Latency(key, float(lat["mean_ms"]), float(lat.get("std_ms") or 0.0), int(lat.get("n_runs") or 1))
-        arms.append(
-            ArmResult(
-                name=arm_spec.name,
-                description=arm_spec.description,
-                arch_summary=summary or spec.arch_of(arm_spec.name).summary(),
-                recipe=spec.recipe_of(arm_spec.name, default_recipe),
-                eval_dtype=arm_spec.eval_dtype,
-                values=values,
-                latencies=tuple(latencies.values()),
-                failures=tuple(failures),
-                pending=pending,
-            )
-        )
+    arms = [_arm_result(arm_spec, by_arm[arm_spec.name], spec=spec, qps=qps, default_recipe=default_recipe)
+            for arm_spec in ordered]
     proto = ""
     for t in state.trials:
         if t.attrs.get(Key.LATENCY):

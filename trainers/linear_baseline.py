@@ -40,7 +40,8 @@ import numpy as np
 
 from search_space.configio import atomic_write, content_hash
 from search_space.errors import UserError
-from trainers.data import SCALE, image_keys
+from trainers.data import SCALE
+from trainers.splits import image_keys
 
 if TYPE_CHECKING:
     import torch

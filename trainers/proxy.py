@@ -28,7 +28,8 @@ from torch import nn
 from search_space.arch import ArchConfig
 from search_space.errors import UserError
 from search_space.network import deploy
-from trainers.data import PairedSet, load_splits
+from trainers.data import PairedSet
+from trainers.splits import load_splits
 from trainers.evaluate import EvalReport, evaluate
 from trainers.loop import Diverged, Trainer, load_teacher_checkpoint
 from trainers.recipe import Recipe, load_recipe
@@ -72,7 +73,7 @@ class ProxyData:
         """Load (and on first use, degrade and cache) the splits and fit the linear baseline on train.
 
         A split not given comes from the builtin dataset, the training folder's ``val/``/``test/``
-        subfolder, or is carved from the training images (`trainers.data.load_splits`). The linear
+        subfolder, or is carved from the training images (`trainers.splits.load_splits`). The linear
         baseline's filters are cached under ``cache_dir`` too, and scored once here on val and test.
         """
         from trainers.cache import LRCache

@@ -21,13 +21,11 @@ from trainers.data import (
     PairedSet,
     PatchSampler,
     QPSampling,
-    carve,
-    check_disjoint,
     crop_to_multiple,
     load_split,
-    load_splits,
     resolve_split_folder,
 )
+from trainers.splits import carve, check_disjoint, load_splits
 from trainers.imageio import DataWarning
 
 QPS = (31, 39, 47, 55, 63)

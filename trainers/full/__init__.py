@@ -36,7 +36,7 @@ from search_space.arch import ArchConfig
 from search_space.configio import atomic_write, content_hash
 from search_space.errors import UserError
 from search_space.network import build, deploy
-from trainers.data import image_keys
+from trainers.splits import image_keys
 from trainers.evaluate import evaluate
 from trainers.loop import Diverged, Trainer
 from trainers.proxy import ProxyData
@@ -115,15 +115,7 @@ def run_full(
     if threads is not None:
         torch.set_num_threads(threads)
     ckpt_path = out / CHECKPOINT
-    config_path = out / "config.toml"
-    if ckpt_path.exists() and config_path.exists():
-        previous = load_run_config(config_path)
-        if previous.to_dict() | {"provenance": {}} != config.to_dict() | {"provenance": {}}:
-            raise UserError(
-                f"{out} holds a run of a different config; pass the same config and flags to resume, "
-                "or a new --out folder"
-            )
-    save_run_config(config, config_path)
+    _check_same_config(out, config)
 
     if data is None:
         data = ProxyData.load(config.data, config.val_data or None, test_data or None, qps=config.qps, progress=progress)
@@ -134,18 +126,7 @@ def run_full(
     trainer = Trainer(config.arch, config.recipe, data.train, total_steps=config.steps, seed=config.seed, device=device)
     history: list[dict[str, Any]] = []
     if ckpt_path.exists():
-        try:
-            state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is reported, not guessed around
-            raise UserError(f"checkpoint {ckpt_path} is unreadable ({exc}); delete it to start over") from None
-        if state.get("train_images", train_key) != train_key:
-            raise UserError(
-                f"{ckpt_path} was trained on other training images than these ({data.train.source}; a different "
-                "--val-data/--test-data changes which images are carved out of the training folder); pass the same "
-                "data flags to resume, or a new --out folder"
-            )
-        trainer.load_state_dict(state["trainer"])
-        history = list(state.get("history", []))
+        history = _resume(trainer, ckpt_path, train_key=train_key, data=data, device=device)
         log(f"[full] resuming from step {trainer.step}/{config.steps} ({ckpt_path})")
     else:
         log(f"[full] {config.arch.summary()} | recipe {config.recipe.name} ({config.recipe.hash}) | {config.steps} steps | device {device}")
@@ -188,7 +169,42 @@ def run_full(
         if bar is not None:
             bar.close()
     checkpoint()
+    return _finish(trainer, config, data, out=out, device=device, history=history,
+                   train_seconds=time.perf_counter() - started, log=log)
 
+
+def _check_same_config(out: Path, config: RunConfig) -> None:
+    """Refuse to resume a folder that ran another config (provenance may differ); then record this one."""
+    config_path = out / "config.toml"
+    if (out / CHECKPOINT).exists() and config_path.exists():
+        previous = load_run_config(config_path)
+        if previous.to_dict() | {"provenance": {}} != config.to_dict() | {"provenance": {}}:
+            raise UserError(
+                f"{out} holds a run of a different config; pass the same config and flags to resume, "
+                "or a new --out folder"
+            )
+    save_run_config(config, config_path)
+
+
+def _resume(trainer: Trainer, ckpt_path: Path, *, train_key: str, data: ProxyData, device: str) -> list[dict[str, Any]]:
+    """Load the checkpoint into `trainer` (same training images required); returns the validation history."""
+    try:
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is reported, not guessed around
+        raise UserError(f"checkpoint {ckpt_path} is unreadable ({exc}); delete it to start over") from None
+    if state.get("train_images", train_key) != train_key:
+        raise UserError(
+            f"{ckpt_path} was trained on other training images than these ({data.train.source}; a different "
+            "--val-data/--test-data changes which images are carved out of the training folder); pass the same "
+            "data flags to resume, or a new --out folder"
+        )
+    trainer.load_state_dict(state["trainer"])
+    return list(state.get("history", []))
+
+
+def _finish(trainer: Trainer, config: RunConfig, data: ProxyData, *, out: Path, device: str, history: list[dict[str, Any]],
+            train_seconds: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Fuse, evaluate on test (the final numbers) and val, and write deploy.pt, deploy.ts, metrics.json."""
     fused = deploy(trainer.model.cpu())
     final = evaluate(fused, data.test, device="cpu")
     final_val = evaluate(fused, data.val, device="cpu")
@@ -199,7 +215,7 @@ def run_full(
         "deploy_arch_hash": trainer.arch.arch_hash,
         "steps": trainer.step,
         "seed": config.seed,
-        "train_seconds_this_session": time.perf_counter() - started,
+        "train_seconds_this_session": train_seconds,
         "device": device,
         "degradation": data.train.spec.hash,
         "data": _data_record(data),
