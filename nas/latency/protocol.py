@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from search_space.configio import content_hash
+from search_space.configio import content_hash, reject_unknown_keys
 from search_space.errors import UserError
 
 __all__ = ["BACKENDS", "DEVICE_KINDS", "DTYPES", "PROTOCOL_VERSION", "LatencyProtocol", "device_kind_of"]
@@ -136,13 +136,10 @@ class LatencyProtocol:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyProtocol:
-        """Inverse of `to_dict`; unknown fields are a `UserError` that lists the valid ones."""
+        """Inverse of `to_dict`; unknown keys are a `UserError` that lists the valid ones."""
         if not isinstance(data, dict):
             raise UserError(f"latency protocol must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"latency protocol: unknown field(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        reject_unknown_keys("latency protocol", data, (f.name for f in dataclasses.fields(cls)))
         return cls(**data)
 
     @property
