@@ -15,7 +15,9 @@ defaults shown)::
 
     [data]
     train = "builtin"                   # 'builtin' or a folder of HR images (--data)
-    val = "builtin"                     # default: same source as train, its val split (--val-data)
+    val = "builtin"                     # selection split; default: the source's val split or val/ subfolder,
+                                        # else ~10 % carved from the training images (--val-data)
+    test = "builtin"                    # reported, never selected on; default as val (test/) (--test-data)
     qps = [31, 63]                      # AVIF QPs the proxy trains and evaluates on
 
     [proxy]

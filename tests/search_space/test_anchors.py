@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -43,14 +42,6 @@ ANCHORS = tuple(g for g in GLOBAL_RESIDUALS if g != "none")
 P1 = 540 * 960  # LR pixels of the challenge input
 F64_ABS_TOL = 1e-9
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny tensors on a shared machine: one thread is fastest."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _image(h: int, w: int, *, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,6 @@ missing branch.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 from typing import Any
 
@@ -33,14 +32,6 @@ ACT_TYPES = tuple({type(make_activation(name, 4)) for name in ACTIVATIONS})
 F64_ABS_TOL = 1e-9
 F32_REL_TOL = 1e-4
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny tensors: one thread is fastest, and the CI machine is shared (oversubscription is slow)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _block_channels() -> list[tuple[str, int, int]]:

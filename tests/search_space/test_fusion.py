@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -46,14 +45,6 @@ def _pixelwise(weight: Tensor, x: Tensor) -> Tensor:
 def _conv3(x: Tensor, conv: tuple[Tensor, Tensor | None]) -> Tensor:
     return F.conv2d(x, conv[0], conv[1], padding=1)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny tensors: one thread is fastest, and the CI machine is shared (oversubscription is slow)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
