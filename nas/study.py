@@ -88,7 +88,6 @@ Unknown keys and bad values raise one `UserError` naming the key and listing wha
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,7 +101,7 @@ from nas._checks import is_number as _is_number
 from nas._checks import positive as _positive
 from nas._checks import table as _table
 from nas.ablation_spec import ABLATION_METRICS, EVAL_DTYPES, EXPECTATIONS, AblationSpec, Arm, Claim
-from search_space.configio import content_hash, load_toml, reject_unknown_keys
+from search_space.configio import content_hash, load_toml, reject_unknown_keys, shipped_folder
 from search_space.errors import UserError
 from search_space.ranges import SearchRanges
 
@@ -132,16 +131,8 @@ __all__ = [
 ]
 
 
-def _shipped_folder() -> Path:
-    """The folder of shipped studies, package data of `nas` (so a non-editable install has them too)."""
-    folder = importlib.resources.files("nas").joinpath("studies")
-    # pip unpacks packages as plain files, where this is a Path. A zipped package has no real folder:
-    # its Path does not exist, so no shipped study is found and the errors say which ones are known.
-    return folder if isinstance(folder, Path) else Path(str(folder))
-
-
 #: The folder of shipped study files (`--study rtsr` reads STUDIES_DIR / "rtsr.toml").
-STUDIES_DIR: Path = _shipped_folder()
+STUDIES_DIR: Path = shipped_folder("nas", "studies")
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random")
 GAIN_METRICS: tuple[str, ...] = ("gain_y", "delta_y")
 LATENCY_STATS: tuple[str, ...] = ("mean_ms", "median_ms", "p90_ms")

@@ -9,6 +9,7 @@ words its errors the same way everywhere; `search_space` is the lowest layer, so
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 from search_space.errors import UserError
 
-__all__ = ["atomic_write", "content_hash", "load_toml", "parse_toml", "reject_unknown_keys"]
+__all__ = ["atomic_write", "content_hash", "load_toml", "parse_toml", "reject_unknown_keys", "shipped_folder"]
 
 
 def content_hash(payload: Any) -> str:
@@ -90,3 +91,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def shipped_folder(package: str, name: str) -> Path:
+    """The folder `name` of package data shipped in `package` (studies, recipes), editable or not.
+
+    pip unpacks packages as plain files, where this is a Path. A zipped package has no real folder:
+    its Path does not exist, so nothing shipped is found and the callers' errors say what is known."""
+    folder = importlib.resources.files(package).joinpath(name)
+    return folder if isinstance(folder, Path) else Path(str(folder))

@@ -33,7 +33,6 @@ Decisions:
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import os
 from collections.abc import Mapping
@@ -41,7 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from search_space.configio import atomic_write, content_hash, load_toml, reject_unknown_keys
+from search_space.configio import atomic_write, content_hash, load_toml, reject_unknown_keys, shipped_folder
 from search_space.errors import UserError
 from trainers.losses import LossSpec
 
@@ -69,16 +68,8 @@ INITS: tuple[str, ...] = ("continue", "scratch")
 QP_SAMPLING_FORMS: tuple[str, ...] = ("uniform", "curriculum", "fixed:Q[,Q...]")
 
 
-def _shipped_folder() -> Path:
-    """The folder of shipped recipes, package data of `trainers` (so a non-editable install has them)."""
-    folder = importlib.resources.files("trainers").joinpath("recipes")
-    # pip unpacks packages as plain files, where this is a Path. A zipped package has no real folder:
-    # its Path does not exist, so no shipped recipe is found and the errors say which ones are known.
-    return folder if isinstance(folder, Path) else Path(str(folder))
-
-
 #: The folder of shipped recipes; `load_recipe("casr")` reads RECIPES_DIR / "casr.toml".
-RECIPES_DIR: Path = _shipped_folder()
+RECIPES_DIR: Path = shipped_folder("trainers", "recipes")
 
 _SHARE_TOL = 1e-6
 _QP_RANGE = (0, 63)  # AV1 quantizer parameters; the challenge uses 31, 39, 47, 55, 63
