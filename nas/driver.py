@@ -98,6 +98,7 @@ class SearchDriver:
         study_file: Path | None = None,
         argv: list[str] | None = None,
         executor_factory: Any = None,
+        executor: str = "ray",
     ) -> None:
         self.study_spec = study
         self.run_dir = Path(run_dir)
@@ -106,7 +107,8 @@ class SearchDriver:
         self.storage_url = storage
         self.study_file = study_file
         self.argv = argv or []
-        self.executor_factory = executor_factory  # default: nas.executor.RayExecutor (tests pass fakes)
+        self.executor_factory = executor_factory  # default: by `executor` (tests pass fakes)
+        self.executor_kind = executor  # "ray" (default; --address joins a cluster) | "local" (a process pool, no Ray)
         self.log = TrialLog(out=sys.stdout, progress=progress, ablation=study.ablation is not None)
         self.device_name = ""  # the latency device, known once the executor has probed it
 
@@ -167,20 +169,28 @@ class SearchDriver:
         data = ProxyData.load(spec.data.train, spec.data.val, spec.data.test, qps=spec.data.qps, progress=self.log.progress)
         self.log.print(f"{data.summary()}; loaded in {time.perf_counter() - t0:.1f} s")
 
-        if self.executor_factory is None:
-            from nas.executor import RayExecutor
-
-            executor = RayExecutor(address=self.address)
-        else:
-            executor = self.executor_factory(address=self.address)
+        executor = self._make_executor()
         t0 = time.perf_counter()
         executor.start()
         try:
-            self.log.print(f"ray: {'joined ' + self.address if self.address else 'local'}, "
-                           f"resources {_fmt_resources(executor.cluster_resources())}, started in {time.perf_counter() - t0:.1f} s")
+            where = "local process pool" if self.executor_kind == "local" else (
+                f"ray {'joined ' + self.address if self.address else 'local'}")
+            self.log.print(f"executor: {where}, resources {_fmt_resources(executor.cluster_resources())}, "
+                           f"started in {time.perf_counter() - t0:.1f} s")
             return self._search(executor, data=data, recipes=recipes, previous=previous)
         finally:
             executor.shutdown()
+
+    def _make_executor(self) -> Any:
+        if self.executor_factory is not None:
+            return self.executor_factory(address=self.address)
+        if self.executor_kind == "local":
+            from nas.local_executor import LocalExecutor
+
+            return LocalExecutor(workers=self.study_spec.budget.workers, address=self.address)
+        from nas.executor import RayExecutor
+
+        return RayExecutor(address=self.address)
 
     def _load_recipes(self) -> dict[str, Any]:
         """The [proxy] recipe and each ablation arm's, by name; a clear error now if steps cannot fit."""
@@ -191,8 +201,13 @@ class SearchDriver:
                 name = spec.ablation.recipe_of(arm.name, spec.proxy.recipe)
                 if name not in recipes:
                     recipes[name] = self._load_recipe(name)
-        for recipe in recipes.values():
-            recipe.stage_bounds(spec.proxy.steps)
+        if spec.halving is not None:
+            from trainers.continuation import check_continuable
+
+            check_continuable(recipes[spec.proxy.recipe])
+        else:
+            for recipe in recipes.values():
+                recipe.stage_bounds(spec.proxy.steps)
         return recipes
 
     def _load_recipe(self, name: str) -> Any:
@@ -219,8 +234,9 @@ class SearchDriver:
                 dtype = f", eval {arm.eval_dtype} (re-evaluates the reference's weights)" if arm.eval_dtype != "float32" else ""
                 self.log.print(f"  arm {arm.name}: {ab.arch_of(arm.name).summary()}; recipe {r.name} ({r.hash}){dtype}")
         else:
-            self.log.print(f"study {spec.name}: {spec.budget.trials} trials, {spec.budget.workers} workers, "
-                           f"sampler {spec.sampler.name} (seed {spec.seed}), proxy {spec.proxy.steps} steps of recipe "
+            steps = f"proxy {spec.proxy.steps} steps" if spec.halving is None else spec.halving.describe()
+            self.log.print(f"study {spec.name}: {spec.budget.trials} sampled trials, {spec.budget.workers} workers, "
+                           f"sampler {spec.sampler.name} (seed {spec.seed}), {steps} of recipe "
                            f"{recipe.name} ({recipe.hash}), QPs {qps}")
         self.log.print(f"run dir: {self.run_dir}" + (" (resuming)" if resuming else ""))
 
@@ -395,9 +411,12 @@ class SearchDriver:
         if spec.ablation is None:
             from optuna.trial import TrialState
 
-            front = pareto_front(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            shown, note = study, ""
+            if scheduler.ladder is not None:
+                shown, note = scheduler.ladder.front_study()
+            front = pareto_front(shown.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
             table = render_pareto_table(front, gain_name=spec.objectives.gain, latency_name=f"latency {spec.objectives.latency}",
-                                        device_name=device_name)
+                                        device_name=device_name, note=note)
             atomic_write(self.run_dir / "pareto.txt", table + "\n")
             self.log.print("")
             self.log.print(table)

@@ -77,31 +77,41 @@ def train_one(
     seed: int,
     threads: int,
     device: str,
+    rung: dict[str, Any] | None = None,
+    checkpoint: bytes | None = None,
 ) -> dict[str, Any]:
-    """Proxy-train one architecture; returns `TrialResult.to_dict()` plus the fused weights' bytes."""
+    """Proxy-train one architecture; returns `TrialResult.to_dict()` plus the fused weights' bytes.
+
+    With `rung` ({"rung_steps", "plan"}: successive halving) it trains warmup-stable-decay up to
+    `rung_steps`, continuing `checkpoint` when given (`trainers.continuation.train_rung`), and also
+    returns the new checkpoint's bytes and the decay branch's length."""
     import torch
 
     from search_space.arch import ArchConfig
-    from trainers.proxy import proxy_train
     from trainers.recipe import Recipe
 
     if device.startswith("cuda") and torch.cuda.is_available():
         device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES to the GPU it assigned
     started = time.perf_counter()
-    result = proxy_train(
-        ArchConfig.from_dict(arch),
-        Recipe.from_dict(recipe),
-        data,
-        steps=steps,
-        seed=seed,
-        threads=threads,
-        device=device,
-    )
+    extra: dict[str, Any] = {}
+    if rung is None:
+        from trainers.proxy import proxy_train
+
+        result = proxy_train(ArchConfig.from_dict(arch), Recipe.from_dict(recipe), data, steps=steps, seed=seed,
+                             threads=threads, device=device)
+    else:
+        from trainers.continuation import WSDPlan, train_rung
+
+        outcome = train_rung(ArchConfig.from_dict(arch), Recipe.from_dict(recipe), data, rung_steps=int(rung["rung_steps"]),
+                             plan=WSDPlan(**rung["plan"]), seed=seed, threads=threads, device=device, checkpoint=checkpoint)
+        result = outcome.result
+        extra = {"checkpoint": outcome.checkpoint, "decay_steps": outcome.decay_steps, "resumed_from": outcome.resumed_from}
     return {
         "result": result.to_dict(),
         "weights": result.deploy_state_bytes(),
         "host": socket.gethostname(),
         "task_seconds": time.perf_counter() - started,
+        **extra,
     }
 
 

@@ -41,20 +41,25 @@ def _signed(value: Any) -> str:
     return "-" if value is None else f"{float(value):+.3f}"
 
 
-def render_pareto_table(front: Sequence[Any], *, gain_name: str, latency_name: str, device_name: str) -> str:
+def render_pareto_table(front: Sequence[Any], *, gain_name: str, latency_name: str, device_name: str, note: str = "") -> str:
     """A plain-text table of the front (one row per Optuna trial), as printed at the end of a run.
 
     The front is selected on val (the objective); the table also reports each trial on the test
-    split, over Lanczos and over the linear baseline ("what the architecture adds")."""
+    split, over Lanczos and over the linear baseline ("what the architecture adds"). Under successive
+    halving the rows are top-rung records: `trial` is the sampler's trial number, `note` says which
+    rung, and a seed-spread column shows how far the top rung's seeds were apart."""
     header = ["trial", "arch", f"val {gain_name} [dB]", f"test {gain_name} [dB]", "test vs linear [dB]",
               f"{latency_name} [ms]", "MACs [G]", "params [k]", "preset"]
+    spread = any(Key.SEED_SPREAD in t.user_attrs for t in front)
+    if spread:
+        header.insert(3, "seed spread [dB]")
     rows = []
     for t in front:
         a = t.user_attrs
         test = a.get(Key.TEST) or {}
         rows.append(
             [
-                str(t.number),
+                str(a.get(Key.SOURCE_TRIAL, t.number)),
                 str(a.get(Key.ARCH_SUMMARY, "")),
                 f"{t.values[0]:+.3f}",
                 _signed(test.get(gain_name)),
@@ -65,12 +70,14 @@ def render_pareto_table(front: Sequence[Any], *, gain_name: str, latency_name: s
                 str(a.get(Key.PRESET) or "-"),
             ]
         )
+        if spread:
+            rows[-1].insert(3, "-" if a.get(Key.SEED_SPREAD) is None else f"{a[Key.SEED_SPREAD]:.3f}")
     if not rows:
         return "Pareto front: no feasible trained trial yet."
     widths = [max(len(c) for c in col) for col in zip(header, *rows)]
     lines = [
-        f"Pareto front ({len(rows)} trial{'s' if len(rows) != 1 else ''}; selected on val, reported on test; "
-        f"latency on {device_name}):",
+        f"Pareto front ({len(rows)} trial{'s' if len(rows) != 1 else ''}; {note + '; ' if note else ''}selected on val, "
+        f"reported on test; latency on {device_name}):",
         "  ".join(h.ljust(w) for h, w in zip(header, widths)),
         "  ".join("-" * w for w in widths),
     ]

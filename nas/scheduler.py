@@ -22,10 +22,17 @@ re-evaluate, in this process, the fused weights of the trial that trained the sa
 
 What a trial stores is defined in `nas.trial_record`; every status change goes through
 `TrialEndings` (`nas.trial_endings`).
+
+Successive halving (a study with `[halving]`, see `nas.halving`): the sampler's trials are rung 0
+(trained with a warmup-stable-decay schedule that keeps a checkpoint); `nas.promotion.RungLadder`
+decides which of them go up and records the higher rungs. Whenever a worker is free, a promotion is
+trained before any new rung-0 trial (ASHA), and the run ends when the rung-0 budget is done and no
+trial is left in the top 1/eta of a rung.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -42,6 +49,7 @@ if TYPE_CHECKING:
     from nas.executor import Executor
     from nas.latency import LatencyCache, LatencyProtocol, LatencyResult
     from nas.progress import TrialLog
+    from nas.promotion import RungJob, RungLadder
     from nas.study import Study
 
 __all__ = ["LOOKAHEAD_PER_WORKER", "SKIPPED_GAIN_DB", "RunContext", "TrialScheduler"]
@@ -82,11 +90,19 @@ class TrialScheduler:
         self.recipe = ctx.recipes[self.spec.proxy.recipe]
         self.ready: deque[PendingTrial] = deque()
         self.latency_job: tuple[Any, list[PendingTrial]] | None = None
-        self.inflight: dict[Any, PendingTrial] = {}
+        self.inflight: dict[Any, PendingTrial | RungJob] = {}  # task reference -> a rung-0 trial or a promotion
         self.trained: dict[str, int] = {}  # training key -> number of a trained COMPLETE trial
         self.active: set[str] = set()  # training keys queued or being trained now
         self.followers: dict[str, list[PendingTrial]] = {}  # same training as an active one: wait for it
         self.endings = TrialEndings(ctx)
+        self.ladder: RungLadder | None = None
+        if self.spec.halving is not None:
+            from nas.promotion import RungLadder
+            from trainers.continuation import WSDPlan
+
+            h = self.spec.halving
+            plan = dataclasses.asdict(WSDPlan.for_rungs(self.recipe, min_steps=h.min_steps, top_steps=h.steps(h.top), decay=h.decay))
+            self.ladder = RungLadder(ctx, self.spec.halving, plan)
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -97,12 +113,19 @@ class TrialScheduler:
     @property
     def outstanding(self) -> int:
         lat = len(self.latency_job[1]) if self.latency_job else 0
-        return len(self.ready) + lat + len(self.inflight) + sum(len(v) for v in self.followers.values())
+        trials = sum(isinstance(p, PendingTrial) for p in self.inflight.values())
+        return len(self.ready) + lat + trials + sum(len(v) for v in self.followers.values())
+
+    @property
+    def rung0_steps(self) -> int:
+        """Steps a sampled trial trains: [proxy] steps, or rung 0's under successive halving."""
+        return self.spec.proxy.steps if self.spec.halving is None else self.spec.halving.min_steps
 
     def training_key(self, arch_hash: str, recipe_hash: str, seed: int) -> str:
         """What makes two trainings the same (eval dtype is not part of it: weights are shared)."""
         s = self.spec
-        return json.dumps([arch_hash, recipe_hash, s.proxy.steps, seed, s.data.train, s.data.val_source, list(s.data.qps), self.ctx.kind])
+        budget: Any = s.proxy.steps if s.halving is None else dataclasses.asdict(s.halving)
+        return json.dumps([arch_hash, recipe_hash, budget, seed, s.data.train, s.data.val_source, list(s.data.qps), self.ctx.kind])
 
     def _key(self, p: PendingTrial) -> str:
         return self.training_key(p.arch.arch_hash, p.recipe.hash, p.seed)
@@ -123,6 +146,8 @@ class TrialScheduler:
         self.ctx.log.open_bar(done=done, total=self.spec.budget.trials)
         if done:
             self.ctx.log.print(f"resume: {done} trial(s) already done; budget {self.spec.budget.trials}")
+        if self.ladder is not None:
+            self.ladder.load()
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -130,7 +155,7 @@ class TrialScheduler:
         """Ask, time, train and tell until the budget is done and nothing is outstanding."""
         budget = self.spec.budget
         workers = budget.workers
-        while self.done < budget.trials or self.outstanding:
+        while self.done < budget.trials or self.outstanding or (self.ladder is not None and self.ladder.has_work()):
             if self.latency_job is None and not self.ready:
                 room = budget.trials - self.done - self.outstanding
                 if room > 0 and not self._prepare(min(room, LOOKAHEAD_PER_WORKER * workers)) and not self.outstanding:
@@ -139,8 +164,8 @@ class TrialScheduler:
                     self.ctx.log.print(f"no queued (arm, seed) trials left; stopping with {self.done} of {budget.trials} done")
                     return
             if self.latency_job is None:
-                while self.ready and len(self.inflight) < workers:
-                    self._submit_training(self.ready.popleft())
+                while len(self.inflight) < workers and self._submit_next():
+                    pass
             refs = list(self.inflight) + ([self.latency_job[0]] if self.latency_job else [])
             if not refs:
                 continue
@@ -149,6 +174,23 @@ class TrialScheduler:
                     self._finish_latency_job()
                 else:
                     self._finish_training(ref)
+
+    def _submit_next(self) -> bool:
+        """Start one training: a promotion first (ASHA), else the next asked trial; False when none."""
+        job = self.ladder.next_job() if self.ladder is not None else None
+        if job is not None:
+            assert self.ladder is not None
+            job.started = time.perf_counter()
+            gpus = self.spec.proxy.gpus if self.ctx.kind == "cuda" else 0
+            ref = self.executor.submit_train(payload=self.ladder.payload(job), data_ref=self.ctx.data_ref,
+                                             num_cpus=self.spec.proxy.threads, num_gpus=gpus)
+            self.inflight[ref] = job
+            self.ladder.running += 1
+            return True
+        if self.ready:
+            self._submit_training(self.ready.popleft())
+            return True
+        return False
 
     def _waiting(self) -> int:
         from optuna.trial import TrialState
@@ -184,7 +226,7 @@ class TrialScheduler:
         c = cost(p.deploy_arch)
         setup = TrialSetup(
             arch=p.arch, deploy_arch=p.deploy_arch, recipe_name=p.recipe.name, recipe_hash=p.recipe.hash,
-            steps=self.spec.proxy.steps, seed=p.seed, qps=tuple(self.spec.data.qps),
+            steps=self.rung0_steps, seed=p.seed, qps=tuple(self.spec.data.qps),
             data={"train": self.spec.data.train, "val": self.spec.data.val_source},
             macs=int(c.macs), params=int(c.params), device_kind=self.ctx.kind, latency_device=self.ctx.device_name,
             retries=int(p.trial.user_attrs.get(Key.RETRIES, 0)),
@@ -319,17 +361,22 @@ class TrialScheduler:
         payload = {
             "arch": p.arch.to_dict(),
             "recipe": p.recipe.to_dict(),
-            "steps": self.spec.proxy.steps,
+            "steps": self.rung0_steps,
             "seed": p.seed,
             "threads": self.spec.proxy.threads,
             "device": self.ctx.kind,
         }
+        if self.ladder is not None:
+            payload["rung"] = {"rung_steps": self.rung0_steps, "plan": self.ladder.plan}
         gpus = self.spec.proxy.gpus if self.ctx.kind == "cuda" else 0
         ref = self.executor.submit_train(payload=payload, data_ref=self.ctx.data_ref, num_cpus=self.spec.proxy.threads, num_gpus=gpus)
         self.inflight[ref] = p
 
     def _finish_training(self, ref: Any) -> None:
         p = self.inflight.pop(ref)
+        if not isinstance(p, PendingTrial):
+            self._finish_rung_job(p, ref)
+            return
         try:
             self._handle_training(p, ref)
         finally:
@@ -370,14 +417,32 @@ class TrialScheduler:
             extra[Key.WEIGHTS_OF] = p.trial.number
             self.endings.reevaluate(p, weights=extra.get(Key.WEIGHTS), arch=res.get("arch") or p.attrs[Key.ARCH], extra=extra)
             return
+        if self.ladder is not None and out.get("checkpoint") is not None:
+            extra.update({Key.RUNG: 0, Key.RUNG_STEPS: self.rung0_steps, Key.DECAY_STEPS: out.get("decay_steps"),
+                          Key.CHECKPOINT: self.endings.save_file(self.ladder.checkpoint_path(p.trial.number, 0), out["checkpoint"])})
         self.endings.complete(p, gain=float(gain), status=TrialStatus.OK, extra=extra)
         self.trained.setdefault(self._key(p), p.trial.number)
+        if self.ladder is not None:
+            self.ladder.note_rung0(self.study._storage.get_trial(p.trial._trial_id))
+
+    def _finish_rung_job(self, job: RungJob, ref: Any) -> None:
+        from nas.executor import TaskError
+
+        assert self.ladder is not None
+        self.ladder.running -= 1
+        try:
+            out = self.executor.get(ref)
+        except TaskError as exc:
+            self.ladder.finished(job, None, error=str(exc))
+            return
+        self.ladder.finished(job, out)
 
     # -- Ctrl-C -----------------------------------------------------------------------------------
 
     def abandon(self, reason: str) -> None:
         """On Ctrl-C: fail and re-queue every trial this scheduler holds, so a rerun picks them up."""
-        pending = list(self.ready) + list(self.inflight.values()) + (self.latency_job[1] if self.latency_job else [])
+        pending = list(self.ready) + [p for p in self.inflight.values() if isinstance(p, PendingTrial)]
+        pending += self.latency_job[1] if self.latency_job else []
         pending += [p for waiting in self.followers.values() for p in waiting]
         for ref in list(self.inflight) + ([self.latency_job[0]] if self.latency_job else []):
             self.executor.cancel(ref)

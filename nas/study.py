@@ -53,6 +53,13 @@ defaults shown)::
     [warm_start]
     presets = ["casr", "urpnet"]        # published designs evaluated first (must lie in [search])
 
+    [halving]                           # optional: multi-fidelity successive halving (see `nas.halving`)
+    min_steps = 100                     # rung 0's steps (--steps); rung k trains min_steps * eta**k
+    eta = 3                             # the top 1/eta of a rung continue to the next
+    rungs = 3                           # 100, 300, 900 steps
+    decay = 0.2                         # each evaluation branches off a decay of 0.2 x the rung's steps
+    top_seeds = 2                       # seeds trained at the top rung (spread recorded)
+
     [ablation]                          # optional: makes the study an ablation (see `AblationSpec`)
     reference = "bias"                  # the arm every other arm is compared with
     seeds = [0, 1, 2]                   # or a count: 3 means seeds 0, 1, 2; one trial per arm and seed
@@ -101,6 +108,7 @@ from nas._checks import is_number as _is_number
 from nas._checks import positive as _positive
 from nas._checks import table as _table
 from nas.ablation_spec import ABLATION_METRICS, EVAL_DTYPES, EXPECTATIONS, AblationSpec, Arm, Claim
+from nas.halving import HalvingSpec
 from search_space.configio import content_hash, load_toml, reject_unknown_keys, shipped_folder
 from search_space.errors import UserError
 from search_space.ranges import SearchRanges
@@ -356,7 +364,7 @@ _TABLES: dict[str, type] = {
     "budget": Budget,
     "warm_start": WarmStart,
 }
-_TOP_LEVEL = ("name", "description", "seed", "search", *_TABLES, "ablation")
+_TOP_LEVEL = ("name", "description", "seed", "search", *_TABLES, "ablation", "halving")
 
 
 def _plain(value: Any) -> Any:
@@ -387,6 +395,7 @@ class Study:
     budget: Budget = field(default_factory=Budget)
     warm_start: WarmStart = field(default_factory=WarmStart)
     ablation: AblationSpec | None = None
+    halving: HalvingSpec | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -398,6 +407,10 @@ class Study:
             raise UserError("[objectives] gain = 'delta_y' is the mean gain at QP31 and QP63; add both to [data] qps or use 'gain_y'")
         if self.ablation is not None:
             self._check_ablation()
+        if self.halving is not None and not isinstance(self.halving, HalvingSpec):
+            raise UserError(f"[halving] must be a HalvingSpec, got {type(self.halving).__name__}")
+        if self.halving is not None and self.ablation is not None:
+            raise UserError("[halving] does not apply to an ablation (every arm trains the same budget); remove one of them")
         self._check_presets_in_space()
 
     def _check_ablation(self) -> None:
@@ -437,6 +450,8 @@ class Study:
             out[key] = _plain(getattr(self, key))
         if self.ablation is not None:  # absent otherwise: search studies keep their identity hash
             out["ablation"] = self.ablation.to_dict()
+        if self.halving is not None:  # likewise
+            out["halving"] = _plain(self.halving)
         return out
 
     @classmethod
@@ -464,6 +479,8 @@ class Study:
                     "[ablation] seeds instead"
                 )
             kwargs["ablation"] = ablation
+        if "halving" in data:
+            kwargs["halving"] = HalvingSpec(**_table("[halving]", data["halving"], HalvingSpec))
         return cls(**kwargs)
 
     def with_overrides(self, **changes: Any) -> Study:

@@ -9,12 +9,13 @@ Each task runs when it is submitted; `wait` returns the oldest reference, `get` 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from nas.executor import Executor, TaskError
 
-__all__ = ["FAKE_DEVICE", "FAKE_LINEAR_OFFSET_DB", "FAKE_TEST_OFFSET_DB", "FakeExecutor", "fake_training_output"]
+__all__ = ["FAKE_DEVICE", "FAKE_LINEAR_OFFSET_DB", "FAKE_TEST_OFFSET_DB", "FakeExecutor", "fake_checkpoint", "fake_training_output"]
 
 FAKE_DEVICE = "cpu: fake CPU (1 thread)"
 
@@ -34,13 +35,24 @@ def _fake_report(gain: float, qps: Sequence[int]) -> dict[str, Any]:
             "images": 1, "dtype": "float32"}
 
 
+def fake_checkpoint(payload: dict[str, Any]) -> bytes:
+    """The checkpoint a fake rung training returns: names the steps, the seed and what it continued."""
+    resumed = payload.get("checkpoint")
+    return json.dumps({"steps": payload["rung"]["rung_steps"], "seed": payload["seed"],
+                       "continued": None if resumed is None else resumed.decode()}).encode()
+
+
 def fake_training_output(payload: dict[str, Any], gain: float, *, qps: Sequence[int] = (31, 63), weights: bytes = b"w") -> dict[str, Any]:
     """What `nas.executor.train_one` returns for a training that reached `gain` dB at every QP on val
-    (and `gain - FAKE_TEST_OFFSET_DB` on test)."""
+    (and `gain - FAKE_TEST_OFFSET_DB` on test); a rung training (successive halving) also returns a
+    `fake_checkpoint` and its decay length."""
     result = {"status": "ok", "reason": None, "arch": payload["arch"], "train_seconds": 0.1, "eval_seconds": 0.1,
               "final_loss": 0.01, "fuse_max_rel_err": 0.0, "degradation": "x",
               "eval": _fake_report(gain, qps), "test_eval": _fake_report(gain - FAKE_TEST_OFFSET_DB, qps)}
-    return {"result": result, "weights": weights, "host": "fake", "task_seconds": 0.1}
+    out: dict[str, Any] = {"result": result, "weights": weights, "host": "fake", "task_seconds": 0.1}
+    if payload.get("rung"):
+        out.update(checkpoint=fake_checkpoint(payload), decay_steps=max(1, payload["rung"]["rung_steps"] // 5), resumed_from=0)
+    return out
 
 
 class FakeExecutor:

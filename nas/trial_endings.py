@@ -59,11 +59,14 @@ class TrialEndings:
 
     def save_weights(self, p: PendingTrial, data: bytes) -> str:
         """Store a trial's fused weights in the run dir; returns their path relative to it."""
+        return self.save_file(f"weights/trial-{p.trial.number:05d}.pt", data)
+
+    def save_file(self, rel: str, data: bytes) -> str:
+        """Write `data` at `rel` in the run dir (atomically); returns `rel`."""
         from search_space.configio import atomic_write
 
-        rel = Path("weights") / f"trial-{p.trial.number:05d}.pt"
         atomic_write(self.ctx.run_dir / rel, data)
-        return rel.as_posix()
+        return rel
 
     def complete(self, p: PendingTrial, *, gain: float, status: TrialStatus, extra: dict[str, Any]) -> None:
         extra = {**extra, Key.STATUS: status, Key.TRIAL_SECONDS: self._elapsed(p)}

@@ -117,6 +117,16 @@ class Key:
     FAILURE_REASON = "failure_reason"
     REQUEUED = "requeued"  #: this failed attempt was queued again: it does not count
     RETRY_OF = "retry_of"
+    # successive halving (`nas.halving`): rung 0 is the sampler's trial, rung k >= 1 a record in the
+    # rung-k study; a promoted trial continues its rung k-1 training from a checkpoint
+    RUNG = "rung"  #: 0, 1, ...
+    RUNG_STEPS = "rung_steps"  #: stable-phase steps trained by the end of this rung
+    DECAY_STEPS = "decay_steps"  #: steps of the decay branch evaluated at this rung
+    SOURCE_TRIAL = "source_trial"  #: rung k >= 1: the number of the sampler's (rung-0) trial
+    RUNG_HISTORY = "rung_history"  #: [{"rung", "steps", "gain", "gain_linear"}] for rungs 0..this one
+    CHECKPOINT = "checkpoint"  #: the stable training state at this rung, relative to the run dir
+    SEED_GAINS = "seed_gains"  #: top rung: {seed: gain} of each seed trained
+    SEED_SPREAD = "seed_spread_db"  #: top rung: max - min of the seeds' gains
 
 
 def counts_against_budget(*, state: str, attrs: Mapping[str, Any]) -> bool:
@@ -361,6 +371,22 @@ class TrialRecord:
             if value is not None:
                 out[int(qp)] = value
         return dict(sorted(out.items()))
+
+    @property
+    def rung(self) -> int:
+        """The successive-halving rung this record is from (`nas.halving`); 0 for the sampler's trials,
+        hence for every trial of a single-fidelity run."""
+        value = self.attrs.get(Key.RUNG)
+        return 0 if value is None else int(value)
+
+    @property
+    def source_trial(self) -> int:
+        """The sampler's (rung-0) trial this record continues: the number a user knows the trial by.
+
+        A rung k >= 1 record is a trial of another Optuna study, so its own `number` counts within
+        that study; at rung 0 the source is the record itself."""
+        value = self.attrs.get(Key.SOURCE_TRIAL)
+        return self.number if value is None or self.rung == 0 else int(value)
 
     @property
     def reason(self) -> str:

@@ -50,8 +50,12 @@ def build_parser(*, prog: str = "python -m nas.run") -> argparse.ArgumentParser:
     parser.add_argument("--test-data", help="HR test images (reported, never selected on): 'builtin' or a folder (default: the "
                         "source's test split or test/ subfolder, else about 10%% carved from the training images)")
     parser.add_argument("--address", help="join a running Ray cluster (e.g. 10.0.0.5:6379); default: local Ray")
+    parser.add_argument("--executor", choices=("ray", "local"), default="ray",
+                        help="where trainings run: ray (default; local Ray, or a cluster with --address) or local (a process "
+                        "pool on this machine, no Ray needed: a bare GPU box with torch and optuna)")
     parser.add_argument("--storage", help="Optuna storage URL (e.g. postgresql://...); default: a journal file in the run directory")
-    parser.add_argument("--steps", type=int, help="proxy-training steps per trial (overrides the study file's [proxy] steps)")
+    parser.add_argument("--steps", type=int, help="proxy-training steps per trial (overrides the study file's [proxy] steps; "
+                        "with [halving] it sets rung 0's steps, min_steps, and so scales every rung)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr (log lines still go to stdout)")
     parser.add_argument("--fresh", action="store_true", help="start a new run; the old run directory is kept, renamed with a timestamp")
     return parser
@@ -81,8 +85,9 @@ def driver_from_args(args: argparse.Namespace) -> SearchDriver:
         "data__train": getattr(args, "data", None),
         "data__val": getattr(args, "val_data", None),
         "data__test": getattr(args, "test_data", None),
-        "proxy__steps": getattr(args, "steps", None),
     }
+    steps = getattr(args, "steps", None)
+    overrides["proxy__steps" if study.halving is None else "halving__min_steps"] = steps
     study = study.with_overrides(**overrides)
     run_dir = Path(args.out) if getattr(args, "out", None) else Path("runs") / study.name
     if getattr(args, "fresh", False):
@@ -98,6 +103,7 @@ def driver_from_args(args: argparse.Namespace) -> SearchDriver:
         progress=not getattr(args, "no_progress", False),
         study_file=path,
         argv=list(sys.argv[1:]),
+        executor=getattr(args, "executor", "ray") or "ray",
     )
 
 

@@ -123,6 +123,9 @@ class Trainer:
         self._sampler: PatchSampler | None = None
         self._teacher: nn.Module | None = None
         self._teachers: dict[str, nn.Module] = {}
+        #: When set, maps the global step to the lr used instead of the recipe's schedule (`lr_at`): the
+        #: warmup-stable-decay runs of `trainers.continuation` need an lr that does not know the budget.
+        self.lr_override: Callable[[int], float] | None = None
 
     # -- stages -----------------------------------------------------------------------------------
 
@@ -178,7 +181,10 @@ class Trainer:
         assert self._optimizer is not None and self._sampler is not None
         stage = self.stage
         start, end = self.bounds[index]
-        lr = lr_at(stage, step_in_stage=self.step - start, stage_steps=end - start)
+        if self.lr_override is not None:
+            lr = self.lr_override(self.step)
+        else:
+            lr = lr_at(stage, step_in_stage=self.step - start, stage_steps=end - start)
         for group in self._optimizer.param_groups:
             group["lr"] = lr
         lr_batch, hr_batch, _ = self._sampler.batch(self.step - start, end - start)

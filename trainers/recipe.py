@@ -61,7 +61,8 @@ __all__ = [
 ]
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")
-SCHEDULES: tuple[str, ...] = ("cosine", "step", "constant")
+#: "wsd" (warmup-stable-decay) is trained rung by rung by `trainers.continuation` (successive halving).
+SCHEDULES: tuple[str, ...] = ("cosine", "step", "constant", "wsd")
 #: "continue": start from the previous stage's weights (for the first stage: a fresh model).
 #: "scratch": re-initialise the model at the start of the stage.
 INITS: tuple[str, ...] = ("continue", "scratch")
@@ -250,8 +251,8 @@ class Stage:
         min_lr = _number("min_lr", self.min_lr, minimum=0)
         if min_lr > self.lr:
             raise UserError(f"min_lr ({min_lr!r}) must not exceed lr ({self.lr!r})")
-        if self.schedule != "cosine" and min_lr != 0:
-            raise UserError(f"min_lr only applies to schedule = 'cosine' (this stage uses {self.schedule!r}); remove it")
+        if self.schedule not in ("cosine", "wsd") and min_lr != 0:
+            raise UserError(f"min_lr only applies to schedule = 'cosine' or 'wsd' (this stage uses {self.schedule!r}); remove it")
         put(self, "min_lr", min_lr)
         self._check_step_schedule()
         put(self, "patch", _integer("patch", self.patch, minimum=4))
@@ -451,6 +452,11 @@ def lr_at(stage: Stage, *, step_in_stage: int, stage_steps: int) -> float:
     """
     if stage_steps < 1 or not 0 <= step_in_stage < stage_steps:
         raise ValueError(f"need 0 <= step_in_stage < stage_steps, got {step_in_stage} and {stage_steps}")
+    if stage.schedule == "wsd":
+        raise UserError(
+            "schedule = 'wsd' (warmup-stable-decay) is trained rung by rung under successive halving (a study with a "
+            "[halving] table); use 'cosine', 'step' or 'constant' for a fixed budget"
+        )
     warm = math.floor(stage.warmup * stage_steps)
     if step_in_stage < warm:
         return stage.lr * (step_in_stage + 1) / warm

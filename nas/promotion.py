@@ -1,0 +1,316 @@
+"""The halving side of the scheduler: rung records, promotions, and continued trainings.
+
+`RungLadder` keeps, for each rung, the (gain, latency) of the trials that reached it, decides which
+trials go up (`nas.halving.promotable`), builds their training tasks (continue the previous rung's
+checkpoint), and writes each rung result as a trial of that rung's Optuna study. The scheduler asks
+it for work before it samples anything new (ASHA: promotions first).
+
+Everything it knows is re-read from storage and the run directory when a run resumes:
+- rung 0: the sampler study's COMPLETE trials with status ok, feasible, and a checkpoint;
+- rung k >= 1: the rung-k study's trials (COMPLETE or FAIL: either way that promotion is done);
+- the top rung's finished seeds: `rungs/trial-NNNNN-rK-seedS.json` (one file per seed, written
+  before the combined record), so a run killed between two seeds keeps the first one.
+A promotion that was running when the driver died has no record: it is simply promotable again and
+continues from the same checkpoint, so no finished rung is lost or trained twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+from typing import TYPE_CHECKING, Any
+
+from nas.halving import HalvingSpec, promotable, rung_study_name
+from nas.trial_record import Key, TrialStatus, eval_attrs, linear_metric
+
+if TYPE_CHECKING:
+    from nas.scheduler import RunContext
+
+__all__ = ["RungJob", "RungLadder", "mean_report"]
+
+#: Attributes of the rung-0 trial that describe its *outcome*: a rung record replaces them.
+_OUTCOME_KEYS = (Key.PER_QP, Key.GAIN_Y, Key.DELTA_Y, Key.GAIN_LINEAR_Y, Key.DELTA_LINEAR_Y, Key.TEST, Key.EVAL_IMAGES,
+                 Key.TRAIN_SECONDS, Key.EVAL_SECONDS, Key.TRIAL_SECONDS, Key.FINAL_LOSS, Key.FUSE_MAX_REL_ERR, Key.WEIGHTS,
+                 Key.CHECKPOINT, Key.TRAIN_HOST, Key.RETRIES, Key.RETRY_OF, Key.REQUEUED, Key.FAILURE_REASON, Key.DUPLICATE_OF)
+
+
+@dataclass
+class RungJob:
+    """One training towards rung `rung` of the rung-0 trial `source`, with one seed."""
+
+    source: int
+    rung: int
+    seed: int
+    resume: str | None  # checkpoint path (relative to the run dir) to continue; None: train from scratch
+    attempt: int = 0
+    started: float = 0.0
+
+
+def mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The element-wise mean of evaluation reports of the same shape (numbers averaged, rest from the first)."""
+    first = reports[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        others = [r.get(key) for r in reports]
+        if isinstance(value, dict) and all(isinstance(o, dict) for o in others):
+            out[key] = mean_report(others)  # type: ignore[arg-type]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and all(
+            isinstance(o, (int, float)) and not isinstance(o, bool) for o in others
+        ):
+            out[key] = value if key in ("qp", "images") else fmean(float(o) for o in others)
+        else:
+            out[key] = value
+    return out
+
+
+class RungLadder:
+    """Rung results and promotions of one halving run (see the module docstring)."""
+
+    def __init__(self, ctx: RunContext, spec: HalvingSpec, plan: dict[str, Any]) -> None:
+        import optuna
+
+        self.ctx = ctx
+        self.spec = spec
+        self.plan = plan  # trainers.continuation.WSDPlan as a dict (sent with every task)
+        storage = ctx.study._storage
+        self.studies = {
+            k: optuna.create_study(study_name=rung_study_name(ctx.study.study_name, k), storage=storage,
+                                   directions=["maximize", "minimize"], load_if_exists=True)
+            for k in range(1, spec.rungs)
+        }
+        self.results: dict[int, dict[int, tuple[float, float]]] = {k: {} for k in range(spec.rungs)}
+        self.attrs: dict[int, dict[int, dict[str, Any]]] = {k: {} for k in range(spec.rungs)}
+        self.taken: dict[int, set[int]] = {k: set() for k in range(spec.rungs)}  # rung k: sources with a rung-k job or record
+        self.sources: dict[int, Any] = {}  # rung-0 FrozenTrials by number (params, distributions, attrs)
+        self.queue: deque[RungJob] = deque()
+        self.running = 0
+
+    # -- paths ------------------------------------------------------------------------------------
+
+    def _rel(self, folder: str, source: int, rung: int, suffix: str) -> str:
+        return f"{folder}/trial-{source:05d}-r{rung}{suffix}"
+
+    def checkpoint_path(self, number: int, rung: int) -> str:
+        """Where the stable training state of `number` at `rung` is kept (relative to the run dir)."""
+        return self._rel("checkpoints", number, rung, ".pt")
+
+    def _seed_file(self, source: int, seed: int) -> Path:
+        return self.ctx.run_dir / self._rel("rungs", source, self.spec.top, f"-seed{seed}.json")
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.ctx.spec.seed + i for i in range(self.spec.top_seeds)]
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Re-read every rung result from storage (a resumed run promotes from where it stopped)."""
+        for t in self.ctx.study.get_trials(deepcopy=False):
+            self.note_rung0(t)
+        for k, study in self.studies.items():
+            for t in study.get_trials(deepcopy=False):
+                source = t.user_attrs.get(Key.SOURCE_TRIAL)
+                if source is None or t.state.name not in ("COMPLETE", "FAIL"):
+                    continue
+                self.taken[k].add(int(source))
+                if t.state.name == "COMPLETE" and t.values is not None:
+                    self.results[k][int(source)] = (float(t.values[0]), float(t.values[1]))
+                    self.attrs[k][int(source)] = dict(t.user_attrs)
+        done = sum(len(r) for k, r in self.results.items() if k > 0)
+        if done:
+            self.ctx.log.print(f"resume: {done} rung result(s) above rung 0 already recorded")
+
+    def note_rung0(self, t: Any) -> None:
+        """A finished sampler trial: a rung-0 result if it trained here, is feasible and kept a checkpoint."""
+        a = t.user_attrs
+        if (t.state.name == "COMPLETE" and a.get(Key.STATUS) == TrialStatus.OK and a.get(Key.FEASIBLE)
+                and a.get(Key.CHECKPOINT) and t.values is not None):
+            self.results[0][t.number] = (float(t.values[0]), float(t.values[1]))
+            self.attrs[0][t.number] = dict(a)
+            self.sources[t.number] = t
+
+    # -- promotions ---------------------------------------------------------------------------------
+
+    def _promote_one(self) -> bool:
+        """Queue the jobs of the best promotable trial, highest rung first; False when there is none."""
+        for k in range(self.spec.top - 1, -1, -1):
+            ready = promotable(self.results[k], eta=self.spec.eta, taken=self.taken[k + 1])
+            if ready:
+                source = ready[0]
+                self.taken[k + 1].add(source)
+                self._queue_jobs(source, k + 1)
+                return True
+        return False
+
+    def _queue_jobs(self, source: int, rung: int) -> None:
+        resume = self.attrs[rung - 1][source].get(Key.CHECKPOINT)
+        if rung < self.spec.top:
+            self.queue.append(RungJob(source=source, rung=rung, seed=self.ctx.spec.seed, resume=resume))
+            return
+        for i, seed in enumerate(self.seeds):
+            if not self._seed_file(source, seed).exists():  # a resumed run keeps seeds already trained
+                self.queue.append(RungJob(source=source, rung=rung, seed=seed, resume=resume if i == 0 else None))
+        if not any(j.source == source and j.rung == rung for j in self.queue):
+            self._finish_top(source)  # every seed was already trained before a restart
+
+    def next_job(self) -> RungJob | None:
+        """The next promotion to train, or None (nothing in the top 1/eta of any rung is waiting)."""
+        if not self.queue:
+            self._promote_one()
+        return self.queue.popleft() if self.queue else None
+
+    def has_work(self) -> bool:
+        """Promotions queued, running, or possible now."""
+        return bool(self.queue) or self.running > 0 or any(
+            promotable(self.results[k], eta=self.spec.eta, taken=self.taken[k + 1]) for k in range(self.spec.top)
+        )
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    def payload(self, job: RungJob) -> dict[str, Any]:
+        """The training task of `job`: the rung-0 trial's arch and recipe, continued from its checkpoint."""
+        src = self.attrs[0][job.source]
+        checkpoint = None if job.resume is None else (self.ctx.run_dir / job.resume).read_bytes()
+        return {
+            "arch": src.get(Key.TRAINED_ARCH) or src[Key.ARCH],
+            "recipe": self.ctx.recipes[self.ctx.spec.proxy.recipe].to_dict(),
+            "steps": self.spec.steps(job.rung),
+            "seed": job.seed,
+            "threads": self.ctx.spec.proxy.threads,
+            "device": self.ctx.kind,
+            "rung": {"rung_steps": self.spec.steps(job.rung), "plan": self.plan},
+            "checkpoint": checkpoint,
+        }
+
+    def finished(self, job: RungJob, out: dict[str, Any] | None, *, error: str | None = None) -> None:
+        """A rung task returned (`out`) or crashed (`error`): record it, retry it, or fail the promotion."""
+        if error is not None:
+            if job.attempt < self.ctx.spec.budget.max_retries:
+                self.queue.appendleft(dataclasses.replace(job, attempt=job.attempt + 1))
+                self._log(job, f"crashed ({error}); retry {job.attempt + 1}/{self.ctx.spec.budget.max_retries} queued")
+            else:
+                self._fail(job, f"training task crashed: {error}")
+            return
+        assert out is not None
+        res = out["result"]
+        gain = (res.get("eval") or {}).get(self.ctx.spec.objectives.gain)
+        if res.get("status") != "ok" or gain is None or not math.isfinite(gain):
+            self._fail(job, res.get("reason") or f"{self.ctx.spec.objectives.gain} is {gain!r}")
+            return
+        part = {"seed": job.seed, "eval": res["eval"], "test_eval": res.get("test_eval"), "decay_steps": out.get("decay_steps"),
+                "train_seconds": res.get("train_seconds"), "eval_seconds": res.get("eval_seconds"),
+                "final_loss": res.get("final_loss"), "fuse_max_rel_err": res.get("fuse_max_rel_err"), "host": out.get("host")}
+        if job.seed == self.ctx.spec.seed and out.get("weights") is not None:
+            part["weights"] = self._save(self._rel("weights", job.source, job.rung, ".pt"), out["weights"])
+        if job.rung < self.spec.top:
+            part["checkpoint"] = self._save(self.checkpoint_path(job.source, job.rung), out["checkpoint"])
+            self._record(job.source, job.rung, [part])
+            return
+        from search_space.configio import atomic_write
+
+        path = self._seed_file(job.source, job.seed)
+        atomic_write(path, json.dumps(part) + "\n")
+        self._log(job, f"seed {job.seed}: {self.ctx.spec.objectives.gain} {gain:+.3f} dB")
+        self._finish_top(job.source)
+
+    def _finish_top(self, source: int) -> None:
+        """Write the top-rung record once every seed's result is on disk."""
+        files = [self._seed_file(source, seed) for seed in self.seeds]
+        if all(f.exists() for f in files):
+            self._record(source, self.spec.top, [json.loads(f.read_text()) for f in files])
+
+    def _save(self, rel: str, data: bytes) -> str:
+        from search_space.configio import atomic_write
+
+        atomic_write(self.ctx.run_dir / rel, data)
+        return rel
+
+    # -- records ------------------------------------------------------------------------------------
+
+    def _base_attrs(self, source: int, rung: int) -> dict[str, Any]:
+        attrs = {k: v for k, v in self.attrs[0][source].items() if k not in _OUTCOME_KEYS}
+        attrs.update({Key.RUNG: rung, Key.RUNG_STEPS: self.spec.steps(rung), Key.STEPS: self.spec.steps(rung),
+                      Key.SOURCE_TRIAL: source})
+        return attrs
+
+    def _history(self, source: int, rung: int, gain: float, gain_linear: float | None) -> list[dict[str, Any]]:
+        linear = linear_metric(self.ctx.spec.objectives.gain)
+        out = [{"rung": k, "steps": self.spec.steps(k), "gain": self.results[k][source][0],
+                "gain_linear": self.attrs[k][source].get(linear)} for k in range(rung)]
+        return out + [{"rung": rung, "steps": self.spec.steps(rung), "gain": gain, "gain_linear": gain_linear}]
+
+    def _record(self, source: int, rung: int, parts: list[dict[str, Any]]) -> None:
+        """Add the rung-`rung` trial of `source` (seeds averaged) to the rung's study."""
+        from optuna.trial import TrialState, create_trial
+
+        ev = mean_report([p["eval"] for p in parts])
+        tests = [p["test_eval"] for p in parts if p.get("test_eval")]
+        gain = float(ev[self.ctx.spec.objectives.gain])
+        latency = self.results[0][source][1]
+        attrs = self._base_attrs(source, rung)
+        attrs.update(eval_attrs(ev, test=mean_report(tests) if len(tests) == len(parts) else None))
+        attrs.update({
+            Key.STATUS: TrialStatus.OK.value,
+            Key.DECAY_STEPS: parts[0].get("decay_steps"),
+            Key.TRAIN_SECONDS: sum(float(p.get("train_seconds") or 0) for p in parts),
+            Key.EVAL_SECONDS: sum(float(p.get("eval_seconds") or 0) for p in parts),
+            Key.FINAL_LOSS: parts[0].get("final_loss"),
+            Key.FUSE_MAX_REL_ERR: max(float(p.get("fuse_max_rel_err") or 0) for p in parts),
+            Key.TRAIN_HOST: parts[0].get("host"),
+        })
+        for key in ("weights", "checkpoint"):
+            if parts[0].get(key):
+                attrs[Key.WEIGHTS if key == "weights" else Key.CHECKPOINT] = parts[0][key]
+        if rung == self.spec.top:
+            gains = {str(p["seed"]): float(p["eval"][self.ctx.spec.objectives.gain]) for p in parts}
+            attrs[Key.SEED_GAINS] = gains
+            attrs[Key.SEED_SPREAD] = max(gains.values()) - min(gains.values())
+        attrs[Key.RUNG_HISTORY] = self._history(source, rung, gain, attrs.get(linear_metric(self.ctx.spec.objectives.gain)))
+        self._add_trial(source, rung, create_trial(
+            params=dict(self.sources[source].params), distributions=dict(self.sources[source].distributions),
+            values=[gain, latency], user_attrs=attrs, state=TrialState.COMPLETE))
+        self.results[rung][source] = (gain, latency)
+        self.attrs[rung][source] = attrs
+        before = self.results[rung - 1][source][0]
+        spread = f", seed spread {attrs[Key.SEED_SPREAD]:.3f} dB" if Key.SEED_SPREAD in attrs and len(parts) > 1 else ""
+        self._log_line(source, rung, f"{self.ctx.spec.objectives.gain} {gain:+.3f} dB (rung {rung - 1}: {before:+.3f}){spread}")
+
+    def _fail(self, job: RungJob, reason: str) -> None:
+        from optuna.trial import TrialState, create_trial
+
+        attrs = self._base_attrs(job.source, job.rung)
+        attrs.update({Key.STATUS: TrialStatus.FAILED.value, Key.FAILURE_REASON: f"seed {job.seed}: {reason}", Key.SEED: job.seed})
+        self._add_trial(job.source, job.rung, create_trial(
+            params=dict(self.sources[job.source].params), distributions=dict(self.sources[job.source].distributions),
+            user_attrs=attrs, state=TrialState.FAIL))
+        self.queue = deque(j for j in self.queue if not (j.source == job.source and j.rung == job.rung))
+        self._log(job, f"failed: {reason}")
+
+    def _add_trial(self, source: int, rung: int, trial: Any) -> None:
+        self.studies[rung].add_trial(trial)
+        self.taken[rung].add(source)
+
+    def front_study(self) -> tuple[Any, str]:
+        """The study whose front is shown (the top rung; the highest one reached, said so), and a note."""
+        reached = max((k for k in range(self.spec.rungs) if self.results[k]), default=0)
+        study = self.ctx.study if reached == 0 else self.studies[reached]
+        what = f"rung {reached} of 0-{self.spec.top}, {self.spec.steps(reached)} steps"
+        if reached == self.spec.top:
+            seeds = self.spec.top_seeds
+            return study, f"top {what}, mean of {seeds} seed{'s' if seeds > 1 else ''}"
+        return study, f"{what}: no trial reached the top rung ({self.spec.steps(self.spec.top)} steps)"
+
+    # -- log ----------------------------------------------------------------------------------------
+
+    def _log_line(self, source: int, rung: int, text: str) -> None:
+        self.ctx.log.print(f"trial {source:>4} rung {rung} ({self.spec.steps(rung)} steps): {text}")
+
+    def _log(self, job: RungJob, text: str) -> None:
+        elapsed = f" [{time.perf_counter() - job.started:.0f} s]" if job.started else ""
+        self._log_line(job.source, job.rung, text + elapsed)
