@@ -30,6 +30,7 @@ from search_space.arch import ArchConfig
 from search_space.errors import UserError
 from search_space.network import build
 from trainers.data import PairedSet, PatchSampler
+from trainers.device_sampler import patch_sampler
 from trainers.losses import build_loss, distillation_loss
 from trainers.recipe import Recipe, Stage, lr_at
 
@@ -151,8 +152,10 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt_cls = torch.optim.AdamW if stage.optimizer == "adamw" else torch.optim.Adam
         self._optimizer = opt_cls(params, lr=stage.lr, weight_decay=stage.weight_decay)
-        self._sampler = PatchSampler(
+        # Off the CPU, patches are cut on the device from a once-per-set copy of the images (same batches).
+        self._sampler = patch_sampler(
             self.train_set,
+            device=self.device,
             patch=stage.patch,
             batch=stage.batch,
             qp_sampling=stage.qp_sampling,
