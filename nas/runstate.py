@@ -12,6 +12,11 @@ The Pareto front is `nas.pareto.pareto_front` (COMPLETE, trained (status "ok"), 
 non-dominated for max gain / min latency), the same one the driver writes to `pareto.txt`, so the
 front in a dashboard, in `pareto.txt` and in an export always agree. Trials are `TrialRecord`s
 (`nas.trial_record`), the one definition of what a trial stores.
+
+A successive-halving run (run.json's study has a `halving` table, `nas.halving`) keeps rung 0 in the
+sampler's study (`trials`) and rung k >= 1 in the studies `rung_study_name(main, k)` of the same
+storage (`rungs`). Its front is the one of the highest rung that has trained records: the longest
+trainings are the ones whose ranking can be trusted, so only they may be called Pareto.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nas.halving import rung_study_name
 from nas.pareto import pareto_front
-from nas.trial_record import TRAINED_STATUSES, Key, TrialRecord, finite_or_none
+from nas.trial_record import TRAINED_STATUSES, Key, TrialRecord, TrialStatus, finite_or_none
 from search_space.errors import UserError
 
 __all__ = ["TRAINED_STATUSES", "RunState", "TrialRecord", "load_run", "write_output"]
@@ -38,8 +44,9 @@ class RunState:
 
     run_dir: Path
     info: Mapping[str, Any]
-    trials: tuple[TrialRecord, ...]
-    frozen: tuple[Any, ...] = field(repr=False, default=())  # Optuna FrozenTrials (for optuna tools)
+    trials: tuple[TrialRecord, ...]  # rung 0: the sampler study's trials (all trials of a single-fidelity run)
+    frozen: tuple[Any, ...] = field(repr=False, default=())  # Optuna FrozenTrials of `trials` (for optuna tools)
+    upper_rungs: Mapping[int, tuple[TrialRecord, ...]] = field(repr=False, default_factory=dict)  # halving: rung k >= 1
 
     # -- the study ----------------------------------------------------------------------------------
 
@@ -96,11 +103,68 @@ class RunState:
         value = self.study.get("budget", {}).get("trials")
         return None if value is None else int(value)
 
+    # -- successive halving -------------------------------------------------------------------------
+
+    @property
+    def halving(self) -> Mapping[str, Any] | None:
+        """The study's `[halving]` table (min_steps, eta, rungs, decay, top_seeds), or None for a
+        single-fidelity run."""
+        value = self.study.get("halving")
+        return value if isinstance(value, Mapping) else None
+
+    @property
+    def rungs(self) -> dict[int, tuple[TrialRecord, ...]]:
+        """The records of each rung that has a study, rung 0 (= `trials`) first."""
+        return {0: self.trials, **{k: self.upper_rungs[k] for k in sorted(self.upper_rungs)}}
+
+    @property
+    def planned_top_rung(self) -> int:
+        """The rung the study's `[halving]` table ends at (the top seeds train there); 0 without halving."""
+        if self.halving is None:
+            return 0
+        try:
+            return max(int(self.halving["rungs"]) - 1, max(self.rungs))
+        except (KeyError, TypeError, ValueError):
+            return max(self.rungs)
+
+    @property
+    def top_rung_trials(self) -> tuple[int, tuple[TrialRecord, ...]]:
+        """(rung, records) of the highest rung with a trained record: the rung the front is from.
+
+        While a halving run has promoted nothing yet this is rung 0; a single-fidelity run is always
+        (0, `trials`)."""
+        for k, records in sorted(self.rungs.items(), reverse=True):
+            if any(t.trained for t in records):
+                return k, records
+        return 0, self.trials
+
+    def rung_steps(self, rung: int) -> int | None:
+        """Stable-phase training steps at the end of `rung`: what the records say they trained (the
+        command line may override the study's min_steps), else the `[halving]` table's rule."""
+        seen = [int(t.attrs[Key.RUNG_STEPS]) for t in self.rungs.get(rung, ()) if t.attrs.get(Key.RUNG_STEPS) is not None]
+        if seen:
+            return max(set(seen), key=seen.count)
+        table = self.halving
+        try:
+            return int(table["min_steps"]) * int(table["eta"]) ** rung if table is not None else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def rung_results(self, rung: int) -> dict[int, TrialRecord]:
+        """The records of `rung` trained in this run (status ok), keyed by their rung-0 trial number.
+
+        A trial is promoted at most once per rung; should a retried record train again, the one that
+        finished last wins."""
+        done = [t for t in self.rungs.get(rung, ()) if t.trained and t.status == TrialStatus.OK]
+        return {t.source_trial: t for t in sorted(done, key=lambda t: (t.completed or "", t.number))}
+
     # -- trials -------------------------------------------------------------------------------------
 
     def pareto(self) -> list[TrialRecord]:
-        """The Pareto trials, by increasing latency (the driver's definition)."""
-        return sorted((t for t in self.trials if t.pareto), key=lambda t: (t.latency_ms or 0.0, -(t.gain_db or 0.0), t.number))
+        """The Pareto trials, by increasing latency (the driver's definition); for a halving run the
+        records of `top_rung_trials` (their `source_trial` is the trial's rung-0 number)."""
+        pool = self.trials if not self.upper_rungs else [t for records in self.rungs.values() for t in records]
+        return sorted((t for t in pool if t.pareto), key=lambda t: (t.latency_ms or 0.0, -(t.gain_db or 0.0), t.number))
 
     def trial(self, number: int) -> TrialRecord:
         """Trial `number`, or a UserError that says which trials exist."""
@@ -124,8 +188,9 @@ class RunState:
 
     @property
     def in_progress(self) -> bool:
-        """True while trials are running or queued, or the budget is not used up."""
-        if any(t.state in ("RUNNING", "WAITING") for t in self.trials):
+        """True while trials (or, in a halving run, promotions) are running or queued, or the budget
+        is not used up."""
+        if any(t.state in ("RUNNING", "WAITING") for records in self.rungs.values() for t in records):
             return True
         return self.budget_trials is not None and self.finished < self.budget_trials
 
@@ -174,26 +239,49 @@ def _copy_journal(src: Path, dst: Path) -> None:
     dst.write_bytes(data[: cut + 1] if cut >= 0 else b"")
 
 
-def _frozen_trials(run_dir: Path, info: Mapping[str, Any], storage: str | None) -> list[Any]:
+def _rung_trials(storage: Any, main: str) -> dict[int, list[Any]]:
+    """The trials of each rung study (k >= 1) of `main` in `storage` (a URL or a storage object).
+
+    Rung k's study exists only once a trial reached rung k - 1, so the rungs are numbered without gaps."""
+    import optuna
+
+    names = set(optuna.get_all_study_names(storage=storage))
+    out: dict[int, list[Any]] = {}
+    while rung_study_name(main, len(out) + 1) in names:
+        rung = len(out) + 1
+        study = optuna.load_study(study_name=rung_study_name(main, rung), storage=storage)
+        out[rung] = list(study.get_trials(deepcopy=False))
+    return out
+
+
+def _is_halving(info: Mapping[str, Any]) -> bool:
+    study = info.get("study")
+    return isinstance(study, Mapping) and isinstance(study.get("halving"), Mapping)
+
+
+def _frozen_trials(run_dir: Path, info: Mapping[str, Any], storage: str | None) -> dict[int, list[Any]]:
+    """The Optuna trials of each rung: {0: the sampler study's} plus rung k >= 1 for a halving run."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = str(info["optuna_study_name"])
+    halving = _is_halving(info)
     stored = str(info.get("storage", "journal"))
     if storage is None and stored != "journal":
         raise UserError(f"run {run_dir} keeps its trials in {stored}; pass --storage with that URL (password included) to read it")
     if storage is not None:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
+            upper = _rung_trials(storage, name) if halving else {}
         except KeyError:
-            return []
+            return {0: []}
         except Exception as exc:  # noqa: BLE001 - bad URLs surface as many SQLAlchemy types
             raise UserError(f"--storage: cannot read study {name!r} ({type(exc).__name__}: {exc})") from None
-        return list(study.get_trials(deepcopy=False))
+        return {0: list(study.get_trials(deepcopy=False)), **upper}
 
     journal = run_dir / "journal.log"
     if not journal.is_file():
-        return []  # started, but no trial asked yet
+        return {0: []}  # started, but no trial asked yet
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -202,12 +290,14 @@ def _frozen_trials(run_dir: Path, info: Mapping[str, Any], storage: str | None) 
         copy = tmp / "journal.log"
         _copy_journal(journal, copy)
         try:
-            study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(copy))))
+            journal_storage = JournalStorage(JournalFileBackend(str(copy)))
+            study = optuna.load_study(study_name=name, storage=journal_storage)
+            upper = _rung_trials(journal_storage, name) if halving else {}
         except KeyError:
-            return []  # run.json written, study not created yet
+            return {0: []}  # run.json written, study not created yet
         except ValueError as exc:
             raise UserError(f"{journal} is damaged ({exc}); it cannot be read as an Optuna journal") from None
-        return list(study.get_trials(deepcopy=False))
+        return {0: list(study.get_trials(deepcopy=False)), **upper}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -220,11 +310,29 @@ def load_run(run_dir: str | os.PathLike[str], *, storage: str | None = None) -> 
     """
     root = Path(run_dir).expanduser()
     info = _read_run_json(root)
-    frozen = _frozen_trials(root, info, storage)
-    complete = [t for t in frozen if t.state.name == "COMPLETE"]
-    front = {t.number for t in pareto_front(complete)}
-    records = tuple(sorted((TrialRecord.from_frozen(t, pareto=t.number in front) for t in frozen), key=lambda r: r.number))
-    return RunState(run_dir=root, info=info, trials=records, frozen=tuple(frozen))
+    by_rung = _frozen_trials(root, info, storage)
+    frozen = by_rung[0]
+    if len(by_rung) == 1:  # single-fidelity (or nothing promoted yet): the front is rung 0's
+        return RunState(run_dir=root, info=info, trials=_records(frozen, rung=0, front=True), frozen=tuple(frozen))
+    plain = {k: _records(trials, rung=k, front=False) for k, trials in by_rung.items()}
+    top = max((k for k, records in plain.items() if any(t.trained for t in records)), default=0)
+    rungs = {k: _records(by_rung[k], rung=k, front=True) if k == top else records for k, records in plain.items()}
+    return RunState(run_dir=root, info=info, trials=rungs.pop(0), frozen=tuple(frozen), upper_rungs=rungs)
+
+
+def _records(frozen: list[Any], *, rung: int, front: bool) -> tuple[TrialRecord, ...]:
+    """The records of one rung's Optuna trials, by number; `front`: flag this rung's Pareto trials.
+
+    A rung k >= 1 record that does not say its rung yet (attributes of an unfinished trial may be
+    partial) gets the rung of the study it was read from."""
+    on_front = {t.number for t in pareto_front(t for t in frozen if t.state.name == "COMPLETE")} if front else set()
+    records = []
+    for t in frozen:
+        record = TrialRecord.from_frozen(t, pareto=t.number in on_front)
+        if rung and record.attrs.get(Key.RUNG) is None:
+            record = replace(record, attrs={**record.attrs, Key.RUNG: rung})
+        records.append(record)
+    return tuple(sorted(records, key=lambda r: r.number))
 
 
 def write_output(path: str | os.PathLike[str], data: bytes | str) -> Path:

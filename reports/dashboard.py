@@ -8,6 +8,9 @@ run; only `dashboard.html` and `trials.csv` are written, each atomically.
 Besides the figures the page embeds a machine-readable summary (`<script id="dashboard-meta"
 type="application/json">`: point counts per Pareto trace, the Pareto trial numbers) so tools and
 tests can check the rendered plot against the data.
+
+A successive-halving run adds a rung-to-rung section, a rung column in the trials table (one row per
+record: a trial promoted twice has three rows) and the rungs in the summary.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from __future__ import annotations
 import html
 import json
 import os
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from nas.runstate import RunState, load_run, write_output
 from reports import figures as F
+from reports import halving_figures as H
 from reports.extensions import ablation_parts
 from reports.tables import trial_rows, write_trials_csv
 
@@ -101,6 +106,7 @@ def _summary(state: RunState) -> str:
         ("proxy training", f"recipe {proxy.get('recipe', '?')}, {proxy.get('steps', '?')} steps, data {study.get('data', {}).get('train', '?')}"),
         ("trials", f"{state.finished} of {state.budget_trials if state.budget_trials is not None else '?'} done; "
                    + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))),
+        *_halving_summary(state),
         ("generated", datetime.now(timezone.utc).isoformat(timespec="seconds")),
     ]
     body = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows)
@@ -110,6 +116,21 @@ def _summary(state: RunState) -> str:
         banner = (f'<p class="banner">Run in progress (or stopped early): {state.finished} of {state.budget_trials} trials done, '
                   f"{running} running. Rebuild with <code>python -m reports --run {_esc(state.run_dir)}</code>.</p>")
     return f'<table class="summary">{body}</table>{banner}'
+
+
+def _halving_summary(state: RunState) -> list[tuple[str, str]]:
+    """Summary rows of a successive-halving run (none for a single-fidelity run)."""
+    if state.halving is None:
+        return []
+    top, _ = state.top_rung_trials
+    trained = "; ".join(
+        f"{F.rung_label(state, k)}: {sum(1 for t in records if t.trained)} trained"
+        + (f", {sum(1 for t in records if t.state == 'FAIL')} failed" if any(t.state == "FAIL" for t in records) else "")
+        for k, records in state.rungs.items()
+    )
+    front = f"the front shown is from {F.rung_label(state, top)}" + (
+        f" (the top rung, {state.planned_top_rung}, has no trained record yet)" if top < state.planned_top_rung else "")
+    return [("successive halving", H.halving_note(state).removeprefix("successive halving: ")), ("rungs", f"{trained}; {front}")]
 
 
 _FORMATS = {"gain_db": "+.3f", "latency_ms": ".2f", "macs_g": ".3f", "params_k": ".1f", "train_s": ".1f"}
@@ -138,10 +159,24 @@ def _label(column: str) -> str:
     return _LABELS.get(column, column)
 
 
+def _record_rows(state: RunState) -> list[dict[str, Any]]:
+    """The table's rows: `trial_rows` for a single-fidelity run; for a halving run one row per record
+    of every rung, named by its rung-0 trial and its rung, a trial's rungs next to each other."""
+    if state.halving is None:
+        return trial_rows(state)
+    rows = []
+    for k, records in state.rungs.items():
+        for t, row in zip(records, trial_rows(replace(state, trials=records, upper_rungs={}))):
+            rows.append({**row, "trial": t.source_trial, "rung": k, "_order": (t.source_trial, k, t.number)})
+    rows.sort(key=lambda r: r.pop("_order"))
+    return rows
+
+
 def _trials_table(state: RunState) -> str:
-    rows = trial_rows(state)
+    rows = _record_rows(state)
     qcols = [k for k in (rows[0] if rows else {}) if k.startswith("gain_qp")]
-    columns = list(_TABLE_COLUMNS[:7]) + qcols + list(_TABLE_COLUMNS[7:])
+    first = list(_TABLE_COLUMNS[:1]) + (["rung"] if state.halving is not None else []) + list(_TABLE_COLUMNS[1:7])
+    columns = first + qcols + list(_TABLE_COLUMNS[7:])
     head = "".join(f'<th data-col="{_esc(c)}">{_esc(_label(c))}</th>' for c in columns)
     body = []
     for row in rows:
@@ -160,17 +195,23 @@ def _trials_table(state: RunState) -> str:
 
 def _meta(state: RunState, sections: list[str]) -> str:
     parts = F.pareto_partition(state)
-    meta = {
+    meta: dict[str, Any] = {
         "study": state.study_name,
         "run_id": state.run_id,
         "device": state.device_name,
-        "pareto_trials": [t.number for t in parts["Pareto front"]],
-        "pareto_points": {name: len(parts[name]) for name in F.PARETO_TRACES},
-        "pareto_points_total": sum(len(parts[name]) for name in F.PARETO_TRACES),
+        "pareto_trials": [t.source_trial for t in state.pareto()],
+        "pareto_points": {name: len(trials) for name, trials in parts.items()},
+        "pareto_points_total": sum(len(trials) for trials in parts.values()),
         "trials": len(state.trials),
         "in_progress": state.in_progress,
         "sections": sections,
     }
+    if state.halving is not None:
+        meta["front_rung"] = state.top_rung_trials[0]
+        meta["rungs"] = {str(k): len(records) for k, records in state.rungs.items()}
+        meta["table_rows"] = sum(len(records) for records in state.rungs.values())
+        meta["rung_pairs"] = [{"rungs": [p.lower, p.upper], "trials": list(p.trials), "spearman": p.spearman}
+                              for p in H.rung_pairs(state)]
     text = json.dumps(meta, sort_keys=True).replace("</", "<\\/")
     return f'<script type="application/json" id="dashboard-meta">{text}</script>'
 
@@ -180,7 +221,10 @@ def render_dashboard(state: RunState) -> str:
     from plotly.offline import get_plotlyjs
 
     sections: list[tuple[str, str, str]] = []  # (id, title, html)
-    sections.append(("pareto", "Pareto front (this run)", _figure_html(F.pareto_figure(state), "pareto")))
+    front = "Pareto front (this run)"
+    if state.halving is not None:
+        front = f"Pareto front (this run, {F.rung_label(state, state.top_rung_trials[0])})"
+    sections.append(("pareto", front, _figure_html(F.pareto_figure(state), "pareto")))
 
     survey, missing = F.survey_figure()
     missing_note = f" Not shown (no Delta or runtime in Table 1): {', '.join(missing)}." if missing else ""
@@ -194,7 +238,12 @@ def render_dashboard(state: RunState) -> str:
     ))
     sections.append(("macs", "Gain vs MACs", _figure_html(F.gain_vs_macs_figure(state), "macs")))
     sections.append(("per-qp", "Per-QP gain of the Pareto trials", _figure_html(F.per_qp_figure(state), "per-qp")))
-    sections.append(("hypervolume", "Hypervolume over trials", _figure_html(F.hypervolume_figure(state), "hypervolume")))
+    if state.halving is not None:
+        sections.append(("rungs", "Rung to rung: do short trainings rank trials like long ones?",
+                         _figure_html(H.rung_to_rung_figure(state), "rungs")))
+    sections.append(("hypervolume", "Hypervolume over trials and over compute time",
+                     _figure_html(F.hypervolume_figure(state), "hypervolume")
+                     + _figure_html(H.hypervolume_time_figure(state), "hypervolume-time")))
     importance, why = F.importance_figure(state)
     sections.append((
         "importance",

@@ -7,6 +7,10 @@ therefore get their own panel: mixing them into our front would compare latencie
 The remaining views explain the front: gain vs MACs (is latency just MACs?), per-QP gains (is a
 design good only on light compression?), hypervolume over trials (has the search converged?) and
 parameter importance per objective (which choices matter).
+
+A successive-halving run (`nas.halving`) marks each point here with its rung (`rung_label`,
+`trial_label`) and draws the top rung's front; the views that halving adds (rung to rung, and
+hypervolume over compute time) live in `reports.halving_figures`, which builds on this module.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nas.runstate import RunState
-from nas.trial_record import TrialRecord, TrialStatus, linear_metric
+from nas.trial_record import Key, TrialRecord, TrialStatus, finite_or_none, linear_metric
 from reports.hypervolume import hypervolume_curve
 
 __all__ = [
@@ -32,7 +36,9 @@ __all__ = [
     "pareto_figure",
     "pareto_partition",
     "per_qp_figure",
+    "rung_label",
     "survey_figure",
+    "trial_label",
 ]
 
 #: Fewer trained trials than this and parameter importance says nothing; the page says so instead.
@@ -44,6 +50,9 @@ _FRONT = "#1f63b4"
 _GREY = "#b4b4b4"
 _INFEASIBLE = "#d62728"
 _PRESET = "#ff7f0e"
+#: Rung k of a halving run: lighter and rounder for short trainings, darker for long ones.
+_RUNG_COLORS = ("#b4b4b4", "#8fb8de", "#4f8fcc", "#2b5d9b", "#173a66")
+_RUNG_SYMBOLS = ("circle", "square", "diamond", "star", "hexagon")
 _LAYOUT = dict(template="plotly_white", margin=dict(l=70, r=30, t=80, b=60), hoverlabel=dict(align="left"))
 
 
@@ -83,8 +92,33 @@ def _gain_toggle(fig: Any, traces: Sequence[Sequence[TrialRecord]], state: RunSt
                                         showactive=True, active=0)])
 
 
+def rung_label(state: RunState, rung: int) -> str:
+    """'rung 1 (300 steps)': a rung named by the training it stands for."""
+    steps = state.rung_steps(rung)
+    return f"rung {rung}" + (f" ({steps} steps)" if steps is not None else "")
+
+
+def trial_label(t: TrialRecord) -> str:
+    """'trial 5', or 'trial 5 (rung 2)' for a promoted record: trials are known by their rung-0 number."""
+    return f"trial {t.source_trial}" + (f" (rung {t.rung})" if t.rung else "")
+
+
+def _rung_hover(t: TrialRecord, state: RunState) -> list[str]:
+    """What a halving run adds to a point's hover: its rung, and the seeds of a top-rung record."""
+    if state.halving is None:
+        return []
+    lines = [f"{_esc(rung_label(state, t.rung))}" + (f", record {t.number} of the rung-{t.rung} study" if t.rung else "")]
+    seeds = t.attrs.get(Key.SEED_GAINS)
+    if isinstance(seeds, dict) and seeds:
+        per_seed = ", ".join(f"seed {k} {float(v):+.3f}" for k, v in sorted(seeds.items()))
+        spread = finite_or_none(t.attrs.get(Key.SEED_SPREAD))
+        lines.append(f"mean of {len(seeds)} seeds: {per_seed} dB" + (f" (spread {spread:.3f} dB)" if spread is not None else ""))
+    return lines
+
+
 def _hover(t: TrialRecord, state: RunState) -> str:
-    lines = [f"<b>trial {t.number}</b>" + (f" - preset <b>{_esc(t.preset)}</b>" if t.preset else ""), _esc(t.arch_summary)]
+    lines = [f"<b>trial {t.source_trial}</b>" + (f" - preset <b>{_esc(t.preset)}</b>" if t.preset else ""), _esc(t.arch_summary)]
+    lines += _rung_hover(t, state)
     if t.gain_db is not None:
         lines.append(f"gain {t.gain_db:+.3f} dB ({_esc(state.gain_metric)}, val)" + _vs_linear(t, state, "val"))
         test = t.metric(state.gain_metric, split="test")
@@ -110,25 +144,56 @@ def _scatter(trials: Sequence[TrialRecord], state: RunState, *, name: str, x: st
         x=xs,
         y=[t.gain_db for t in trials],
         name=name,
-        customdata=[[_hover(t, state), t.number] for t in trials],
+        customdata=[[_hover(t, state), t.source_trial] for t in trials],
         hovertemplate="%{customdata[0]}<extra></extra>",
         **style,
     )
 
 
+def _pareto_parts(state: RunState) -> list[tuple[str, str, list[TrialRecord]]]:
+    """(trace name, kind, trials) of each Pareto-plot trace, in drawing order.
+
+    Kinds: 'dominated', 'rung:<k>' (a halving run's dominated points of rung k), 'infeasible',
+    'front', 'presets'."""
+    if state.halving is None:
+        ok = [t for t in state.trials if t.trained and t.status == TrialStatus.OK]
+        return [
+            ("dominated (feasible)", "dominated", [t for t in ok if not t.pareto and t.feasible is not False]),
+            ("infeasible (trained)", "infeasible", [t for t in ok if t.feasible is False]),
+            ("Pareto front", "front", state.pareto()),
+            ("published presets (this run)", "presets", sorted((t for t in ok if t.preset), key=lambda t: t.number)),
+        ]
+    parts: list[tuple[str, str, list[TrialRecord]]] = []
+    infeasible: list[TrialRecord] = []
+    highest: dict[int, TrialRecord] = {}  # a preset is labelled at the longest training it reached
+    for k, records in state.rungs.items():
+        ok = sorted((t for t in records if t.trained and t.status == TrialStatus.OK), key=lambda t: (t.source_trial, t.number))
+        parts.append((rung_label(state, k), f"rung:{k}", [t for t in ok if not t.pareto and t.feasible is not False]))
+        infeasible += [t for t in ok if t.feasible is False]
+        highest.update({t.source_trial: t for t in ok if t.preset})
+    top, _ = state.top_rung_trials
+    parts += [
+        ("infeasible (trained)", "infeasible", infeasible),
+        (f"Pareto front: {rung_label(state, top)}", "front", state.pareto()),
+        ("published presets (this run)", "presets", [highest[n] for n in sorted(highest)]),
+    ]
+    return parts
+
+
 def pareto_partition(state: RunState) -> dict[str, list[TrialRecord]]:
-    """The trials of each Pareto-plot trace (keys = `PARETO_TRACES`).
+    """The trials of each Pareto-plot trace, by trace name in drawing order (`PARETO_TRACES` for a
+    single-fidelity run; a halving run has one 'rung k (N steps)' trace per rung instead of
+    'dominated (feasible)', and its front trace names the top rung).
 
     Only trials trained in this run are points (status "ok"); a duplicate repeats its original's
     point and a skipped trial has no measured gain. Presets are drawn a second time, labelled.
     """
-    ok = [t for t in state.trials if t.trained and t.status == TrialStatus.OK]
-    return {
-        "dominated (feasible)": [t for t in ok if not t.pareto and t.feasible is not False],
-        "infeasible (trained)": [t for t in ok if t.feasible is False],
-        "Pareto front": state.pareto(),
-        "published presets (this run)": sorted((t for t in ok if t.preset), key=lambda t: t.number),
-    }
+    return {name: trials for name, _, trials in _pareto_parts(state)}
+
+
+def _rung_marker(rung: int, *, size: int = 9) -> dict[str, Any]:
+    return dict(color=_RUNG_COLORS[min(rung, len(_RUNG_COLORS) - 1)], size=size, symbol=_RUNG_SYMBOLS[rung % len(_RUNG_SYMBOLS)],
+                line=dict(color="#666", width=0.5))
 
 
 def _axis_budget(fig: Any, *, value: float | None, observed: Sequence[float], label: str, vertical: bool = True) -> str:
@@ -146,31 +211,44 @@ def pareto_figure(state: RunState) -> Any:
     """PSNR-Y gain vs latency on the run's device: front, dominated (grey), infeasible, presets."""
     import plotly.graph_objects as go
 
-    parts = pareto_partition(state)
+    parts = _pareto_parts(state)
     fig = go.Figure()
-    fig.add_trace(_scatter(parts["dominated (feasible)"], state, name="dominated (feasible)", x="latency", mode="markers",
-                           marker=dict(color=_GREY, size=9, line=dict(color="#888", width=0.5))))
-    fig.add_trace(_scatter(parts["infeasible (trained)"], state, name="infeasible (trained)", x="latency", mode="markers",
-                           marker=dict(color=_INFEASIBLE, size=9, symbol="x", opacity=0.45)))
-    fig.add_trace(_scatter(parts["Pareto front"], state, name="Pareto front", x="latency", mode="lines+markers",
-                           line=dict(color=_FRONT, shape="hv", width=1.5), marker=dict(color=_FRONT, size=11)))
-    presets = parts["published presets (this run)"]
-    fig.add_trace(_scatter(presets, state, name="published presets (this run)", x="latency", mode="markers+text",
-                           text=[t.preset for t in presets], textposition="top center", textfont=dict(color="#a64d00"),
-                           marker=dict(color=_PRESET, size=19, symbol="diamond-open", line=dict(color=_PRESET, width=2))))
+    for name, kind, trials in parts:
+        if kind == "dominated":
+            fig.add_trace(_scatter(trials, state, name=name, x="latency", mode="markers",
+                                   marker=dict(color=_GREY, size=9, line=dict(color="#888", width=0.5))))
+        elif kind.startswith("rung:"):
+            fig.add_trace(_scatter(trials, state, name=name, x="latency", mode="markers", marker=_rung_marker(int(kind[5:]))))
+        elif kind == "infeasible":
+            fig.add_trace(_scatter(trials, state, name=name, x="latency", mode="markers",
+                                   marker=dict(color=_INFEASIBLE, size=9, symbol="x", opacity=0.45)))
+        elif kind == "front":
+            fig.add_trace(_scatter(trials, state, name=name, x="latency", mode="lines+markers",
+                                   line=dict(color=_FRONT, shape="hv", width=1.5), marker=dict(color=_FRONT, size=11)))
+        else:
+            fig.add_trace(_scatter(trials, state, name=name, x="latency", mode="markers+text",
+                                   text=[t.preset for t in trials], textposition="top center", textfont=dict(color="#a64d00"),
+                                   marker=dict(color=_PRESET, size=19, symbol="diamond-open", line=dict(color=_PRESET, width=2))))
+    by_kind = {kind: trials for _, kind, trials in parts}
     lat = [t.latency_ms for t in state.trials if t.trained and t.latency_ms is not None]
     off = _axis_budget(fig, value=state.latency_budget_ms, observed=lat, label="latency budget [ms]")
     skipped = sum(1 for t in state.trials if t.status == TrialStatus.SKIPPED)
     dups = sum(1 for t in state.trials if t.status == TrialStatus.DUPLICATE)
-    note = [(f"{len(parts['Pareto front'])} Pareto, {len(parts['dominated (feasible)'])} dominated, "
-             f"{len(parts['infeasible (trained)'])} infeasible trained trials")]
+    if state.halving is None:
+        note = [(f"{len(by_kind['front'])} Pareto, {len(by_kind['dominated'])} dominated, "
+                 f"{len(by_kind['infeasible'])} infeasible trained trials")]
+    else:
+        top, _ = state.top_rung_trials
+        counts = ", ".join(f"{len(trials)} at rung {kind[5:]}" for _, kind, trials in parts if kind.startswith("rung:"))
+        note = [f"front of {rung_label(state, top)}: {len(by_kind['front'])} Pareto; dominated points: {counts}; "
+                f"{len(by_kind['infeasible'])} infeasible trained"]
     if skipped:
         note.append(f"{skipped} infeasible trials not trained (not shown)")
     if dups:
         note.append(f"{dups} duplicates (same point as their original)")
     if off:
         note.append(off)
-    _gain_toggle(fig, [parts[name] for name in PARETO_TRACES], state)
+    _gain_toggle(fig, [trials for _, _, trials in parts], state)
     fig.update_layout(
         title=dict(text=f"Pareto front: PSNR-Y gain vs latency on {_esc(state.device_name)}<br><sup>{_esc('; '.join(note))}</sup>"),
         xaxis_title=f"latency ({state.latency_stat}) [ms] on {state.device_name}",
@@ -230,14 +308,18 @@ def gain_vs_macs_figure(state: RunState) -> Any:
     """Gain vs deploy MACs of every trained trial (Pareto trials in colour)."""
     import plotly.graph_objects as go
 
-    parts = pareto_partition(state)
     fig = go.Figure()
-    fig.add_trace(_scatter(parts["dominated (feasible)"], state, name="dominated (feasible)", x="macs", mode="markers",
-                           marker=dict(color=_GREY, size=9)))
-    fig.add_trace(_scatter(parts["infeasible (trained)"], state, name="infeasible (trained)", x="macs", mode="markers",
-                           marker=dict(color=_INFEASIBLE, size=9, symbol="x", opacity=0.45)))
-    fig.add_trace(_scatter(parts["Pareto front"], state, name="Pareto front (gain vs latency)", x="macs", mode="markers",
-                           marker=dict(color=_FRONT, size=11)))
+    for name, kind, trials in _pareto_parts(state):
+        if kind == "dominated":
+            fig.add_trace(_scatter(trials, state, name=name, x="macs", mode="markers", marker=dict(color=_GREY, size=9)))
+        elif kind.startswith("rung:"):
+            fig.add_trace(_scatter(trials, state, name=name, x="macs", mode="markers", marker=_rung_marker(int(kind[5:]))))
+        elif kind == "infeasible":
+            fig.add_trace(_scatter(trials, state, name=name, x="macs", mode="markers",
+                                   marker=dict(color=_INFEASIBLE, size=9, symbol="x", opacity=0.45)))
+        elif kind == "front":
+            fig.add_trace(_scatter(trials, state, name=f"{name} (gain vs latency)", x="macs", mode="markers",
+                                   marker=dict(color=_FRONT, size=11)))
     macs = [(t.macs or 0) / 1e9 for t in state.trials if t.trained]
     off = _axis_budget(fig, value=state.macs_budget_g, observed=macs, label="MACs cap [G]")
     fig.update_layout(
@@ -258,7 +340,7 @@ def per_qp_figure(state: RunState) -> Any:
     fig = go.Figure()
     for t in state.pareto():
         per_qp = t.per_qp_gain()
-        label = f"trial {t.number}" + (f" ({t.preset})" if t.preset else "")
+        label = trial_label(t) + (f" ({t.preset})" if t.preset else "")
         fig.add_trace(
             go.Scatter(
                 x=[f"QP{q}" for q in per_qp],
@@ -295,16 +377,20 @@ def _finish_order(state: RunState) -> list[TrialRecord]:
     return sorted(done, key=lambda t: (t.completed or "", t.number))
 
 
+def _adds_area(t: TrialRecord) -> bool:
+    """Whether a record is a hypervolume point: trained in this run, feasible, with a latency."""
+    return t.trained and t.status == TrialStatus.OK and t.feasible is True and t.latency_ms is not None
+
+
 def hypervolume_figure(state: RunState) -> Any:
-    """Hypervolume of the feasible trained results after each finished trial."""
+    """Hypervolume of the feasible trained results after each finished trial (rung 0 of a halving run)."""
     import plotly.graph_objects as go
 
     ref_gain, ref_lat, why = hypervolume_reference(state)
     order = _finish_order(state)
     points: list[tuple[float, float]] = []
     for t in order:
-        ok = t.trained and t.status == TrialStatus.OK and t.feasible is True and t.latency_ms is not None
-        points.append((t.gain_db, t.latency_ms) if ok else (-math.inf, math.inf))  # type: ignore[arg-type]
+        points.append((t.gain_db, t.latency_ms) if _adds_area(t) else (-math.inf, math.inf))  # type: ignore[arg-type]
     curve = hypervolume_curve(points, ref_gain=ref_gain, ref_latency=ref_lat)
     fig = go.Figure(
         go.Scatter(
@@ -320,9 +406,10 @@ def hypervolume_figure(state: RunState) -> Any:
     if not curve or curve[-1] == 0.0:
         fig.add_annotation(text="no feasible trained trial beats Lanczos yet (gain > 0 dB), so the hypervolume is 0",
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.75, font=dict(size=14))
+    rung0 = f"; the sampler's trials at {rung_label(state, 0)}" if state.halving is not None else ""
     fig.update_layout(
         title=dict(text=f"Hypervolume over trials<br><sup>reference: gain {ref_gain:g} dB (Lanczos), latency {ref_lat:g} ms ({why}); "
-                        "only trials that beat Lanczos add area</sup>"),
+                        f"only trials that beat Lanczos add area{_esc(rung0)}</sup>"),
         xaxis_title="finished trials (in finishing order)",
         yaxis_title="hypervolume [dB x ms]",
         height=420,

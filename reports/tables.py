@@ -25,13 +25,16 @@ def _round(value: float | None, digits: int) -> float | None:
 
 
 def trial_rows(state: RunState) -> list[dict[str, Any]]:
-    """One flat dict per trial: what the CSV and the dashboard's table show."""
+    """One flat dict per trial (under successive halving, per trial and rung): what the CSV shows."""
     qps = state.qps or tuple(sorted({q for t in state.trials for q in t.per_qp_gain()}))
     rows = []
-    for t in state.trials:
+    records = [t for rung in state.rungs.values() for t in rung]
+    for t in sorted(records, key=lambda t: (t.source_trial, t.rung)):
         per_qp = t.per_qp_gain()
-        row: dict[str, Any] = {
-            "trial": t.number,
+        row: dict[str, Any] = {"trial": t.source_trial}
+        if state.halving is not None:
+            row.update({"rung": t.rung, "rung_steps": t.attrs.get(Key.RUNG_STEPS), "seed_spread_db": _round(t.attrs.get(Key.SEED_SPREAD), 4)})
+        row |= {
             "state": t.state,
             "status": str(t.status),
             "pareto": t.pareto,
@@ -115,7 +118,7 @@ def pareto_markdown(state: RunState) -> str:
     for t in front:
         per_qp = t.per_qp_gain("test")
         cells = [
-            str(t.number),
+            str(t.source_trial),
             f"`{_md_escape(t.arch_summary)}`",
             _fmt(t.gain_db, "+.3f"),
             _fmt(t.metric(state.gain_metric, split="test"), "+.3f"),

@@ -61,7 +61,6 @@ class WSDPlan:
         object.__setattr__(self, "decay", float(self.decay))
 
     @classmethod
-    @classmethod
     def for_rungs(cls, recipe: Recipe, *, min_steps: int, top_steps: int, decay: float) -> WSDPlan:
         """The plan of a halving run (`nas.halving.HalvingSpec`): warm-up over the stage's `warmup`
         fraction of rung 0's `min_steps`, horizon at the top rung's `top_steps`."""
@@ -148,6 +147,75 @@ def _save_checkpoint(trainer: Trainer) -> bytes:
     return buffer.getvalue()
 
 
+def _checked_start(
+    recipe: Recipe | str, *, rung_steps: int, plan: WSDPlan, threads: int, checkpoint: bytes | None
+) -> tuple[Recipe, dict | None, int]:
+    """(recipe, checkpoint state or None, step resumed from): everything `train_rung` refuses, refused
+    before a thread count is changed or a clock started, so a bad call costs nothing.
+
+    A rung shorter than the warm-up cannot be evaluated (its decay branch would start below lr), and a
+    checkpoint at or past `rung_steps` has nothing to continue: both are the caller's bug (ValueError)."""
+    if isinstance(recipe, str):
+        recipe = load_recipe(recipe)
+    check_continuable(recipe)
+    if threads < 1:
+        raise UserError(f"threads must be >= 1, got {threads}")
+    lowest = max(1, plan.warmup_steps)  # the branch decays from lr, so the warm-up must be over
+    if isinstance(rung_steps, bool) or not isinstance(rung_steps, int) or not lowest <= rung_steps <= plan.horizon:
+        raise ValueError(f"rung_steps must be an integer in [{lowest}, {plan.horizon}] (warm-up..horizon), got {rung_steps!r}")
+    state = None if checkpoint is None else _load_checkpoint(checkpoint)
+    resumed_from = 0 if state is None else int(state["step"])
+    if resumed_from >= rung_steps:
+        raise ValueError(f"checkpoint is at step {resumed_from}, not before rung_steps {rung_steps}: nothing to continue")
+    return recipe, state, resumed_from
+
+
+def _new_trainer(arch: ArchConfig, recipe: Recipe, data: ProxyData, *, plan: WSDPlan, seed: int, device: str) -> Trainer:
+    """A trainer sized to the plan's whole budget (`total_steps`), not to this rung: the patch sampler
+    is told that budget, so every rung of every trial draws the same batch at step s."""
+    return Trainer(
+        arch,
+        recipe,
+        data.train,
+        total_steps=plan.total_steps,
+        seed=seed,
+        device=device,
+        teacher_resolver=_preset_teacher_resolver(data, steps=plan.horizon, seed=seed),
+    )
+
+
+def _resume(trainer: Trainer, state: dict | None, *, plan: WSDPlan, stage: Stage, rung_steps: int) -> None:
+    """Restore the previous rung's stable state (if any) and put the trainer on this rung's WSD lr:
+    the stable part is the same for every rung, so continuing is exact; only the branch depends on
+    `rung_steps`."""
+    if state is not None:
+        trainer.load_state_dict(state)
+    trainer.lr_override = lambda step: plan.lr_at(stage, step=step, rung_steps=rung_steps)
+
+
+def _stable_then_decay(trainer: Trainer, *, rung_steps: int, branch: int) -> bytes:
+    """Train the stable phase to `rung_steps`, save it, then train the decay branch on the same
+    trainer; returns the saved stable state. The checkpoint is taken *before* the branch because the
+    next rung continues the stable trajectory; the decayed weights are only for this evaluation."""
+    trainer.run(until=rung_steps)
+    saved = _save_checkpoint(trainer)
+    trainer.run(until=rung_steps + branch)
+    return saved
+
+
+def _failed_result(exc: BaseException, *, arch: ArchConfig, trainer: Trainer | None, started: float, common: dict) -> TrialResult:
+    """The failed result of a rung that raised: as `proxy_train`, a trial that diverged or broke is a
+    result with its reason (and whatever the trainer got to), never an exception in the driver."""
+    return TrialResult(
+        status="failed",
+        reason=f"{type(exc).__name__}: {exc}",
+        arch=(trainer.arch if trainer is not None else arch).to_dict(),
+        train_seconds=time.perf_counter() - started,
+        final_loss=None if trainer is None or math.isnan(trainer.last_loss) else trainer.last_loss,
+        **common,
+    )
+
+
 def train_rung(
     arch: ArchConfig,
     recipe: Recipe | str,
@@ -169,20 +237,8 @@ def train_rung(
     A checkpoint at or past `rung_steps`, or a rung beyond the plan's horizon, is the caller's bug
     (ValueError).
     """
-    if isinstance(recipe, str):
-        recipe = load_recipe(recipe)
-    check_continuable(recipe)
-    if threads < 1:
-        raise UserError(f"threads must be >= 1, got {threads}")
-    lowest = max(1, plan.warmup_steps)  # the branch decays from lr, so the warm-up must be over
-    if isinstance(rung_steps, bool) or not isinstance(rung_steps, int) or not lowest <= rung_steps <= plan.horizon:
-        raise ValueError(f"rung_steps must be an integer in [{lowest}, {plan.horizon}] (warm-up..horizon), got {rung_steps!r}")
-    state = None if checkpoint is None else _load_checkpoint(checkpoint)
-    resumed_from = 0 if state is None else int(state["step"])
-    if resumed_from >= rung_steps:
-        raise ValueError(f"checkpoint is at step {resumed_from}, not before rung_steps {rung_steps}: nothing to continue")
+    recipe, state, resumed_from = _checked_start(recipe, rung_steps=rung_steps, plan=plan, threads=threads, checkpoint=checkpoint)
     branch = plan.decay_steps(rung_steps)
-    stage = recipe.stages[0]
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -198,21 +254,9 @@ def train_rung(
     )
     trainer: Trainer | None = None
     try:
-        trainer = Trainer(
-            arch,
-            recipe,
-            data.train,
-            total_steps=plan.total_steps,
-            seed=seed,
-            device=device,
-            teacher_resolver=_preset_teacher_resolver(data, steps=plan.horizon, seed=seed),
-        )
-        if state is not None:
-            trainer.load_state_dict(state)
-        trainer.lr_override = lambda step: plan.lr_at(stage, step=step, rung_steps=rung_steps)
-        trainer.run(until=rung_steps)
-        saved = _save_checkpoint(trainer)
-        trainer.run(until=rung_steps + branch)
+        trainer = _new_trainer(arch, recipe, data, plan=plan, seed=seed, device=device)
+        _resume(trainer, state, plan=plan, stage=recipe.stages[0], rung_steps=rung_steps)
+        saved = _stable_then_decay(trainer, rung_steps=rung_steps, branch=branch)
         result = _fuse_and_evaluate(trainer, data, train_seconds=time.perf_counter() - started, eval_dtype=eval_dtype,
                                     keep_weights=keep_weights, common=common)
         return RungOutcome(result=result, checkpoint=saved if result.ok else None, decay_steps=branch,
@@ -220,14 +264,7 @@ def train_rung(
     except UserError:
         raise
     except (Diverged, FloatingPointError, RuntimeError, ValueError) as exc:
-        failed = TrialResult(
-            status="failed",
-            reason=f"{type(exc).__name__}: {exc}",
-            arch=(trainer.arch if trainer is not None else arch).to_dict(),
-            train_seconds=time.perf_counter() - started,
-            final_loss=None if trainer is None or math.isnan(trainer.last_loss) else trainer.last_loss,
-            **common,
-        )
+        failed = _failed_result(exc, arch=arch, trainer=trainer, started=started, common=common)
         return RungOutcome(result=failed, checkpoint=None, decay_steps=branch, resumed_from=resumed_from)
     finally:
         torch.set_num_threads(previous_threads)

@@ -55,8 +55,8 @@ class ExportResult:
 
 def _check_exportable(t: TrialRecord, state: RunState) -> None:
     """A clear error for a trial that has no trained result to export."""
-    where = f"trial {t.number} of run {state.run_dir}"
-    front = ", ".join(str(p.number) for p in state.pareto()) or "none yet"
+    where = f"trial {t.source_trial} of run {state.run_dir}"
+    front = ", ".join(str(p.source_trial) for p in state.pareto()) or "none yet"
     hint = f"export a trained trial (Pareto trials: {front}), or use --pareto"
     if t.state in ("RUNNING", "WAITING"):
         raise UserError(f"{where} has not finished yet ({t.state.lower()}); wait for it, or {hint}")
@@ -105,7 +105,9 @@ def _provenance(t: TrialRecord, state: RunState, *, weights_name: str | None) ->
         "optuna_study": state.info.get("optuna_study_name"),
         "run_dir": str(state.run_dir.resolve()),
         "run_id": state.run_id,
-        "trial": t.number,
+        "trial": t.source_trial,
+        "rung": t.rung,
+        "rung_steps": a.get(Key.RUNG_STEPS),
         "status": str(t.status),
         "duplicate_of": a.get(Key.DUPLICATE_OF),
         "pareto": t.pareto,
@@ -159,7 +161,7 @@ def run_config_for(t: TrialRecord, state: RunState, *, recipe: Any, steps: int |
 
     _check_exportable(t, state)
     arch = _export_arch(t, recipe)
-    _check_patches(recipe, arch, trial=t.number)
+    _check_patches(recipe, arch, trial=t.source_trial)
     data = state.study.get("data", {})
     kwargs: dict[str, Any] = {
         "arch": arch,
@@ -189,10 +191,19 @@ def _chosen(state: RunState, *, numbers: Sequence[int] | None, pareto: bool) -> 
         return front
     if not numbers:
         raise UserError("choose what to export: --pareto, or --trial N (repeatable)")
-    chosen = [state.trial(n) for n in dict.fromkeys(numbers)]
+    chosen = [_furthest(state, n) for n in dict.fromkeys(numbers)]
     for t in chosen:
         _check_exportable(t, state)
     return chosen
+
+
+def _furthest(state: RunState, number: int) -> TrialRecord:
+    """Trial `number` as trained furthest: its highest-rung record under successive halving."""
+    for k in sorted(state.rungs, reverse=True):
+        record = state.rung_results(k).get(number) if k else None
+        if record is not None:
+            return record
+    return state.trial(number)
 
 
 def export_trials(
@@ -219,14 +230,14 @@ def export_trials(
     plans = []
     for t in chosen:
         src = state.run_dir / t.weights if t.weights else None
-        weights_name = f"{export_file_stem(t.number)}.pt" if src is not None and src.is_file() else None
+        weights_name = f"{export_file_stem(t.source_trial)}.pt" if src is not None and src.is_file() else None
         plans.append((t, src if weights_name else None, run_config_for(t, state, recipe=full, steps=steps, weights_name=weights_name)))
     results = []
     for t, src, config in plans:
-        config_path = save_run_config(config, target / f"{export_file_stem(t.number)}.toml")
+        config_path = save_run_config(config, target / f"{export_file_stem(t.source_trial)}.toml")
         config_path.chmod(0o644)
         weights_path = None
         if src is not None:
-            weights_path = write_output(target / f"{export_file_stem(t.number)}.pt", src.read_bytes())
-        results.append(ExportResult(trial=t.number, config=config_path, weights=weights_path))
+            weights_path = write_output(target / f"{export_file_stem(t.source_trial)}.pt", src.read_bytes())
+        results.append(ExportResult(trial=t.source_trial, config=config_path, weights=weights_path))
     return results
