@@ -152,10 +152,18 @@ class TrialScheduler:
     # -- the loop ---------------------------------------------------------------------------------
 
     def loop(self) -> None:
-        """Ask, time, train and tell until the budget is done and nothing is outstanding."""
+        """Ask, time, train and tell until the budget is done and nothing is outstanding.
+
+        With `[budget] minutes` (--time-limit), nothing new starts once that much wall time has passed
+        in this invocation: running trainings finish and are recorded, trials asked but not started
+        are re-queued for a resumed run, and the loop ends."""
         budget = self.spec.budget
         workers = budget.workers
+        deadline = None if budget.minutes is None else time.perf_counter() + 60.0 * budget.minutes
         while self.done < budget.trials or self.outstanding or (self.ladder is not None and self.ladder.has_work()):
+            if deadline is not None and time.perf_counter() > deadline:
+                self._stop_at_time_limit(budget.minutes)
+                return
             if self.latency_job is None and not self.ready:
                 room = budget.trials - self.done - self.outstanding
                 if room > 0 and not self._prepare(min(room, LOOKAHEAD_PER_WORKER * workers)) and not self.outstanding:
@@ -174,6 +182,25 @@ class TrialScheduler:
                     self._finish_latency_job()
                 else:
                     self._finish_training(ref)
+
+    def _stop_at_time_limit(self, minutes: float) -> None:
+        """Let running tasks finish and record them; re-queue what was asked but not started."""
+        self.ctx.log.print(f"time limit: {minutes:g} min of wall time reached; finishing the {len(self.inflight)} running "
+                           "training(s) and starting nothing new")
+        while self.inflight or self.latency_job is not None:
+            refs = list(self.inflight) + ([self.latency_job[0]] if self.latency_job else [])
+            for ref in self.executor.wait(refs, timeout_s=_POLL_S):
+                if self.latency_job is not None and ref is self.latency_job[0]:
+                    self._finish_latency_job()
+                else:
+                    self._finish_training(ref)
+        waiting = list(self.ready) + [p for queue in self.followers.values() for p in queue]
+        for p in waiting:
+            self.endings.requeue(p, f"time limit of {minutes:g} min reached")
+        self.ready.clear()
+        self.followers.clear()
+        self.ctx.log.print(f"time limit: stopped with {self.done} of {self.spec.budget.trials} trials done"
+                           + (f" ({len(waiting)} asked trial(s) re-queued for a rerun)" if waiting else ""))
 
     def _submit_next(self) -> bool:
         """Start one training: a promotion first (ASHA), else the next asked trial; False when none."""

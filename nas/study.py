@@ -49,6 +49,7 @@ defaults shown)::
     trials = 40                         # finished trials (--trials)
     workers = 2                         # concurrent training tasks (--workers)
     max_retries = 2                     # re-runs of a trial whose task crashed or was killed
+    minutes = 25                        # optional wall-time limit per invocation (--time-limit)
 
     [warm_start]
     presets = ["casr", "urpnet"]        # published designs evaluated first (must lie in [search])
@@ -146,7 +147,7 @@ GAIN_METRICS: tuple[str, ...] = ("gain_y", "delta_y")
 LATENCY_STATS: tuple[str, ...] = ("mean_ms", "median_ms", "p90_ms")
 DEVICE_KINDS: tuple[str, ...] = ("cuda", "cpu")
 #: Study fields that may change when a run is resumed (they size the run, not the experiment).
-BUDGET_FIELDS: tuple[str, ...] = ("trials", "workers", "max_retries")
+BUDGET_FIELDS: tuple[str, ...] = ("trials", "workers", "max_retries", "minutes")
 
 
 # -- the tables -----------------------------------------------------------------------------------
@@ -320,16 +321,22 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class Budget:
-    """How many trials, how many at once, and how often a crashed trial is retried."""
+    """How many trials, how many at once, how often a crashed trial is retried, and a wall-time limit.
+
+    `minutes` (optional, per invocation): after it, nothing new starts; running trainings finish.
+    It makes a run's wall time predictable on any machine; the trial budget stays the upper bound."""
 
     trials: int = 40
     workers: int = 2
     max_retries: int = 2
+    minutes: float | None = None
 
     def __post_init__(self) -> None:
         _int("[budget] trials", self.trials, minimum=1)
         _int("[budget] workers", self.workers, minimum=1)
         _int("[budget] max_retries", self.max_retries, minimum=0)
+        if self.minutes is not None:
+            object.__setattr__(self, "minutes", _positive("[budget] minutes", self.minutes))
 
 
 @dataclass(frozen=True)

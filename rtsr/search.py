@@ -36,6 +36,8 @@ def build_parser(*, prog: str = "python -m nas.run") -> argparse.ArgumentParser:
     )
     parser.add_argument("--trials", type=int, help="trial budget (overrides the study file)")
     parser.add_argument("--workers", type=int, help="parallel proxy-training workers (overrides the study file)")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES", help="wall-time limit of this invocation in minutes: "
+                        "after it nothing new starts, running trainings finish (overrides [budget] minutes)")
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
@@ -81,6 +83,7 @@ def driver_from_args(args: argparse.Namespace) -> SearchDriver:
     overrides = {
         "budget__trials": getattr(args, "trials", None),
         "budget__workers": getattr(args, "workers", None),
+        "budget__minutes": getattr(args, "time_limit", None),
         "seed": getattr(args, "seed", None),
         "data__train": getattr(args, "data", None),
         "data__val": getattr(args, "val_data", None),

@@ -195,7 +195,7 @@ def test_joins_a_running_ray_cluster(tmp_path, env):
         run_dir = tmp_path / "run"
         proc = _nas_run("--out", str(run_dir), "--trials", "3", "--address", f"127.0.0.1:{port}", env=env)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert f"ray: joined 127.0.0.1:{port}" in proc.stdout
+        assert f"executor: ray joined 127.0.0.1:{port}" in proc.stdout
         complete = _complete(_load(run_dir))
         assert len(complete) == 3
         for t in complete:

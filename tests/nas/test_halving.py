@@ -44,6 +44,10 @@ def test_promotable_takes_the_top_over_eta_and_skips_what_is_taken():
     assert promotable(results, eta=3, taken={10}) == [12]
     assert promotable(results, eta=3, taken={10, 12}) == []
     assert promotable({1: (0.0, 1.0), 2: (0.1, 1.0)}, eta=3, taken=set()) == []  # fewer than eta: nothing yet
+    # the quota counts what already went up, even a trial that has since left the top
+    assert promotable(results, eta=3, taken={13, 14}) == []
+    assert promotable(results, eta=3, taken={13}) == [10]
+    assert promotable({**results, 16: (0.9, 0.5), 17: (-2.0, 9.9), 18: (-2.0, 9.9)}, eta=3, taken={13}) == [16, 10]
 
 
 def test_halving_spec_rungs_and_errors():
@@ -159,8 +163,8 @@ def test_promotions_continue_checkpoints_and_the_sampler_sees_rung_zero_only(tmp
         assert t.values[0] == pytest.approx(t.user_attrs["arch"]["channels"] / 10 + t.user_attrs["arch"]["blocks"] / 7 + STEPS[0] / 1000)
         assert t.user_attrs[Key.RUNG] == 0 and t.user_attrs[Key.CHECKPOINT] == f"checkpoints/trial-{t.number:05d}-r0.pt"
     # ASHA: at least the top 1/eta of each rung went up, and only from the rung below
-    assert len(rungs[1]) >= len(ok0) // 3 >= 2
-    assert len(rungs[2]) >= len(rungs[1]) // 3 >= 1
+    assert len(rungs[1]) == len(ok0) // 3 >= 2  # exactly the top third went up
+    assert len(rungs[2]) == len(rungs[1]) // 3 >= 1
     assert {t.user_attrs[Key.SOURCE_TRIAL] for t in rungs[2]} <= {t.user_attrs[Key.SOURCE_TRIAL] for t in rungs[1]}
     best0 = sorted(ok0, key=lambda t: -t.values[0])[0].number  # highest gain: on rung 0's first front
     assert best0 in {t.user_attrs[Key.SOURCE_TRIAL] for t in rungs[1]}
@@ -218,7 +222,7 @@ def test_a_killed_run_resumes_without_losing_or_retraining_a_finished_rung(tmp_p
     rungs = _studies(tmp_path / "run")
     assert len([t for t in rungs[0] if t.state.name == "COMPLETE"]) == 9
     ok = [[t for t in rungs[k] if t.user_attrs.get("status") == "ok"] for k in range(3)]
-    assert len(ok[1]) >= len(ok[0]) // 3 and len(ok[2]) >= len(ok[1]) // 3  # every earned promotion was made
+    assert len(ok[1]) == len(ok[0]) // 3 and len(ok[2]) == len(ok[1]) // 3  # every earned promotion, no more
     assert all(t.state.name == "COMPLETE" for k in (1, 2) for t in rungs[k])
     assert before <= _done(tmp_path / "run")
     if (kill_at, workers) == (14, 1):
