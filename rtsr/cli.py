@@ -5,6 +5,7 @@
     rtsr export  --run runs/rtsr --pareto   # = python -m nas.export
     rtsr latency --preset all            # = python -m nas.latency
     rtsr train   --config FILE           # = python -m trainers.full
+    rtsr calibrate --study rtsr          # = python -m nas.calibrate
 
 Each subcommand is a module of this package with `main(argv, *, prog)`; it is imported only when
 chosen, so `rtsr latency` runs on a machine with torch alone and `rtsr --help` is instant.
@@ -25,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("rtsr.export", "write chosen trials as full-training configs (python -m nas.export)"),
     "latency": ("rtsr.latency", "time designs with the challenge's runtime protocol (python -m nas.latency)"),
     "train": ("rtsr.train", "train a run config to completion (python -m trainers.full)"),
+    "calibrate": ("rtsr.calibrate", "measure how well each rung ranks archs like long training (python -m nas.calibrate)"),
 }
 
 
