@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.trial_record import Key
+from reports.fidelity import Fidelity, budget_fidelity, find_calibrations
 from reports.stats import (
     CONSISTENT,
     CONTRADICTS,
@@ -400,7 +401,8 @@ def _diff_rows(res: AblationResult) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _claim_rows(res: AblationResult) -> tuple[list[str], list[list[str]]]:
+def _claim_rows(res: AblationResult, fidelity: Fidelity | None = None) -> tuple[list[str], list[list[str]]]:
+    """The claims table; `fidelity` adds what the budget's ranking was calibrated at (`reports.fidelity`)."""
     header = ["arm", "metric", "measured difference [95 % CI]", "claimed", "published", "source", "verdict"]
     rows = []
     for cr in res.claims:
@@ -409,16 +411,24 @@ def _claim_rows(res: AblationResult) -> tuple[list[str], list[list[str]]]:
         measured = _fmt_interval(cr.difference, digits, sign=True) + f" {c.unit}"
         if cr.difference.method:
             measured += f" ({cr.difference.method})"
-        rows.append([c.arm, _metric_label(c.metric), measured, _claimed(c), f"{c.number}: {c.text}" if c.text else c.number, c.source, cr.verdict])
+        verdict = cr.verdict if fidelity is None or fidelity.calibrated else f"{cr.verdict} (budget not calibrated)"
+        rows.append([c.arm, _metric_label(c.metric), measured, _claimed(c), f"{c.number}: {c.text}" if c.text else c.number, c.source, verdict])
+        if fidelity is not None:
+            rows[-1].append(fidelity.label)
+    if fidelity is not None:
+        header.append("budget fidelity")
     return header, rows
 
 
-def ablation_markdown(run_dir: str | os.PathLike[str]) -> str:
-    """The ablation's tables as Markdown: arms, differences to the reference, claims with verdicts."""
+def ablation_markdown(run_dir: str | os.PathLike[str], *, calibrations: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The ablation's tables as Markdown: arms, differences to the reference, claims with verdicts, and
+    the calibrated fidelity of the proxy budget they ran at (`calibrations`: default `find_calibrations()`)."""
     res = load_ablation(run_dir)
     spec, study = res.spec, res.study
     data = study.get("data", {})
     proxy = study.get("proxy", {})
+    steps = proxy.get("steps")
+    fidelity = budget_fidelity(None if steps is None else int(steps), find_calibrations() if calibrations is None else calibrations)
     lines = [f"## Ablation `{res.name}`" + (f": {spec.factor}" if spec.factor else ""), ""]
     if study.get("description"):
         lines += [str(study["description"]), ""]
@@ -428,6 +438,7 @@ def ablation_markdown(run_dir: str | os.PathLike[str]) -> str:
         (f"- proxy training: {proxy.get('steps')} steps, {proxy.get('threads')} thread(s) per trial; data "
          f"{data.get('train')} / {data.get('val') or data.get('train')} (val), QPs {', '.join(map(str, data.get('qps', [])))}"),
         f"- latency: {res.device_name}; {res.protocol}",
+        f"- {fidelity.text}",
         _UNITS_NOTE,
         "",
         "### Arms",
@@ -445,7 +456,7 @@ def ablation_markdown(run_dir: str | os.PathLike[str]) -> str:
     lines += ["", _PAIRING_NOTE, ""]
     if res.claims:
         lines += ["### Published claims", ""]
-        header, rows = _claim_rows(res)
+        header, rows = _claim_rows(res, fidelity)
         lines += _table(header, rows)
         lines += ["", VERDICT_RULES, ""]
     problems = [f"- `{a.name}` {f}" for a in res.arms for f in a.failures]
@@ -556,7 +567,9 @@ def ablation_figures(run_dir: str | os.PathLike[str]) -> list[Any]:
     if res.claims:
         header, rows = _claim_rows(res)
         fill = [_VERDICT_COLOURS[cr.verdict] for cr in res.claims]
-        figs.append(_table_figure(f"{res.name}: published claims and verdicts", header, rows, fill=fill,
+        steps = res.study.get("proxy", {}).get("steps")
+        fidelity = budget_fidelity(None if steps is None else int(steps), find_calibrations())
+        figs.append(_table_figure(f"{res.name}: published claims and verdicts ({steps} proxy steps: {fidelity.label})", header, rows, fill=fill,
                                   widths=[0.8, 0.7, 1.6, 1.3, 2.2, 2.6, 0.9]))
     figs.append(_arm_figure(res))
     if res.claims:

@@ -162,7 +162,7 @@ def test_arm_summaries_differences_and_verdicts_by_hand(tmp_path):
 def test_markdown_tables(tmp_path):
     from reports.ablation import ablation_markdown
 
-    md = ablation_markdown(_make_run(tmp_path))
+    md = ablation_markdown(_make_run(tmp_path), calibrations=[])
     assert md.startswith("## Ablation `t-ablation`: a test factor")
     assert "trials done: 9 of 9" in md and "in progress" not in md
     lines = md.splitlines()
@@ -172,7 +172,7 @@ def test_markdown_tables(tmp_path):
     rep_diff = next(line for line in lines if line.startswith("| rep | paired t, n=3 |"))
     assert "+0.0500 [+0.0252, +0.0748]" in rep_diff and "-40.00 [-45.52, -34.48]" in rep_diff
     claims = md.split("### Published claims")[1]
-    assert "| rep | Delta | +0.0500 [+0.0252, +0.0748] dB (paired t) | increase, [+0.010, +0.100] dB | +0.01 to +0.1 dB | made up for the test | consistent |" in claims
+    assert "| rep | Delta | +0.0500 [+0.0252, +0.0748] dB (paired t) | increase, [+0.010, +0.100] dB | +0.01 to +0.1 dB | made up for the test | consistent (budget not calibrated) | not calibrated |" in claims
     assert "equal (difference exactly 0)" in claims and "decrease (< 0)" in claims
     assert "- `half` seed 2: failed: fp16 evaluation: boom" in md
 
@@ -180,7 +180,7 @@ def test_markdown_tables(tmp_path):
 def test_markdown_of_a_run_in_progress(tmp_path):
     from reports.ablation import ablation_markdown
 
-    md = ablation_markdown(_make_run(tmp_path, half_seed2="waiting"))
+    md = ablation_markdown(_make_run(tmp_path, half_seed2="waiting"), calibrations=[])
     assert "trials done: 8 of 9 (run in progress)" in md and "Trials without a result" not in md
     half_row = next(line for line in md.splitlines() if line.startswith("| half |"))
     assert "| 2 |" in half_row  # two seeds so far
@@ -198,3 +198,38 @@ def test_figures(tmp_path):
     per_arm = figs[3]
     seeds = [tr for tr in per_arm.data if tr.mode == "markers" and tr.name.endswith("seeds")]
     assert sorted(len(tr.y) for tr in seeds) == [2, 3, 3]
+
+
+def _calibration(tmp_path: Path, steps: tuple[int, ...], *, rho: float) -> Path:
+    rows = [{"steps": s, "n": 16, "spearman": {"estimate": rho, "low": rho - 0.3, "high": rho + 0.2}} for s in steps]
+    data = {"format": "rtsr-nas calibration v1", "study": "rtsr", "recipe": "proxy_wsd", "data": "builtin", "device": "cpu: test",
+            "budgets": {"rungs": list(steps), "long_steps": 3000}, "primary": {"group": "space"}, "groups": {"space": rows}}
+    path = tmp_path / "cal" / "calibration.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_verdicts_name_the_calibrated_fidelity_of_their_budget(tmp_path, monkeypatch):
+    from reports.ablation import ablation_markdown
+    from reports.fidelity import CALIBRATION_ENV, find_calibrations
+
+    run = _make_run(tmp_path)
+    steps = int(Study.from_dict(parse_toml(STUDY)).proxy.steps)
+    monkeypatch.setenv(CALIBRATION_ENV, str(_calibration(tmp_path, (steps, steps * 3), rho=0.55)))
+    md = ablation_markdown(run, calibrations=find_calibrations(cwd=tmp_path))
+    assert f"fidelity: {steps} proxy steps rank like 3000 steps with Spearman +0.55 [+0.25, +0.75]" in md
+    claims = md.split("### Published claims")[1]
+    assert "| consistent | Spearman +0.55 [+0.25, +0.75] |" in claims and "not calibrated" not in claims
+
+
+def test_a_budget_never_calibrated_is_labelled(tmp_path):
+    from reports.ablation import ablation_markdown
+    from reports.fidelity import find_calibrations
+
+    run = _make_run(tmp_path)
+    steps = int(Study.from_dict(parse_toml(STUDY)).proxy.steps)
+    cal = _calibration(tmp_path, (steps + 7, steps * 5), rho=0.3)
+    md = ablation_markdown(run, calibrations=find_calibrations([cal.parent], cwd=tmp_path))
+    assert f"fidelity: {steps} proxy steps were never calibrated (nearest calibrated budget: {steps + 7} steps, Spearman +0.30 [+0.00, +0.50])" in md
+    assert "consistent (budget not calibrated) | not calibrated |" in md
