@@ -37,7 +37,7 @@ from typing import Any
 from nas.progress import TrialLog
 from nas.study import Study
 from nas.trial_record import Key, retry_attrs
-from search_space.configio import atomic_write
+from search_space.configio import atomic_write, diff_keys
 from search_space.errors import UserError
 
 __all__ = ["RUN_FORMAT", "SearchDriver", "fresh_run_dir", "redact"]
@@ -58,15 +58,6 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 def redact(url: str) -> str:
     """An RDB URL without its password (run.json must not store secrets)."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if a == b else [prefix or "(root)"]
 
 
 def fresh_run_dir(run_dir: Path) -> Path | None:
@@ -267,7 +258,7 @@ class SearchDriver:
     def _check_same_experiment(self, previous: dict[str, Any]) -> None:
         spec = self.study_spec
         if previous.get("identity_hash") != spec.identity_hash:
-            diff = _diff_keys(previous.get("identity", {}), spec.identity_dict())
+            diff = diff_keys(previous.get("identity", {}), spec.identity_dict())
             raise UserError(
                 f"{self.run_dir} holds a run of a different experiment (changed: {', '.join(diff) or 'unknown'}); "
                 "rerun with the original settings to resume, --fresh to start a new run (the old one is kept), "

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nas.calibrate.stats import format_interval
 from search_space.configio import atomic_write
 
 __all__ = ["CALIBRATION_HTML", "calibration_figure", "render_calibration_html", "write_calibration_html"]
@@ -33,14 +34,6 @@ def _esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _ci(c: dict[str, Any]) -> str:
-    if c.get("estimate") is None:
-        return "n/a"
-    if c.get("low") is None:
-        return f"{c['estimate']:+.2f}"
-    return f"{c['estimate']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"
-
-
 def calibration_figure(summary: dict[str, Any]) -> Any:
     """Scatter of val gain at each rung (y) vs at the long budget (x), one trace per rung and source."""
     import plotly.graph_objects as go
@@ -55,7 +48,7 @@ def calibration_figure(summary: dict[str, Any]) -> Any:
                      and a["val_gain_db"].get(str(steps)) is not None and a["val_gain_db"].get(long_key) is not None]
             if not archs:
                 continue
-            name = (f"{b['labels'][index]}: Spearman {_ci(stats['spearman'])} (sampled, n = {stats['n']})" if source == "sampled"
+            name = (f"{b['labels'][index]}: Spearman {format_interval(stats['spearman'])} (sampled, n = {stats['n']})" if source == "sampled"
                     else f"{b['labels'][index]}: presets")
             fig.add_trace(go.Scatter(
                 x=[a["val_gain_db"][long_key] for a in archs], y=[a["val_gain_db"][str(steps)] for a in archs],
@@ -81,7 +74,7 @@ def _stats_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     def num(v: float | None, spec: str) -> str:
         return "n/a" if v is None else format(v, spec)
 
-    return [[r["label"], str(r["n"]), _ci(r["spearman"]), _ci(r["kendall"]),
+    return [[r["label"], str(r["n"]), format_interval(r["spearman"]), format_interval(r["kendall"]),
              f"{num(r['pairwise']['accuracy'], '.2f')} ({r['pairwise']['pairs']})",
              f"{r['front']['recovered']}/{len(r['front']['long_front'])}", num(r["front"]["hv_ratio"], ".2f")] for r in rows]
 
@@ -94,7 +87,7 @@ def render_calibration_html(summary: dict[str, Any]) -> str:
     long_label = b["labels"][-1]
     header = [f"budget vs {long_label}", "n", "Spearman [95 % CI]", "Kendall [95 % CI]", "pairwise acc. (pairs)",
               "long front recovered", "HV ratio"]
-    lead = (f"Rung that decides the last promotion ({b['labels'][p['rung']]}), {p['group']} archs: Spearman {_ci(p['spearman'])} "
+    lead = (f"Rung that decides the last promotion ({b['labels'][p['rung']]}), {p['group']} archs: Spearman {format_interval(p['spearman'])} "
             f"vs {long_label} (target >= {p['target']:.1f}).")
     sections = [
         f"<p>Command: <code>{_esc(summary['command'])}</code><br>Device: {_esc(summary['device'])}<br>Budgets: "
@@ -104,7 +97,7 @@ def render_calibration_html(summary: dict[str, Any]) -> str:
                                             config={"displaylogo": False, "responsive": True}),
         "<h2>Sampled archs (the study's space)</h2>" + _table(header, _stats_rows(summary["groups"]["space"])),
         "<h2>Whole panel (sampled + presets)</h2>" + _table(header, _stats_rows(summary["groups"]["panel"])),
-        f"<h2>Noise ceiling</h2><p>{_esc(long_label)}, two seeds on {noise['n']} archs: Spearman {_esc(_ci(noise['spearman']))}; "
+        f"<h2>Noise ceiling</h2><p>{_esc(long_label)}, two seeds on {noise['n']} archs: Spearman {_esc(format_interval(noise['spearman']))}; "
         f"mean |seed difference| {_esc('n/a' if noise['mean_abs_diff_db'] is None else format(noise['mean_abs_diff_db'], '.3f'))} dB</p>",
         "<h2>Presets vs Table 1 Delta (direction only)</h2>" + _table(
             ["budget", "n presets", "Spearman"],

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nas.calibrate.stats import format_interval
+
 __all__ = ["CALIBRATION_ENV", "Fidelity", "budget_fidelity", "find_calibrations"]
 
 CALIBRATION_ENV = "RTSR_CALIBRATION"
@@ -75,14 +77,6 @@ def _budget_rows(cal: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
     return [(int(r["steps"]), r) for r in rows if r.get("steps") is not None]
 
 
-def _interval(s: Mapping[str, Any]) -> str:
-    if s.get("estimate") is None:
-        return "n/a"
-    if s.get("low") is None:
-        return f"{s['estimate']:+.2f}"
-    return f"{s['estimate']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}]"
-
-
 def budget_fidelity(steps: int | None, calibrations: Sequence[Mapping[str, Any]]) -> Fidelity:
     """The calibrated rank correlation of a `steps`-step budget, or why there is none."""
     if steps is None:
@@ -92,7 +86,7 @@ def budget_fidelity(steps: int | None, calibrations: Sequence[Mapping[str, Any]]
         long_steps = (cal.get("budgets") or {}).get("long_steps")
         for rung_steps, row in _budget_rows(cal):
             if rung_steps == steps:
-                rho = _interval(row.get("spearman") or {})
+                rho = format_interval(row.get("spearman") or {})
                 where = (f"calibration of study {cal.get('study')!r}, recipe {cal.get('recipe') or '?'}, data {cal.get('data') or '?'}, "
                          f"{row.get('n')} archs, on {cal.get('device') or '?'}: {cal['_path']}")
                 text = (f"fidelity: {steps} proxy steps rank like {long_steps} steps with Spearman {rho} (95 % bootstrap interval); "
@@ -103,7 +97,7 @@ def budget_fidelity(steps: int | None, calibrations: Sequence[Mapping[str, Any]]
                 nearest = (gap, rung_steps, row)
     hint = ""
     if nearest is not None:
-        hint = f" (nearest calibrated budget: {nearest[1]} steps, Spearman {_interval(nearest[2].get('spearman') or {})})"
+        hint = f" (nearest calibrated budget: {nearest[1]} steps, Spearman {format_interval(nearest[2].get('spearman') or {})})"
     text = (f"fidelity: {steps} proxy steps were never calibrated{hint}; these verdicts say what this proxy shows, not "
             f"how long training would rank the arms (run `python -m nas.calibrate` with a rung at {steps} steps)")
     return Fidelity(False, text, "not calibrated")

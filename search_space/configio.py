@@ -20,7 +20,7 @@ from typing import Any
 
 from search_space.errors import UserError
 
-__all__ = ["atomic_write", "content_hash", "load_toml", "parse_toml", "reject_unknown_keys", "shipped_folder"]
+__all__ = ["atomic_write", "content_hash", "diff_keys", "load_toml", "parse_toml", "reject_unknown_keys", "shipped_folder"]
 
 
 def content_hash(payload: Any) -> str:
@@ -100,3 +100,16 @@ def shipped_folder(package: str, name: str) -> Path:
     its Path does not exist, so nothing shipped is found and the callers' errors say what is known."""
     folder = importlib.resources.files(package).joinpath(name)
     return folder if isinstance(folder, Path) else Path(str(folder))
+
+
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON-like configs differ (lists of equal length item by item): what a
+    resumed run or calibration prints when the command no longer describes the same experiment."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff_keys(x, y, f"{prefix}[{i}]")]
+    return [] if a == b else [prefix or "(root)"]

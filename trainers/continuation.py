@@ -22,7 +22,7 @@ import torch
 
 from search_space.errors import UserError
 from trainers.loop import Diverged, Trainer
-from trainers.proxy import ProxyData, TrialResult, _fuse_and_evaluate, _preset_teacher_resolver
+from trainers.proxy import ProxyData, TrialResult, _fuse_and_evaluate, _preset_teacher_resolver, result_fields
 from trainers.recipe import Recipe, Stage, load_recipe
 
 if TYPE_CHECKING:
@@ -243,15 +243,7 @@ def train_rung(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    common = dict(
-        arch_hash=arch.arch_hash,
-        recipe_hash=recipe.hash,
-        seed=seed,
-        steps=rung_steps,
-        threads=threads,
-        device=device,
-        degradation=data.train.spec.hash,
-    )
+    common = result_fields(arch, recipe, data, seed=seed, steps=rung_steps, threads=threads, device=device)
     trainer: Trainer | None = None
     try:
         trainer = _new_trainer(arch, recipe, data, plan=plan, seed=seed, device=device)

@@ -34,7 +34,7 @@ from trainers.evaluate import EvalReport, evaluate
 from trainers.loop import Diverged, Trainer, load_teacher_checkpoint
 from trainers.recipe import Recipe, load_recipe
 
-__all__ = ["DEFAULT_PROXY_STEPS", "FUSE_TOLERANCE", "ProxyData", "TrialResult", "proxy_train"]
+__all__ = ["DEFAULT_PROXY_STEPS", "FUSE_TOLERANCE", "ProxyData", "TrialResult", "proxy_train", "result_fields"]
 
 DEFAULT_PROXY_STEPS = 300
 """Default proxy budget in optimizer steps (see README: enough for casr/anunet to beat Lanczos at QP31)."""
@@ -212,6 +212,13 @@ def _preset_teacher_resolver(data: ProxyData, *, steps: int, seed: int):
     return resolve
 
 
+def result_fields(arch: ArchConfig, recipe: Recipe, data: ProxyData, *, seed: int, steps: int, threads: int,
+                  device: str) -> dict[str, Any]:
+    """The `TrialResult` fields that say what was trained, the same for a success and a failure."""
+    return dict(arch_hash=arch.arch_hash, recipe_hash=recipe.hash, seed=seed, steps=steps, threads=threads, device=device,
+                degradation=data.train.spec.hash)
+
+
 def _fuse_and_evaluate(trainer: Trainer, data: ProxyData, *, train_seconds: float, eval_dtype: torch.dtype,
                        keep_weights: bool, common: dict[str, Any]) -> TrialResult:
     """Fuse the trained model, check the fusion, and evaluate the deploy model on val (and test).
@@ -276,15 +283,7 @@ def proxy_train(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    common = dict(
-        arch_hash=arch.arch_hash,
-        recipe_hash=recipe.hash,
-        seed=seed,
-        steps=steps,
-        threads=threads,
-        device=device,
-        degradation=data.train.spec.hash,
-    )
+    common = result_fields(arch, recipe, data, seed=seed, steps=steps, threads=threads, device=device)
     trainer: Trainer | None = None
     try:
         trainer = Trainer(

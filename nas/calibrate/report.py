@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from nas.calibrate.runner import blocked, tasks_left
 from nas.calibrate.spec import Task, budget_label
-from nas.calibrate.stats import PAIR_THRESHOLD_DB, bootstrap_correlations, front_recovery, pairwise_accuracy, spearman
+from nas.calibrate.stats import (
+    PAIR_THRESHOLD_DB,
+    bootstrap_correlations,
+    format_interval,
+    front_recovery,
+    pairwise_accuracy,
+    spearman,
+)
 
 if TYPE_CHECKING:
     from nas.calibrate.spec import CalibrationSpec
@@ -138,20 +145,12 @@ def _f(value: float | None, spec: str = "+.3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _ci(c: dict[str, Any]) -> str:
-    if c["estimate"] is None:
-        return "n/a"
-    if c["low"] is None:
-        return f"{c['estimate']:+.2f}"
-    return f"{c['estimate']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"
-
-
 def _stats_table(rows: Sequence[dict[str, Any]], long_label: str) -> list[str]:
     out = [f"| budget vs {long_label} | n archs | Spearman [95 % CI] | Kendall tau-b [95 % CI] | pairwise accuracy (pairs) | "
            "long-front archs recovered | hypervolume ratio |", "|---|---:|---|---|---|---|---:|"]
     for r in rows:
         pw, fr = r["pairwise"], r["front"]
-        out.append(f"| {r['label']} | {r['n']} | {_ci(r['spearman'])} | {_ci(r['kendall'])} | "
+        out.append(f"| {r['label']} | {r['n']} | {format_interval(r['spearman'])} | {format_interval(r['kendall'])} | "
                    f"{_f(pw['accuracy'], '.2f')} ({pw['pairs']}) | {fr['recovered']}/{len(fr['long_front'])} "
                    f"({_f(fr['fraction'], '.0%')}) | {_f(fr['hv_ratio'], '.2f')} |")
     return out
@@ -172,7 +171,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
              + f"; {summary['compute_seconds'] / 60:.1f} min of training and evaluation summed over tasks on {summary['device']}.",
              "",
              f"**Rung that decides the last promotion ({b['labels'][p['rung']]}), {p['group']} archs: Spearman vs {long_label} "
-             f"{_ci(p['spearman'])} (n = {p['spearman']['n']}); target >= {p['target']:.1f}: "
+             f"{format_interval(p['spearman'])} (n = {p['spearman']['n']}); target >= {p['target']:.1f}: "
              f"{'met' if p['met'] else 'not met' if p['met'] is not None else 'n/a'}.**", ""]
     for group, title in (("space", "Sampled archs (the study's space)"), ("panel", "Whole panel (sampled + presets)")):
         lines += [f"## {title}", ""] + _stats_table(summary["groups"][group], long_label) + [""]
@@ -182,7 +181,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     n = summary["noise_ceiling"]
     lines += ["", "## Noise ceiling", "",
               f"{long_label}, seeds {n['seeds'][0]} and {n['seeds'][1]} on {n['n']} archs ({', '.join(n['archs']) or 'none'}): "
-              f"Spearman {_ci(n['spearman'])}, Kendall {_ci(n['kendall'])}; |seed difference| mean {_f(n['mean_abs_diff_db'], '.3f')} dB, "
+              f"Spearman {format_interval(n['spearman'])}, Kendall {format_interval(n['kendall'])}; |seed difference| mean {_f(n['mean_abs_diff_db'], '.3f')} dB, "
               f"max {_f(n['max_abs_diff_db'], '.3f')} dB."]
     lines += ["", "## Presets vs the survey's Table 1 Delta (different data and recipes: direction only)", "",
               "| budget | n presets | Spearman (our val Delta vs Table 1 Delta) |", "|---|---:|---:|"]

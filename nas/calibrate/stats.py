@@ -24,8 +24,9 @@ Definitions (x = gain at a proxy budget, y = gain at the long budget, one value 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,7 @@ __all__ = [
     "FrontRecovery",
     "PairwiseAccuracy",
     "bootstrap_correlations",
+    "format_interval",
     "front_recovery",
     "kendall",
     "pairwise_accuracy",
@@ -220,3 +222,12 @@ def front_recovery(proxy: Sequence[float], long: Sequence[float], cost: Sequence
     full = _area([(long[i], cost[i]) for i in long_front], **ref)
     kept = _area([(long[i], cost[i]) for i in proxy_front], **ref)
     return FrontRecovery(long_front, proxy_front, fraction, kept / full if full > 0 else _NAN)
+
+
+def format_interval(c: Mapping[str, Any]) -> str:
+    """'+0.55 [+0.20, +0.81]' from a correlation dict (`estimate`, `low`, `high`); 'n/a' without an estimate."""
+    if c.get("estimate") is None:
+        return "n/a"
+    if c.get("low") is None:
+        return f"{c['estimate']:+.2f}"
+    return f"{c['estimate']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"

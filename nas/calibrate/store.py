@@ -21,27 +21,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from search_space.configio import atomic_write
+from search_space.configio import atomic_write, diff_keys
 from search_space.errors import UserError
 
 if TYPE_CHECKING:
     from nas.calibrate.spec import CalibrationSpec, Task
 
-__all__ = ["RUN_FILE", "CalibrationStore", "diff_keys"]
+__all__ = ["RUN_FILE", "CalibrationStore"]
 
 RUN_FILE = "calibrate_run.json"
-
-
-def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted paths where two JSON-like values differ (lists compared item by item)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff_keys(x, y, f"{prefix}[{i}]")]
-    return [] if a == b else [prefix or "(root)"]
 
 
 def _now() -> str:
