@@ -471,8 +471,10 @@ def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_val, capsys
                                                                                     sorted(ab.arms, key=lambda a: a.name != ab.reference)]
     if ab.claims:
         claims_table = md.split("### Published claims")[1].split("Verdicts compare")[0]
-        verdicts = [line.rsplit("|", 2)[-2].strip() for line in claims_table.splitlines() if line.startswith("| ") and not line.startswith("| arm ")]
+        cells = [line.strip().strip("|").split("|") for line in claims_table.splitlines() if line.startswith("| ") and not line.startswith("| arm ")]
+        verdicts = [c[-2].strip().removesuffix(" (budget not calibrated)") for c in cells]
         assert len(verdicts) == len(ab.claims) and set(verdicts) <= {"consistent", "inconclusive", "contradicts"}
+        assert all(c[-1].strip() == "not calibrated" or c[-1].strip().startswith("Spearman ") for c in cells)  # budget fidelity
 
     # the reference arm's mean Delta in the table is the mean over its two trials (recomputed here)
     metric = "delta_y" if {31, 63} <= set(study.data.qps) else "gain_y"
