@@ -241,12 +241,43 @@ def test_bad_budgets_are_user_errors():
 
 # -- end to end -------------------------------------------------------------------------------------------
 
+STUDY = """
+name = "calibrate-e2e"
+seed = 0
+[search]
+down_factor = [2]
+downsample = "unshuffle"
+channels = { low = 8, high = 16, step = 4 }
+blocks = { low = 0, high = 2 }
+block = ["rep"]
+activation = "relu"
+reconstruction = "direct"
+tail_kernel = 1
+global_residual = ["lanczos", "linear"]
+bias = false
+end_block = "conv"
+[data]
+train = "builtin"
+qps = [31, 63]
+[proxy]
+recipe = "proxy_wsd"
+threads = 1
+[halving]
+min_steps = 4
+eta = 2
+rungs = 2
+decay = 0.5
+[budget]
+max_retries = 0
+"""
+
 
 @pytest.mark.slow
 def test_a_tiny_real_calibration_end_to_end(tmp_path):
-    study = "halving_smoke"  # rungs 4/8 steps; a long budget of 16
+    study = tmp_path / "tiny.toml"
+    study.write_text(STUDY)
     out = tmp_path / "cal"
-    cmd = [sys.executable, "-m", "nas.calibrate", "--study", study, "--sampled", "3", "--presets", "none", "--noise-subset", "0",
+    cmd = [sys.executable, "-m", "nas.calibrate", "--study", str(study), "--sampled", "3", "--presets", "none", "--noise-subset", "0",
            "--pool", "8", "--long-steps", "16", "--executor", "local", "--workers", "2", "--device", "cpu", "--out", str(out),
            "--no-progress"]
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")

@@ -1,4 +1,4 @@
-"""End to end: the shipped `halving_smoke` study, a successive-halving search with real proxy trainings, on the Ray-free local executor,
+"""End to end: a successive-halving search with real proxy trainings, on the Ray-free local executor,
 in a Python where `import ray` fails (a bare GPU box has no Ray). Results are read back through Optuna
 from the run's journal, independently of the driver's bookkeeping."""
 
@@ -18,15 +18,57 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
+STUDY = """
+name = "halving-e2e"
+seed = 0
+[search]
+down_factor = [2]
+downsample = "unshuffle"
+channels = { low = 8, high = 16, step = 4 }
+blocks = { low = 0, high = 2 }
+block = ["rep"]
+activation = "relu"
+reconstruction = "direct"
+tail_kernel = 1
+global_residual = ["lanczos", "linear"]
+bias = false
+end_block = "conv"
+[data]
+train = "builtin"
+qps = [31, 63]
+[proxy]
+recipe = "proxy_wsd"
+threads = 1
+[halving]
+min_steps = 6
+eta = 2
+rungs = 2
+decay = 0.5
+top_seeds = 2
+[constraints]
+latency_ms = { cuda = 10.0, cpu = 60000.0 }
+[latency]
+cpu_threads = 1
+cpu = { warmup = 1, runs = 2, time_budget_s = 5.0, input_hw = [144, 288] }
+[sampler]
+name = "random"
+[budget]
+trials = 4
+workers = 2
+max_retries = 0
+"""
+
 
 def test_halving_search_on_the_local_executor_without_ray(tmp_path):
+    study = tmp_path / "halving.toml"
+    study.write_text(STUDY)
     blocker = tmp_path / "no_ray"
     (blocker / "ray").mkdir(parents=True)
     (blocker / "ray" / "__init__.py").write_text("raise ImportError('ray is blocked in this test')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), str(REPO)]), PYTHONUNBUFFERED="1")
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "nas.run", "--study", "halving_smoke", "--executor", "local", "--out", str(run_dir), "--no-progress"],
+        [sys.executable, "-m", "nas.run", "--study", str(study), "--executor", "local", "--out", str(run_dir), "--no-progress"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -42,15 +84,15 @@ def test_halving_search_on_the_local_executor_without_ray(tmp_path):
     rung1 = optuna.load_study(study_name=rung_study_name(name, 1), storage=storage).get_trials()
     trained0 = [t for t in rung0 if t.user_attrs.get("status") == "ok"]
     assert len(rung0) == 4 and trained0
-    for t in trained0:  # rung 0 trained 4 stable steps, kept its checkpoint, evaluated after a 2-step decay
-        assert (t.user_attrs["rung_steps"], t.user_attrs["decay_steps"]) == (4, 2)
+    for t in trained0:  # rung 0 trained 6 stable steps, kept its checkpoint, evaluated after a 3-step decay
+        assert (t.user_attrs["rung_steps"], t.user_attrs["decay_steps"]) == (6, 3)
         assert (run_dir / t.user_attrs["checkpoint"]).stat().st_size > 0
     assert len(rung1) >= len(trained0) // 2 >= 1
     for t in rung1:
         a = t.user_attrs
         assert t.state.name == "COMPLETE", a.get("failure_reason")
-        assert a["rung_steps"] == 8 and set(a["seed_gains"]) == {"0", "1"}
+        assert a["rung_steps"] == 12 and set(a["seed_gains"]) == {"0", "1"}
         assert t.values[0] == pytest.approx(sum(a["seed_gains"].values()) / 2)
-        assert [h["steps"] for h in a["rung_history"]] == [4, 8]
+        assert [h["steps"] for h in a["rung_history"]] == [6, 12]
         assert (run_dir / a["weights"]).is_file()
-    assert "top rung 1 of 0-1, 8 steps, mean of 2 seeds" in (run_dir / "pareto.txt").read_text()
+    assert "top rung 1 of 0-1, 12 steps, mean of 2 seeds" in (run_dir / "pareto.txt").read_text()
