@@ -22,7 +22,7 @@ import torch
 
 from search_space.errors import UserError
 from trainers.loop import Diverged, Trainer
-from trainers.proxy import ProxyData, TrialResult, _fuse_and_evaluate, _preset_teacher_resolver, result_fields
+from trainers.proxy import ProxyData, TrialResult, _fuse_and_evaluate, _preset_teacher_resolver, failed_result, result_fields
 from trainers.recipe import Recipe, Stage, load_recipe
 
 if TYPE_CHECKING:
@@ -203,19 +203,6 @@ def _stable_then_decay(trainer: Trainer, *, rung_steps: int, branch: int) -> byt
     return saved
 
 
-def _failed_result(exc: BaseException, *, arch: ArchConfig, trainer: Trainer | None, started: float, common: dict) -> TrialResult:
-    """The failed result of a rung that raised: as `proxy_train`, a trial that diverged or broke is a
-    result with its reason (and whatever the trainer got to), never an exception in the driver."""
-    return TrialResult(
-        status="failed",
-        reason=f"{type(exc).__name__}: {exc}",
-        arch=(trainer.arch if trainer is not None else arch).to_dict(),
-        train_seconds=time.perf_counter() - started,
-        final_loss=None if trainer is None or math.isnan(trainer.last_loss) else trainer.last_loss,
-        **common,
-    )
-
-
 def train_rung(
     arch: ArchConfig,
     recipe: Recipe | str,
@@ -256,7 +243,7 @@ def train_rung(
     except UserError:
         raise
     except (Diverged, FloatingPointError, RuntimeError, ValueError) as exc:
-        failed = _failed_result(exc, arch=arch, trainer=trainer, started=started, common=common)
+        failed = failed_result(exc, arch=arch, trainer=trainer, started=started, common=common)
         return RungOutcome(result=failed, checkpoint=None, decay_steps=branch, resumed_from=resumed_from)
     finally:
         torch.set_num_threads(previous_threads)

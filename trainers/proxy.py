@@ -34,7 +34,7 @@ from trainers.evaluate import EvalReport, evaluate
 from trainers.loop import Diverged, Trainer, load_teacher_checkpoint
 from trainers.recipe import Recipe, load_recipe
 
-__all__ = ["DEFAULT_PROXY_STEPS", "FUSE_TOLERANCE", "ProxyData", "TrialResult", "proxy_train", "result_fields"]
+__all__ = ["DEFAULT_PROXY_STEPS", "FUSE_TOLERANCE", "ProxyData", "TrialResult", "failed_result", "proxy_train", "result_fields"]
 
 DEFAULT_PROXY_STEPS = 300
 """Default proxy budget in optimizer steps (see README: enough for casr/anunet to beat Lanczos at QP31)."""
@@ -219,6 +219,20 @@ def result_fields(arch: ArchConfig, recipe: Recipe, data: ProxyData, *, seed: in
                 degradation=data.train.spec.hash)
 
 
+def failed_result(exc: BaseException, *, arch: ArchConfig, trainer: Trainer | None, started: float,
+                  common: dict[str, Any]) -> TrialResult:
+    """The result of a training that raised: a trial that diverged or broke is a result with its reason
+    (and whatever the trainer got to), never an exception in the driver."""
+    return TrialResult(
+        status="failed",
+        reason=f"{type(exc).__name__}: {exc}",
+        arch=(trainer.arch if trainer is not None else arch).to_dict(),
+        train_seconds=time.perf_counter() - started,
+        final_loss=None if trainer is None or math.isnan(trainer.last_loss) else trainer.last_loss,
+        **common,
+    )
+
+
 def _fuse_and_evaluate(trainer: Trainer, data: ProxyData, *, train_seconds: float, eval_dtype: torch.dtype,
                        keep_weights: bool, common: dict[str, Any]) -> TrialResult:
     """Fuse the trained model, check the fusion, and evaluate the deploy model on val (and test).
@@ -301,13 +315,6 @@ def proxy_train(
     except UserError:
         raise
     except (Diverged, FloatingPointError, RuntimeError, ValueError) as exc:
-        return TrialResult(
-            status="failed",
-            reason=f"{type(exc).__name__}: {exc}",
-            arch=(trainer.arch if trainer is not None else arch).to_dict(),
-            train_seconds=time.perf_counter() - started,
-            final_loss=None if trainer is None or math.isnan(trainer.last_loss) else trainer.last_loss,
-            **common,
-        )
+        return failed_result(exc, arch=arch, trainer=trainer, started=started, common=common)
     finally:
         torch.set_num_threads(previous_threads)
