@@ -12,3 +12,56 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+TINY_HALVING_STUDY = """
+name = "{name}"
+seed = 0
+[search]
+down_factor = [2]
+downsample = "unshuffle"
+channels = {{ low = 8, high = 16, step = 4 }}
+blocks = {{ low = 0, high = 2 }}
+block = ["rep"]
+activation = "relu"
+reconstruction = "direct"
+tail_kernel = 1
+global_residual = ["lanczos", "linear"]
+bias = false
+end_block = "conv"
+[data]
+train = "builtin"
+qps = [31, 63]
+[proxy]
+recipe = "proxy_wsd"
+threads = 1
+[halving]
+min_steps = {min_steps}
+eta = 2
+rungs = 2
+decay = 0.5
+top_seeds = 2
+[constraints]
+latency_ms = {{ cuda = 10.0, cpu = 60000.0 }}
+[latency]
+cpu_threads = 1
+cpu = {{ warmup = 1, runs = 2, time_budget_s = 5.0, input_hw = [144, 288] }}
+[sampler]
+name = "random"
+[budget]
+trials = 4
+workers = 2
+max_retries = 0
+"""
+
+
+@pytest.fixture()
+def tiny_halving_study(tmp_path):
+    """Write a tiny successive-halving study (rungs min_steps and 2 x min_steps) and return its path."""
+
+    def write(*, name: str, min_steps: int):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(TINY_HALVING_STUDY.format(name=name, min_steps=min_steps))
+        return path
+
+    return write

@@ -297,52 +297,10 @@ def test_a_study_without_halving_is_refused():
 
 # -- one short real invocation -------------------------------------------------------------------------
 
-TINY_STUDY = """
-name = "se-smoke"
-seed = 0
-[search]
-down_factor = [2]
-downsample = "unshuffle"
-channels = { low = 8, high = 16, step = 4 }
-blocks = { low = 0, high = 1 }
-block = ["rep"]
-activation = "relu"
-reconstruction = "direct"
-tail_kernel = 1
-global_residual = ["lanczos", "linear"]
-bias = false
-end_block = "conv"
-[data]
-train = "builtin"
-qps = [31, 63]
-[proxy]
-recipe = "proxy_wsd"
-threads = 1
-[halving]
-min_steps = 4
-eta = 2
-rungs = 2
-decay = 0.5
-top_seeds = 2
-[constraints]
-latency_ms = { cuda = 10.0, cpu = 60000.0 }
-[latency]
-cpu_threads = 1
-cpu = { warmup = 1, runs = 2, time_budget_s = 5.0, input_hw = [144, 288] }
-[sampler]
-name = "tpe"
-n_startup_trials = 2
-[budget]
-trials = 4
-workers = 2
-max_retries = 0
-"""
-
 
 @pytest.mark.slow
-def test_script_runs_three_ways_and_reuses_finished_ones(tmp_path):
-    study = tmp_path / "tiny.toml"
-    study.write_text(TINY_STUDY)
+def test_script_runs_three_ways_and_reuses_finished_ones(tmp_path, tiny_halving_study):
+    study = tiny_halving_study(name="se-smoke", min_steps=4)
     out = tmp_path / "out"
     cmd = [sys.executable, str(SCRIPT), "--study", str(study), "--minutes", "0.2", "--trials", "2", "--workers", "1",
            "--out", str(out)]

@@ -241,41 +241,10 @@ def test_bad_budgets_are_user_errors():
 
 # -- end to end -------------------------------------------------------------------------------------------
 
-STUDY = """
-name = "calibrate-e2e"
-seed = 0
-[search]
-down_factor = [2]
-downsample = "unshuffle"
-channels = { low = 8, high = 16, step = 4 }
-blocks = { low = 0, high = 2 }
-block = ["rep"]
-activation = "relu"
-reconstruction = "direct"
-tail_kernel = 1
-global_residual = ["lanczos", "linear"]
-bias = false
-end_block = "conv"
-[data]
-train = "builtin"
-qps = [31, 63]
-[proxy]
-recipe = "proxy_wsd"
-threads = 1
-[halving]
-min_steps = 4
-eta = 2
-rungs = 2
-decay = 0.5
-[budget]
-max_retries = 0
-"""
-
 
 @pytest.mark.slow
-def test_a_tiny_real_calibration_end_to_end(tmp_path):
-    study = tmp_path / "tiny.toml"
-    study.write_text(STUDY)
+def test_a_tiny_real_calibration_end_to_end(tmp_path, tiny_halving_study):
+    study = tiny_halving_study(name="calibrate-e2e", min_steps=4)
     out = tmp_path / "cal"
     cmd = [sys.executable, "-m", "nas.calibrate", "--study", str(study), "--sampled", "3", "--presets", "none", "--noise-subset", "0",
            "--pool", "8", "--long-steps", "16", "--executor", "local", "--workers", "2", "--device", "cpu", "--out", str(out),

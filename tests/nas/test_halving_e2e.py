@@ -18,50 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
-STUDY = """
-name = "halving-e2e"
-seed = 0
-[search]
-down_factor = [2]
-downsample = "unshuffle"
-channels = { low = 8, high = 16, step = 4 }
-blocks = { low = 0, high = 2 }
-block = ["rep"]
-activation = "relu"
-reconstruction = "direct"
-tail_kernel = 1
-global_residual = ["lanczos", "linear"]
-bias = false
-end_block = "conv"
-[data]
-train = "builtin"
-qps = [31, 63]
-[proxy]
-recipe = "proxy_wsd"
-threads = 1
-[halving]
-min_steps = 6
-eta = 2
-rungs = 2
-decay = 0.5
-top_seeds = 2
-[constraints]
-latency_ms = { cuda = 10.0, cpu = 60000.0 }
-[latency]
-cpu_threads = 1
-cpu = { warmup = 1, runs = 2, time_budget_s = 5.0, input_hw = [144, 288] }
-[sampler]
-name = "random"
-[budget]
-trials = 4
-workers = 2
-max_retries = 0
-"""
 
-
-def test_halving_search_on_the_local_executor_without_ray(tmp_path):
-    study = tmp_path / "halving.toml"
-    study.write_text(STUDY)
+def test_halving_search_on_the_local_executor_without_ray(tmp_path, tiny_halving_study):
+    study = tiny_halving_study(name="halving-e2e", min_steps=6)
     blocker = tmp_path / "no_ray"
     (blocker / "ray").mkdir(parents=True)
     (blocker / "ray" / "__init__.py").write_text("raise ImportError('ray is blocked in this test')\n")
