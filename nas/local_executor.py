@@ -15,6 +15,11 @@ Limits:
   may use the one GPU (``cuda`` is device 0 in each), and the pool size (``workers``) is what bounds
   how many trainings share it. Latency batches get the machine to themselves because the scheduler
   submits no training while one is pending, as it does with Ray;
+- numeric libraries in a worker get ``cpus // workers`` threads (``OMP_NUM_THREADS``,
+  ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, unless the user set them), as Ray gives its tasks
+  ``OMP_NUM_THREADS = num_cpus``. Without it each worker's OpenBLAS starts one thread per core and
+  busy-waits for them; with two workers on two cores a Lanczos baseline that takes a second alone
+  took over a minute (seen in the test suite);
 - a running task cannot be cancelled on its own (`cancel` only drops tasks that have not started);
   `shutdown` kills the workers. Workers ignore Ctrl-C (the driver handles it, then shuts down) and
   exit by themselves if the driver is killed outright, so no process outlives a run.
@@ -31,13 +36,14 @@ script are safe (multiprocessing never re-runs a package's ``__main__.py``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
@@ -59,6 +65,8 @@ _TERMINATE_GRACE_S = 3.0
 _EXIT_CODE_WAIT_S = 2.0
 #: Seconds between a worker's checks that the driver is still alive.
 _ORPHAN_POLL_S = 2.0
+#: Thread-count variables of OpenMP, OpenBLAS and MKL, read once when a worker imports them.
+_THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 # --------------------------------------------------------------------------------------------------
 # Worker side: the data `put` by the driver, received once per process by the pool's initializer.
@@ -236,7 +244,8 @@ class LocalExecutor:
         for attempt in (0, 1):
             pool = self._ensure_pool()
             try:
-                future = pool.executor.submit(fn, *args)
+                with _worker_thread_env(self.workers):  # a submit is where the pool spawns its workers
+                    future = pool.executor.submit(fn, *args)
             except BrokenProcessPool:
                 if attempt:
                     raise
@@ -291,6 +300,30 @@ class LocalExecutor:
     def cancel(self, ref: Any) -> None:
         """Best effort: a task that has not started is dropped; a running one runs on until `shutdown`."""
         ref.future.cancel()
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _worker_thread_env(workers: int) -> Iterator[None]:
+    """Environment for worker processes spawned inside this block: ``cpus // workers`` numeric threads each.
+
+    Spawned workers read these variables when they first import numpy or torch; variables the user
+    set are left alone. The driver's own environment is restored on exit."""
+    threads = str(max(1, _available_cpus() // workers))
+    added = [name for name in _THREAD_ENV_VARS if name not in os.environ]
+    for name in added:
+        os.environ[name] = threads
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def _cuda_device_count() -> int:

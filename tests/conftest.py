@@ -1,6 +1,10 @@
-"""Suite-wide settings: one torch thread, so tests are fast and deterministic on a busy 2-core machine."""
+"""Suite-wide settings (one torch thread, so tests are fast and deterministic on a busy 2-core machine) and shared fixtures."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
 
 import pytest
 import torch
@@ -65,3 +69,26 @@ def tiny_halving_study(tmp_path):
         return path
 
     return write
+
+
+def _run_in_own_session(cmd: list[str], *, timeout: float, **popen_kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd, capture_output=True, text=True)` that, on timeout, kills the command's whole
+    process group (its worker processes too) and fails the test with what the command printed.
+
+    Why: a command that starts a process pool leaves workers holding its output pipes; killing only
+    the command can leave a test waiting on them."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **popen_kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"{' '.join(map(str, cmd[:6]))} ... ran over {timeout:g} s and was killed\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.fixture()
+def run_cli():
+    """Run a command like `subprocess.run(..., capture_output=True, text=True, timeout=...)`; on timeout its
+    whole process group is killed and the test fails with the command's output."""
+    return _run_in_own_session

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -299,13 +298,13 @@ def test_a_study_without_halving_is_refused():
 
 
 @pytest.mark.slow
-def test_script_runs_three_ways_and_reuses_finished_ones(tmp_path, tiny_halving_study):
+def test_script_runs_three_ways_and_reuses_finished_ones(tmp_path, tiny_halving_study, run_cli):
     study = tiny_halving_study(name="se-smoke", min_steps=4)
     out = tmp_path / "out"
     cmd = [sys.executable, str(SCRIPT), "--study", str(study), "--minutes", "0.2", "--trials", "2", "--workers", "1",
            "--out", str(out)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_cli(cmd, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "search_efficiency.json").read_text())
     assert list(data["ways"]) == list(se.WAYS)
@@ -317,5 +316,5 @@ def test_script_runs_three_ways_and_reuses_finished_ones(tmp_path, tiny_halving_
     assert data["ways"]["halving"]["front_steps"] == 8 and data["ways"]["single"]["front_steps"] == 8
     assert data["ways"]["random"]["sampler"] == "random"
     assert "Time to reach the `single` way's final hypervolume" in proc.stdout
-    again = subprocess.run(cmd + ["--ways", "single"], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    again = run_cli(cmd + ["--ways", "single"], cwd=tmp_path, env=env, timeout=120)
     assert again.returncode == 0 and "[single] finished before with the same settings" in again.stdout

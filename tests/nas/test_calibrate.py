@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -243,14 +242,14 @@ def test_bad_budgets_are_user_errors():
 
 
 @pytest.mark.slow
-def test_a_tiny_real_calibration_end_to_end(tmp_path, tiny_halving_study):
+def test_a_tiny_real_calibration_end_to_end(tmp_path, tiny_halving_study, run_cli):
     study = tiny_halving_study(name="calibrate-e2e", min_steps=4)
     out = tmp_path / "cal"
     cmd = [sys.executable, "-m", "nas.calibrate", "--study", str(study), "--sampled", "3", "--presets", "none", "--noise-subset", "0",
            "--pool", "8", "--long-steps", "16", "--executor", "local", "--workers", "2", "--device", "cpu", "--out", str(out),
            "--no-progress"]
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_cli(cmd, cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "calibration.json").read_text())
     assert summary["complete"] and summary["budgets"]["rungs"] == [4, 8] and summary["budgets"]["long_steps"] == 16
@@ -259,7 +258,7 @@ def test_a_tiny_real_calibration_end_to_end(tmp_path, tiny_halving_study):
     assert "Spearman" in (out / "calibration.md").read_text() and "cpu:" in summary["device"]
     assert 'id="calibration-scatter"' in (out / "calibration.html").read_text()
 
-    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    rerun = run_cli(cmd, cwd=tmp_path, env=env, timeout=600)
     assert rerun.returncode == 0 and "9 of 9 trainings done, 0 to go" in rerun.stdout, rerun.stdout + rerun.stderr
 
 

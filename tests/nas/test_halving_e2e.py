@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,17 +18,15 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def test_halving_search_on_the_local_executor_without_ray(tmp_path, tiny_halving_study):
+def test_halving_search_on_the_local_executor_without_ray(tmp_path, tiny_halving_study, run_cli):
     study = tiny_halving_study(name="halving-e2e", min_steps=6)
     blocker = tmp_path / "no_ray"
     (blocker / "ray").mkdir(parents=True)
     (blocker / "ray" / "__init__.py").write_text("raise ImportError('ray is blocked in this test')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), str(REPO)]), PYTHONUNBUFFERED="1")
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "nas.run", "--study", str(study), "--executor", "local", "--out", str(run_dir), "--no-progress"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_cli([sys.executable, "-m", "nas.run", "--study", str(study), "--executor", "local", "--out", str(run_dir), "--no-progress"],
+                   cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "executor: local process pool" in proc.stdout
 

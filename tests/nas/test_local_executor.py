@@ -77,6 +77,10 @@ def _worker_facts() -> dict:
     return {"pid": os.getpid(), "ray": "ray" in sys.modules, "data_keys": sorted(local_executor._WORKER_DATA)}
 
 
+def _thread_env() -> dict:
+    return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
 def _sleep(seconds: float) -> int:
     time.sleep(seconds)
     return os.getpid()
@@ -159,6 +163,20 @@ def test_put_after_the_pool_started_reaches_new_tasks():
         assert ex.get(ex._submit(_worker_facts))["data_keys"] == [0]
         ex.put("b")
         assert ex.get(ex._submit(_worker_facts))["data_keys"] == [0, 1]
+
+
+def test_workers_share_the_cores_for_numeric_threads_and_user_settings_win(monkeypatch):
+    # Each worker's OpenBLAS would otherwise start a thread per core and busy-wait on them: two
+    # workers on two cores then crawl. A worker gets cores // workers threads, unless the user says.
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    cores = len(os.sched_getaffinity(0))
+    with LocalExecutor(workers=2) as ex:
+        seen = ex.get(ex._submit(_thread_env), timeout_s=120)
+    share = str(max(1, cores // 2))
+    assert seen == {"OMP_NUM_THREADS": share, "OPENBLAS_NUM_THREADS": share, "MKL_NUM_THREADS": "7"}
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "7"  # the driver's own is unchanged
 
 
 def test_constructor_factory_and_resources():
