@@ -1,8 +1,8 @@
 """Optuna glue that works the same on Optuna 4.x and 5.x: samplers, constraints, the journal lock.
 
 Why a module of its own: these are the places where Optuna's versions differ (native
-`Trial.set_constraint` arrived in 5; the multi-objective default sampler changed) or where we lean
-on a private module (the journal lock's base class). Keeping them together means an Optuna upgrade
+`Trial.set_constraint` arrived in 5; the multi-objective default sampler changed) or where we build on
+one of its classes (the journal lock). Keeping them together means an Optuna upgrade
 is checked in one file.
 """
 
@@ -72,13 +72,17 @@ def flock_lock(journal: Path) -> Any:
     the next writer then waits out their 30 s grace period. `flock` has no such state: a killed
     driver's lock is gone at once, so a resume starts immediately. (Local file systems; on NFS use
     an RDB through --storage.)
+
+    It subclasses Optuna's public `JournalFileOpenLock` (the documented kind of `lock_obj` for
+    `JournalFileBackend`) and replaces its acquire/release; `tests/nas/test_journal_lock.py` checks
+    that contract on the installed Optuna (pinned to < 6 in pyproject.toml).
     """
     import fcntl
 
-    from optuna.storages.journal._file import BaseJournalFileLock  # public base class, private module
+    from optuna.storages.journal import JournalFileOpenLock
 
-    class _FlockLock(BaseJournalFileLock):
-        def __init__(self, path: Path) -> None:
+    class _FlockLock(JournalFileOpenLock):
+        def __init__(self, path: Path) -> None:  # noqa: D107 - the parent's state (a lock path, a grace period) is unused
             self._path = path
             self._fh: Any = None
 
