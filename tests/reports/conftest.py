@@ -15,11 +15,19 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def browser():
+def _browser_process():
     if CHROMIUM is None:
         pytest.fail("chromium is not installed; run `apt-get install -y chromium` (scripts/setup.sh does)")
     with Browser(width=1400, height=1000) as b:
         yield b
+
+
+@pytest.fixture()
+def browser(_browser_process):
+    """The session's headless Chromium, left on a blank page after each test: a dashboard left open kept
+    two renderer processes near 80 % CPU each for the rest of the session, slowing every later test."""
+    yield _browser_process
+    _browser_process.open("about:blank")
 
 
 #: The hand-made run most tests use: trial -> (what it is), and the front worked out by hand.
