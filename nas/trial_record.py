@@ -199,7 +199,8 @@ class TrialSetup:
 
 
 def latency_attrs(result: LatencyResult) -> dict[str, Any]:
-    """The `Key.LATENCY` record of a measurement: statistics with their device and protocol."""
+    """The `Key.LATENCY` record of a measurement: statistics (spread included) with their device,
+    protocol and software stack."""
     return {
         "mean_ms": result.mean_ms,
         "median_ms": result.median_ms,
@@ -207,12 +208,15 @@ def latency_attrs(result: LatencyResult) -> dict[str, Any]:
         "min_ms": result.min_ms,
         "std_ms": result.std_ms,
         "cv_percent": result.cv_percent,
+        "iqr_ms": result.iqr_ms,
+        "iqr_percent": result.iqr_percent,
         "n_runs": result.n_runs,
         "stopped_by": result.stopped_by,
         "device_name": result.device_name,
         "device_kind": result.device_kind,
         "protocol_hash": result.protocol_hash,
         "protocol": result.protocol.describe(),
+        "software": result.software.label() if result.software is not None else None,
     }
 
 

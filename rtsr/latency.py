@@ -9,11 +9,12 @@ it imports with torch alone: presets, MACs (thop) and tqdm are imported lazily a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,15 @@ from typing import Any
 
 import torch
 
-from nas.latency import LatencyCache, LatencyProtocol, LatencyResult, device_name_for, measure_latency, spearman
+from nas.latency import (
+    LatencyCache,
+    LatencyProtocol,
+    LatencyResult,
+    device_name_for,
+    measure_latency_batch,
+    software_stack_for,
+    spearman,
+)
 from search_space.configio import atomic_write, load_toml
 from search_space.errors import UserError
 
@@ -185,27 +194,62 @@ def _macs_of(arch: Any, hw: tuple[int, int]) -> float | None:
         return None
 
 
-def _progress(items: list[_Job], *, enabled: bool) -> Iterable[_Job]:
-    """A tqdm bar over several jobs when tqdm is installed; otherwise the plain list."""
-    if not enabled or len(items) < 2:
-        return items
+@contextlib.contextmanager
+def _progress(total: int, *, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A tqdm bar over `total` networks, advanced by calling the yielded function once per network.
+
+    A callback rather than an iterable because a CPU batch is timed interleaved: networks finish in
+    any order, not one after another. A no-op without tqdm or for a single network."""
+    if not enabled or total < 2:
+        yield lambda: None
+        return
     try:
         from tqdm import tqdm
     except ImportError:
-        return items
-    return tqdm(items, desc="latency", unit="net", file=sys.stderr)
+        yield lambda: None
+        return
+    bar = tqdm(total=total, desc="latency", unit="net", file=sys.stderr)
+    try:
+        yield lambda: bar.update(1)
+    finally:
+        bar.close()
 
 
 def _measure_rows(
     jobs: list[_Job], *, device: str, protocol: LatencyProtocol, cache: LatencyCache | None, progress: bool
 ) -> list[dict[str, Any]]:
-    """Time every job (through the cache when given) into one row each for the table and JSON."""
+    """Time every job into one row each for the table and JSON: cache hits first, then the misses
+    as one batch (interleaved on cpu, so load drift does not favour the first networks).
+
+    Each measured result is cached before the first failure, if any, is raised."""
+    dev_name = device_name_for(device)
+    results: list[LatencyResult | None] = [None] * len(jobs)
+    if cache is not None:
+        for i, job in enumerate(jobs):
+            results[i] = cache.get(str(job.arch.arch_hash), protocol, dev_name)
+    misses = [i for i, r in enumerate(results) if r is None]
+    failures: list[Exception] = []
+    if misses:
+        with _progress(len(misses), enabled=progress) as tick:
+            measured = measure_latency_batch(
+                [jobs[i].arch for i in misses],
+                device=device,
+                protocol=protocol,
+                names=[jobs[i].name for i in misses],
+                errors="return",
+                on_done=lambda _: tick(),
+            )
+        for i, res in zip(misses, measured):
+            if isinstance(res, Exception):
+                failures.append(res)
+                continue
+            if cache is not None:
+                cache.put(res)
+            results[i] = res
+    if failures:
+        raise failures[0]
     rows: list[dict[str, Any]] = []
-    for job in _progress(jobs, enabled=progress):
-        if cache is not None:
-            result = cache.get_or_measure(job.arch, device=device, protocol=protocol, name=job.name)
-        else:
-            result = measure_latency(job.arch, device=device, protocol=protocol, name=job.name)
+    for job, result in zip(jobs, results):
         rows.append(
             {
                 "name": job.name,
@@ -228,11 +272,13 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def _render_table(rows: list[dict[str, Any]], *, show_macs: bool) -> str:
-    """A plain-text table, columns padded to their widest cell (no dependency on pandas or rich)."""
+    """A plain-text table, columns padded to their widest cell (no dependency on pandas or rich).
+
+    `IQR [ms]` is the spread of the runs (p75 - p25): medians closer than it are not told apart."""
     header = ["name"]
     if show_macs:
         header.append("MACs [G]")
-    header += ["params [k]", "mean [ms]", "median [ms]", "p90 [ms]", "CV [%]", "Table 1 [ms, RTX 4090]", "device"]
+    header += ["params [k]", "mean [ms]", "median [ms]", "p90 [ms]", "IQR [ms]", "CV [%]", "Table 1 [ms, RTX 4090]", "device"]
     body = []
     for r in rows:
         res: LatencyResult = r["result"]
@@ -244,6 +290,7 @@ def _render_table(rows: list[dict[str, Any]], *, show_macs: bool) -> str:
             _fmt(res.mean_ms, ".3f"),
             _fmt(res.median_ms, ".3f"),
             _fmt(res.p90_ms, ".3f"),
+            _fmt(res.iqr_ms, ".3f"),
             _fmt(res.cv_percent, ".1f"),
             _fmt(r["table1_ms"], ".3f"),
             res.device_name,
@@ -262,6 +309,7 @@ def _print_table(rows: list[dict[str, Any]], *, protocol: LatencyProtocol, dev_n
     if show_macs:
         h, w = protocol.input_hw
         print(f"MACs: deploy form at input {h}x{w}.")
+    print(f"IQR: interquartile range of each network's runs (p75 - p25) on {dev_name}, in ms.")
     if any(r["table1_ms"] is not None for r in rows):
         print(f"Table 1 runtimes: {TABLE1_DEVICE}; ours: {dev_name}.")
 
@@ -322,6 +370,7 @@ def _benchmark_payload(
         "device_name": dev_name,
         "torch_version": torch.__version__,
         "cudnn_version": torch.backends.cudnn.version() if device.startswith("cuda") else None,
+        "software": software_stack_for(device).to_dict(),
         "python_version": platform.python_version(),
         "protocol": protocol.to_dict(),
         "protocol_hash": protocol.protocol_hash,
@@ -358,8 +407,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], *, prog: str) -> int:
         jobs = [_Job(name=Path(args.arch).stem, arch=_load_arch_file(args.arch))]
     cache = LatencyCache(args.cache) if args.cache else None
 
-    cudnn = f", cuDNN {torch.backends.cudnn.version()}" if device.startswith("cuda") else ""
-    print(f"device: {dev_name}; torch {torch.__version__}{cudnn}")
+    print(f"device: {dev_name}; {software_stack_for(device).label()}")
     print(f"protocol: {protocol.describe()}")
     rows = _measure_rows(jobs, device=device, protocol=protocol, cache=cache, progress=not args.no_progress)
     _print_table(rows, protocol=protocol, dev_name=dev_name)

@@ -1,8 +1,12 @@
-"""`LatencyCache`: measured latencies in an append-only JSON-lines file, keyed by arch, protocol and device.
+"""`LatencyCache`: measured latencies in an append-only JSON-lines file, keyed by arch, protocol,
+device and software stack.
 
 Why a file and not memory: a run directory's `latency.jsonl` is shared by several processes and
 survives crashes, so a resumed run never times a network twice. The line format (sorted keys, no
-spaces, one record per line) is what existing run directories hold; keep it byte-identical.
+spaces, one record per line) is what existing run directories hold; keep it byte-identical, and
+only ever add keys. Why the stack is in the key: after a torch/CUDA/cuDNN upgrade an old number
+is not a timing of what now runs, so it is measured again instead of silently reused. Lines from
+before the stack was stored still load (and count in `len`), but match no stack and are never reused.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import torch
 
 from nas.latency.measure import LatencyResult, device_name_for, measure_latency
 from nas.latency.protocol import LatencyProtocol, device_kind_of
+from nas.latency.software import SoftwareStack
 from search_space.errors import UserError
 
 __all__ = ["CacheKey", "LatencyCache"]
 
-CacheKey = tuple[str, str, str]
+#: (arch hash, protocol hash, device label, software stack key)
+CacheKey = tuple[str, str, str, str]
 
 
 class LatencyCache:
-    """Append-only JSON-lines cache of `LatencyResult`s keyed by (arch hash, protocol hash, device name).
+    """Append-only JSON-lines cache of `LatencyResult`s keyed by (arch hash, protocol hash, device
+    name, software stack).
 
     Each record is appended with one `os.write` on an `O_APPEND` descriptor, so concurrent writers
     (several processes in one run directory) never interleave inside a line. A process killed
@@ -73,15 +80,26 @@ class LatencyCache:
         self._refresh()
         return len(self._entries)
 
-    def get(self, arch_hash: str, protocol: LatencyProtocol, device_name: str) -> LatencyResult | None:
-        """The cached result for this arch, protocol and device, or None."""
+    def get(
+        self, arch_hash: str, protocol: LatencyProtocol, device_name: str, software: SoftwareStack | None = None
+    ) -> LatencyResult | None:
+        """The cached result for this arch, protocol, device and software stack, or None.
+
+        `software` defaults to this process's stack for the protocol's device kind: the stack that
+        would time a miss here."""
         self._refresh()
-        return self._entries.get((arch_hash, protocol.protocol_hash, device_name))
+        stack = software if software is not None else SoftwareStack.current(protocol.device_kind)
+        return self._entries.get((arch_hash, protocol.protocol_hash, device_name, stack.key))
 
     def put(self, result: LatencyResult) -> None:
-        """Append one record (atomic line write); later records win over earlier ones on load."""
+        """Append one record (atomic line write); later records win over earlier ones on load.
+
+        A result that names no software stack (made by hand or by a test fake, never by
+        `measure_latency`) is stored with this process's stack, so that `get` here finds it."""
         if result.arch_hash is None:
             raise UserError("a latency result without arch_hash cannot be cached; pass arch_hash= to measure_latency")
+        if result.software is None:
+            result = dataclasses.replace(result, software=SoftwareStack.current(result.device_kind))
         line = json.dumps(result.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -112,13 +130,15 @@ class LatencyCache:
         kind = device_kind_of(device)
         protocol = protocol if protocol is not None else LatencyProtocol.default_for(kind)
         dev_name = device_name_for(device)
-        hit = self.get(str(arch.arch_hash), protocol, dev_name)
+        hit = self.get(str(arch.arch_hash), protocol, dev_name, SoftwareStack.current(kind))
         if hit is not None:
             return hit
         fn = measure if measure is not None else measure_latency
         result = fn(arch, device=device, protocol=protocol, name=name)
         if result.arch_hash is None:
             result = dataclasses.replace(result, arch_hash=str(arch.arch_hash))
+        if result.software is None:
+            result = dataclasses.replace(result, software=SoftwareStack.current(kind))
         self.put(result)
         return result
 

@@ -1,9 +1,12 @@
-"""Timing a deploy-form network on one device: `measure_latency`, its `LatencyResult` and device labels.
+"""Timing deploy-form networks on one device: `measure_latency(_batch)`, `LatencyResult`, device labels.
 
 Why results carry so much: a latency is one of the two search objectives, and it is only
 meaningful with how and where it was taken. So every result holds its protocol, the device label
 (`cuda: <GPU>` / `cpu: <processor> (<n> threads)`, so CPU and GPU numbers can never be mixed up) and
-the software versions. `search_space.network` is imported only when an `ArchConfig` is measured.
+the software stack (`SoftwareStack`). On CPU a batch is timed interleaved (A B C A B C ...) so that
+load drift on a shared machine lands on every network alike instead of on whichever came last; on
+CUDA each network is timed on its own, as the challenge script does, on a GPU nothing else uses.
+`search_space.network` is imported only when an `ArchConfig` is measured.
 """
 
 from __future__ import annotations
@@ -12,20 +15,25 @@ import copy
 import gc
 import platform
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from nas.latency.protocol import LatencyProtocol, device_kind_of
-from nas.latency.stats import LatencyStats, summarize_times
+from nas.latency.software import UNKNOWN_STACK_KEY, SoftwareStack
+from nas.latency.stats import LatencyStats, spread_of, summarize_times
 from search_space.errors import UserError
 
-__all__ = ["LatencyResult", "device_name_for", "measure_latency"]
+__all__ = ["LatencyResult", "device_name_for", "measure_latency", "measure_latency_batch"]
 
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+#: The CPU timer; a module attribute so tests can drive the timing loop with a fake clock.
+_clock: Callable[[], float] = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class LatencyResult:
     cudnn_version: int | None = None
     timestamp: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: None only for records written before the stack was stored: they are never reused from the cache.
+    software: SoftwareStack | None = None
 
     # Convenience views, so callers can write result.median_ms.
     @property
@@ -71,6 +81,14 @@ class LatencyResult:
     @property
     def cv_percent(self) -> float:
         return self.stats.cv_percent
+
+    @property
+    def iqr_ms(self) -> float:
+        return self.stats.iqr_ms
+
+    @property
+    def iqr_percent(self) -> float:
+        return self.stats.iqr_percent
 
     @property
     def n_runs(self) -> int:
@@ -109,15 +127,24 @@ class LatencyResult:
             "cudnn_version": self.cudnn_version,
             "timestamp": self.timestamp,
             "extra": dict(self.extra),
+            "software": self.software.to_dict() if self.software is not None else None,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyResult:
-        """Inverse of `to_dict`; derived fields (kind, dtype, hash, description) are recomputed."""
+        """Inverse of `to_dict`; derived fields (kind, dtype, hash, description) are recomputed.
+
+        Records from before the spread and the software stack were stored still load: their IQR
+        is recomputed from `times_ms`, and their stack is None (so the cache never reuses them)."""
         try:
+            times = tuple(float(t) for t in data["times_ms"])
+            stats = dict(data["stats"])
+            if "iqr_ms" not in stats and times:
+                stats.update(spread_of(times))
+            software = data.get("software")
             return cls(
-                stats=LatencyStats.from_dict(data["stats"]),
-                times_ms=tuple(float(t) for t in data["times_ms"]),
+                stats=LatencyStats.from_dict(stats),
+                times_ms=times,
                 protocol=LatencyProtocol.from_dict(data["protocol"]),
                 device_name=str(data["device_name"]),
                 arch_hash=data.get("arch_hash"),
@@ -130,14 +157,18 @@ class LatencyResult:
                 cudnn_version=data.get("cudnn_version"),
                 timestamp=data.get("timestamp", ""),
                 extra=dict(data.get("extra") or {}),
+                software=SoftwareStack.from_dict(software) if software is not None else None,
             )
         except (KeyError, TypeError) as exc:
             raise UserError(f"not a latency record (missing or malformed field {exc}); was it written by nas.latency?") from None
 
     @property
-    def cache_key(self) -> tuple[str | None, str, str]:
-        """(arch hash, protocol hash, device label): a cached number is reused only if all three match."""
-        return (self.arch_hash, self.protocol_hash, self.device_name)
+    def cache_key(self) -> tuple[str | None, str, str, str]:
+        """(arch hash, protocol hash, device label, software stack): a cached number is reused only if all match.
+
+        A record without a stored stack gets `UNKNOWN_STACK_KEY`, which no real stack equals."""
+        stack = self.software.key if self.software is not None else UNKNOWN_STACK_KEY
+        return (self.arch_hash, self.protocol_hash, self.device_name, stack)
 
 
 def _cpu_processor_name() -> str:
@@ -207,6 +238,38 @@ def measure_latency(
     `model_or_arch` is either an `ArchConfig` (built and fused here) or an already-deployed module
     (copied, never modified). `arch_hash` labels a bare module's result (needed for caching it).
     """
+    result = measure_latency_batch(
+        [model_or_arch], device=device, protocol=protocol, names=[name], arch_hashes=[arch_hash], errors="raise"
+    )[0]
+    assert isinstance(result, LatencyResult)  # errors="raise" returns results only
+    return result
+
+
+def measure_latency_batch(
+    items: Sequence[Any],
+    *,
+    device: str | torch.device = "cuda",
+    protocol: LatencyProtocol | None = None,
+    names: Sequence[str | None] | None = None,
+    arch_hashes: Sequence[str | None] | None = None,
+    errors: Literal["raise", "return"] = "raise",
+    on_done: Callable[[int], None] | None = None,
+) -> list[LatencyResult | Exception]:
+    """Time several deploy models under one protocol; one entry per item, in order.
+
+    On CPU every model is built first, each is warmed up, and then the timed runs go round the
+    batch (A B C A B C ...) until each model has `runs` runs or has spent its `time_budget_s`
+    (counted per model: its own warm-up and timed forwards). Load on a shared machine drifts over
+    seconds; interleaved, the drift reaches every model alike, so it widens each model's spread
+    (`iqr_ms`) instead of biasing the later models' medians. On CUDA each model is timed on its
+    own (warm-up then runs, CUDA events, peak memory of that model alone), as the challenge script
+    does: the GPU is held exclusively, so it has no load drift to cancel.
+
+    `errors="raise"` raises the first failure (on CPU a build error before anything is timed);
+    `errors="return"` puts the exception in that item's place and times the rest, so one broken
+    network does not lose a batch. A device or protocol problem always raises. `on_done(i)` is
+    called once per item when it is finished (timed or failed), for progress bars.
+    """
     kind = device_kind_of(device)
     protocol = protocol if protocol is not None else LatencyProtocol.default_for(kind)
     if protocol.device_kind != kind:
@@ -215,6 +278,88 @@ def measure_latency(
             f"use LatencyProtocol.default_for({kind!r}) or match the device"
         )
     dev_name = device_name_for(device)  # fails early and clearly without CUDA
+    names = list(names) if names is not None else [None] * len(items)
+    arch_hashes = list(arch_hashes) if arch_hashes is not None else [None] * len(items)
+    if not (len(names) == len(arch_hashes) == len(items)):
+        raise ValueError("measure_latency_batch: names and arch_hashes must have one entry per item")
+    dev = torch.device(device)
+    if kind == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    stack = SoftwareStack.current(kind)
+    done = on_done if on_done is not None else (lambda i: None)
+
+    def finish(prep: _Prepared, times: list[float], stopped_by: str, peak: float | None) -> LatencyResult:
+        return LatencyResult(
+            stats=summarize_times(times),
+            times_ms=tuple(times),
+            protocol=protocol,
+            device_name=dev_name,
+            arch_hash=prep.arch_hash,
+            name=prep.name,
+            params=prep.params,
+            stopped_by=stopped_by,
+            num_threads=torch.get_num_threads(),
+            peak_memory_mib=peak,
+            torch_version=stack.torch,
+            cudnn_version=stack.cudnn,
+            timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            software=stack,
+        )
+
+    def time_one_cuda(i: int) -> LatencyResult:
+        # A function of its own, so this model is freed before the next one is built.
+        prep = _prepare(items[i], protocol=protocol, dev=dev, name=names[i], arch_hash=arch_hashes[i])
+        times, stopped_by, peak = _time_cuda(prep.model, _input_for(protocol, dev), protocol, dev)
+        return finish(prep, times, stopped_by, peak)
+
+    out: list[LatencyResult | Exception | None] = [None] * len(items)
+    if kind == "cuda":
+        for i in range(len(items)):
+            try:
+                out[i] = time_one_cuda(i)
+            except Exception as exc:
+                if errors == "raise":
+                    raise
+                out[i] = exc
+            done(i)
+        return out  # type: ignore[return-value]
+
+    preps: list[_Prepared | None] = [None] * len(items)
+    for i, item in enumerate(items):
+        try:
+            preps[i] = _prepare(item, protocol=protocol, dev=dev, name=names[i], arch_hash=arch_hashes[i])
+        except Exception as exc:
+            if errors == "raise":
+                raise
+            out[i] = exc
+            done(i)
+    ready = [i for i, p in enumerate(preps) if p is not None]
+    timed = _time_cpu_interleaved(
+        [preps[i].model for i in ready],  # type: ignore[union-attr]
+        _input_for(protocol, dev),
+        protocol,
+        raise_errors=errors == "raise",
+        on_done=lambda j: done(ready[j]),
+    )
+    for i, outcome in zip(ready, timed):
+        out[i] = outcome if isinstance(outcome, Exception) else finish(preps[i], *outcome, None)  # type: ignore[arg-type]
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class _Prepared:
+    """One deploy model on its device in the protocol's dtype and layout, with its labels."""
+
+    model: nn.Module
+    params: int
+    arch_hash: str | None
+    name: str | None
+
+
+def _prepare(
+    model_or_arch: Any, *, protocol: LatencyProtocol, dev: torch.device, name: str | None, arch_hash: str | None
+) -> _Prepared:
+    """Build (or copy) the deploy model, check it fits the input, move it and freeze it for timing."""
     u = getattr(model_or_arch, "down_factor", 1)
     if not isinstance(model_or_arch, nn.Module) and isinstance(u, int) and u > 1:
         h, w = protocol.input_hw
@@ -224,42 +369,22 @@ def measure_latency(
                 f"use a multiple of {u} (540x960 works for every down_factor)"
             )
     model, derived_hash = _as_deploy_model(model_or_arch)
-    arch_hash = arch_hash if arch_hash is not None else derived_hash
     params = _count_params(model)
-    dev = torch.device(device)
-    if kind == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-
-    dtype = _TORCH_DTYPES[protocol.dtype]
-    model = model.to(device=dev, dtype=dtype).eval()
+    model = model.to(device=dev, dtype=_TORCH_DTYPES[protocol.dtype]).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 3, *protocol.input_hw, generator=gen).to(device=dev, dtype=dtype)
     if protocol.backend == "channels_last":
         model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    return _Prepared(model=model, params=params, arch_hash=arch_hash if arch_hash is not None else derived_hash, name=name)
 
-    if kind == "cuda":
-        times, stopped_by, peak = _time_cuda(model, x, protocol, dev)
-    else:
-        times, stopped_by = _time_cpu(model, x, protocol)
-        peak = None
-    return LatencyResult(
-        stats=summarize_times(times),
-        times_ms=tuple(times),
-        protocol=protocol,
-        device_name=dev_name,
-        arch_hash=arch_hash,
-        name=name,
-        params=params,
-        stopped_by=stopped_by,
-        num_threads=torch.get_num_threads(),
-        peak_memory_mib=peak,
-        torch_version=torch.__version__,
-        cudnn_version=torch.backends.cudnn.version() if kind == "cuda" else None,
-        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
+
+def _input_for(protocol: LatencyProtocol, dev: torch.device) -> torch.Tensor:
+    """The protocol's input: 1x3xHxW randn from a fixed seed, in its dtype and layout."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, *protocol.input_hw, generator=gen).to(device=dev, dtype=_TORCH_DTYPES[protocol.dtype])
+    if protocol.backend == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def _budget_left(start: float, budget: float | None, fraction: float = 1.0) -> bool:
@@ -267,27 +392,70 @@ def _budget_left(start: float, budget: float | None, fraction: float = 1.0) -> b
     return budget is None or (time.perf_counter() - start) < budget * fraction
 
 
-def _time_cpu(model: nn.Module, x: torch.Tensor, protocol: LatencyProtocol) -> tuple[list[float], str]:
-    """Per-run forward times (ms) by `perf_counter`, and why the runs stopped (`runs` or `time_budget`)."""
+def _timed_forward(model: nn.Module, x: torch.Tensor) -> float:
+    """Seconds one forward took by `_clock`."""
+    t0 = _clock()
+    model(x)
+    return _clock() - t0
+
+
+def _time_cpu_interleaved(
+    models: Sequence[nn.Module],
+    x: torch.Tensor,
+    protocol: LatencyProtocol,
+    *,
+    raise_errors: bool = True,
+    on_done: Callable[[int], None] | None = None,
+) -> list[tuple[list[float], str] | Exception]:
+    """Per-model run times (ms) and why each stopped (`runs` / `time_budget`), timed in rounds.
+
+    Warm-up is per model (its own `warmup` forwards, cut at a quarter of its budget); then each
+    round times every unfinished model once, in batch order. A model's budget counts only its own
+    forwards, so a model gets the same number of runs whatever else is in its batch."""
     budget = protocol.time_budget_s
-    start = time.perf_counter()
+    spent = [0.0] * len(models)
+    times: list[list[float]] = [[] for _ in models]
+    outcome: list[tuple[list[float], str] | Exception | None] = [None] * len(models)
+
+    def fail(i: int, exc: Exception) -> None:
+        if raise_errors:
+            raise exc
+        outcome[i] = exc
+        if on_done is not None:
+            on_done(i)
+
     with torch.inference_mode():
-        for _ in range(protocol.warmup):
-            model(x)
-            if not _budget_left(start, budget, 0.25):
-                break
+        for i, model in enumerate(models):
+            try:
+                for _ in range(protocol.warmup):
+                    spent[i] += _timed_forward(model, x)
+                    if budget is not None and spent[i] >= 0.25 * budget:
+                        break
+            except Exception as exc:  # noqa: BLE001 - reported per model
+                fail(i, exc)
         gc.collect()
-        times: list[float] = []
-        stopped_by = "runs"
-        for i in range(protocol.runs):
-            t0 = time.perf_counter()
-            model(x)
-            t1 = time.perf_counter()
-            times.append((t1 - t0) * 1000.0)
-            if i + 1 < protocol.runs and not _budget_left(start, budget):
-                stopped_by = "time_budget"
-                break
-    return times, stopped_by
+        active = [i for i in range(len(models)) if outcome[i] is None]
+        while active:
+            still: list[int] = []
+            for i in active:
+                try:
+                    dt = _timed_forward(models[i], x)
+                except Exception as exc:  # noqa: BLE001 - reported per model
+                    fail(i, exc)
+                    continue
+                spent[i] += dt
+                times[i].append(dt * 1000.0)
+                if len(times[i]) >= protocol.runs:
+                    outcome[i] = (times[i], "runs")
+                elif budget is not None and spent[i] >= budget:
+                    outcome[i] = (times[i], "time_budget")
+                else:
+                    still.append(i)
+                    continue
+                if on_done is not None:
+                    on_done(i)
+            active = still
+    return outcome  # type: ignore[return-value]
 
 
 def _time_cuda(

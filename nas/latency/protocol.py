@@ -33,10 +33,13 @@ BACKENDS: tuple[str, ...] = ("eager", "channels_last")
 class LatencyProtocol:
     """How a latency is measured. Two numbers are comparable only if their protocol hashes match.
 
-    `time_budget_s` bounds the whole measurement (warm-up + timed runs) in wall-clock seconds:
+    `time_budget_s` bounds the measurement of one network (warm-up + timed runs) in seconds:
     warm-up stops early once it has used a quarter of the budget, timed runs stop once the budget is
     spent; at least one warm-up (if `warmup > 0`) and one timed run always happen. `None` means no
-    budget (the GPU challenge protocol: always exactly `warmup` + `runs`).
+    budget (the GPU challenge protocol: always exactly `warmup` + `runs`). On CPU a batch is timed
+    interleaved, so the budget counts that network's own forwards, not the wall clock (see
+    `nas.latency.measure.measure_latency_batch`); on CUDA it is the wall clock of its measurement.
+    The software stack is not part of the protocol: it keys the cache beside it (`SoftwareStack`).
     """
 
     device_kind: str = "cuda"
@@ -154,7 +157,7 @@ class LatencyProtocol:
             timer = "CUDA events around each forward, synchronize after each run"
             extra = "cudnn.benchmark=True"
         else:
-            timer = "time.perf_counter around each forward"
+            timer = "time.perf_counter around each forward, a batch's networks timed in turn, round by round"
             extra = "torch's intra-op thread count as in the device label"
         budget = "no time budget" if self.time_budget_s is None else f"time budget {self.time_budget_s:g} s"
         layout = "channels_last" if self.backend == "channels_last" else "contiguous (NCHW)"

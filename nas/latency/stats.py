@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LatencyStats", "average_ranks", "spearman", "summarize_times"]
+__all__ = ["LatencyStats", "average_ranks", "spearman", "spread_of", "summarize_times"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,11 @@ class LatencyStats:
     `std_ms` is the sample standard deviation (n-1 denominator; 0 for a single run), `cv_percent`
     is 100 * std / mean, `p90_ms` is the 90th percentile with linear interpolation between order
     statistics (position 0.9 * (n-1) in the sorted list, numpy's default rule).
+
+    The spread: `iqr_ms` is the interquartile range p75 - p25 (same percentile rule) and
+    `iqr_percent` is 100 * iqr / median. Why the IQR and not the std: with ten CPU runs one
+    descheduled run inflates the std, while the IQR says how far the typical runs disagree, which
+    is what decides whether two architectures' medians can be told apart.
     """
 
     n: int
@@ -33,6 +38,8 @@ class LatencyStats:
     max_ms: float
     std_ms: float
     cv_percent: float
+    iqr_ms: float
+    iqr_percent: float
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form, one key per field (part of every latency record)."""
@@ -51,8 +58,21 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
 
 
+def spread_of(times_ms: Sequence[float]) -> dict[str, float]:
+    """`iqr_ms` and `iqr_percent` (see `LatencyStats`) of a non-empty list of run times (ms).
+
+    Separate from `summarize_times` so records stored before the spread existed get it from their
+    `times_ms` when read back."""
+    s = sorted(float(t) for t in times_ms)
+    if not s:
+        raise ValueError("spread_of needs at least one time")
+    iqr = _percentile(s, 0.75) - _percentile(s, 0.25)
+    median = _percentile(s, 0.5)
+    return {"iqr_ms": iqr, "iqr_percent": 100.0 * iqr / median if median > 0 else 0.0}
+
+
 def summarize_times(times_ms: Sequence[float]) -> LatencyStats:
-    """Mean, median, p90, min, max, std and CV of a non-empty list of run times (ms)."""
+    """Mean, median, p90, min, max, std, CV and IQR of a non-empty list of run times (ms)."""
     values = [float(t) for t in times_ms]
     if not values:
         raise ValueError("summarize_times needs at least one time")
@@ -71,6 +91,7 @@ def summarize_times(times_ms: Sequence[float]) -> LatencyStats:
         max_ms=s[-1],
         std_ms=std,
         cv_percent=100.0 * std / mean if mean > 0 else 0.0,
+        **spread_of(s),
     )
 
 

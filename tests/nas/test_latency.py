@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -23,6 +24,9 @@ from nas import latency as L
 from nas.latency.measure import _time_cuda
 from rtsr import latency as cli
 from search_space.errors import UserError
+
+if TYPE_CHECKING:
+    from nas.study import Study
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,6 +63,18 @@ def test_summarize_times_even_count_and_single() -> None:
     assert s.p90_ms == pytest.approx(3.7)  # position 2.7: 3 + 0.7*(4-3)
     one = L.summarize_times([2.5])
     assert (one.mean_ms, one.median_ms, one.p90_ms, one.std_ms, one.cv_percent) == (2.5, 2.5, 2.5, 0.0, 0.0)
+
+
+def test_spread_hand_values() -> None:
+    s = L.summarize_times([4.0, 1.0, 10.0, 3.0, 2.0])
+    # sorted 1 2 3 4 10: p25 at position 1 -> 2, p75 at position 3 -> 4; IQR 2 ms, 2/3 of the median 3
+    assert s.iqr_ms == pytest.approx(2.0) and s.iqr_percent == pytest.approx(200.0 / 3.0)
+    even = L.summarize_times([4.0, 1.0, 3.0, 2.0])
+    # sorted 1 2 3 4: p25 at 0.75 -> 1.75, p75 at 2.25 -> 3.25; IQR 1.5 ms, 60 % of the median 2.5
+    assert even.iqr_ms == pytest.approx(1.5) and even.iqr_percent == pytest.approx(60.0)
+    one = L.summarize_times([2.5])
+    assert (one.iqr_ms, one.iqr_percent) == (0.0, 0.0)
+    assert L.spread_of([4.0, 1.0, 10.0, 3.0, 2.0]) == {"iqr_ms": s.iqr_ms, "iqr_percent": s.iqr_percent}
 
 
 def test_summarize_times_rejects_empty_and_bad() -> None:
@@ -174,6 +190,8 @@ def test_cpu_protocol_sane_stats() -> None:
     assert r.params == 3 * 3 + 3 and r.arch_hash == "feedbeef0000" and r.name == "tiny"
     assert r.peak_memory_mib is None and r.cudnn_version is None and r.timestamp
     assert r.protocol == proto
+    assert r.software == L.SoftwareStack.current("cpu") and r.torch_version == torch.__version__
+    assert r.iqr_ms == pytest.approx(r.stats.iqr_ms) and r.iqr_ms >= 0
 
 
 def test_slower_model_measures_slower() -> None:
@@ -230,6 +248,230 @@ def test_result_round_trip() -> None:
     assert L.LatencyResult.from_dict(d) == r
     with pytest.raises(UserError, match="not a latency record"):
         L.LatencyResult.from_dict({"stats": {}})
+
+
+# -- CPU batches: interleaved timing ------------------------------------------------------------------
+
+
+class _Shared:
+    """A log or clock the timed models share: deep copies (measure copies each model) keep the one object."""
+
+    def __deepcopy__(self, memo: dict) -> _Shared:
+        return self
+
+
+class _CallLog(_Shared, list):
+    pass
+
+
+class _FakeClock(_Shared):
+    """Stands in for perf_counter: time moves only when a fake model runs. Each forward costs its
+    model's base time times (1 + drift * forwards so far): load that keeps growing during the batch."""
+
+    def __init__(self, drift: float = 0.0) -> None:
+        self.now, self.forwards, self.drift = 0.0, 0, drift
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run(self, cost_s: float) -> None:
+        self.now += cost_s * (1.0 + self.drift * self.forwards)
+        self.forwards += 1
+
+
+class _Recorder(nn.Module):
+    """Logs its name on every forward and advances the fake clock (if any) by its cost; can fail."""
+
+    def __init__(self, name: str, log: _CallLog, clock: _FakeClock | None = None, cost_s: float = 0.0,
+                 fail_on: int | None = None) -> None:
+        super().__init__()
+        self.label, self.log, self.clock, self.cost_s, self.fail_on = name, log, clock, cost_s, fail_on
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.log.append(self.label)
+        if self.fail_on is not None and self.log.count(self.label) == self.fail_on:
+            raise RuntimeError(f"{self.label} broke")
+        if self.clock is not None:
+            self.clock.run(self.cost_s)
+        return x
+
+
+def test_cpu_batch_is_timed_interleaved() -> None:
+    """Built first, each warmed up on its own, then timed round by round: A B C A B C A B C."""
+    log = _CallLog()
+    models = [_Recorder(n, log) for n in "ABC"]
+    proto = L.LatencyProtocol.cpu(input_hw=(4, 4), warmup=2, runs=3, time_budget_s=None)
+    done: list[int] = []
+    results = L.measure_latency_batch(models, device="cpu", protocol=proto, names=["a", "b", "c"], on_done=done.append)
+    assert log == ["A", "A", "B", "B", "C", "C"] + ["A", "B", "C"] * 3
+    assert [r.name for r in results] == ["a", "b", "c"] and all(r.n_runs == 3 and r.stopped_by == "runs" for r in results)
+    assert done == [0, 1, 2] and all(r.software == L.SoftwareStack.current("cpu") for r in results)
+
+
+def test_interleaving_cancels_load_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two identical 10 ms networks while load grows 1 % per forward: interleaved, their medians
+    differ by one forward's drift (0.1 ms), not by a whole measurement's (0.5 ms, sequential)."""
+    from nas.latency import measure
+
+    clock = _FakeClock(drift=0.01)
+    monkeypatch.setattr(measure, "_clock", clock)
+    log = _CallLog()
+    models = [_Recorder(n, log, clock, cost_s=0.010) for n in "AB"]
+    proto = L.LatencyProtocol.cpu(input_hw=(4, 4), warmup=0, runs=5, time_budget_s=None)
+    a, b = L.measure_latency_batch(models, device="cpu", protocol=proto)
+    # forward k costs 10 * (1 + 0.01 k) ms; A runs k = 0 2 4 6 8, B runs k = 1 3 5 7 9
+    assert a.times_ms == pytest.approx([10.0, 10.2, 10.4, 10.6, 10.8])
+    assert b.times_ms == pytest.approx([10.1, 10.3, 10.5, 10.7, 10.9])
+    assert b.median_ms - a.median_ms == pytest.approx(0.1)
+    # the spread: p25 10.2, p75 10.6 -> IQR 0.4 ms, 0.4 / 10.4 of A's median
+    assert a.iqr_ms == pytest.approx(0.4) and a.iqr_percent == pytest.approx(100 * 0.4 / 10.4)
+
+
+def test_interleaved_budget_is_per_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each network's budget counts its own forwards: the slow one stops on its budget, the fast
+    one keeps all its runs and, once alone, goes on without it."""
+    from nas.latency import measure
+
+    clock = _FakeClock()
+    monkeypatch.setattr(measure, "_clock", clock)
+    log = _CallLog()
+    fast, slow = _Recorder("F", log, clock, cost_s=0.010), _Recorder("S", log, clock, cost_s=0.100)
+    proto = L.LatencyProtocol.cpu(input_hw=(4, 4), warmup=1, runs=6, time_budget_s=0.35)
+    f, s = L.measure_latency_batch([fast, slow], device="cpu", protocol=proto)
+    # S: 100 ms warm-up, then runs until 100 + 100 j >= 350 ms -> 3 runs; F: 10 + 10 j never reaches 350
+    assert (f.n_runs, f.stopped_by, s.n_runs, s.stopped_by) == (6, "runs", 3, "time_budget")
+    assert log == ["F", "S"] + ["F", "S"] * 3 + ["F"] * 3
+    assert s.times_ms == pytest.approx([100.0] * 3)
+
+
+def test_batch_failure_is_per_network() -> None:
+    log = _CallLog()
+    models = [_Recorder("A", log), _Recorder("B", log, fail_on=3), _Recorder("C", log)]
+    proto = L.LatencyProtocol.cpu(input_hw=(4, 4), warmup=1, runs=4, time_budget_s=None)
+    a, b, c = L.measure_latency_batch(models, device="cpu", protocol=proto, errors="return")
+    assert isinstance(b, RuntimeError) and "B broke" in str(b)
+    assert a.n_runs == 4 and c.n_runs == 4
+    assert log == ["A", "B", "C", "A", "B", "C", "A", "B", "C"] + ["A", "C"] * 2  # B failed on its 2nd timed run
+    log.clear()
+    with pytest.raises(RuntimeError, match="B broke"):
+        L.measure_latency_batch(models, device="cpu", protocol=proto, errors="raise")
+    built = L.measure_latency_batch([_trivial(), "not a model"], device="cpu", protocol=proto, errors="return")
+    assert isinstance(built[0], L.LatencyResult) and isinstance(built[1], UserError)
+
+
+def test_cuda_batch_is_timed_one_network_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a simulated CUDA runtime: each network is built, timed (warm-up + runs) and released before
+    the next is built, as the challenge script does; results carry the CUDA and cuDNN versions."""
+    from nas.latency import measure
+
+    events: list[str] = []
+    real_prepare = measure._prepare
+    monkeypatch.setattr(measure, "device_name_for", lambda device: "cuda: Fake GPU")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90100)
+
+    def prepare(item: nn.Module, *, protocol: L.LatencyProtocol, dev: torch.device, name: str | None,
+                arch_hash: str | None) -> measure._Prepared:
+        events.append(f"build {name}")
+        return real_prepare(item, protocol=protocol, dev=torch.device("cpu"), name=name, arch_hash=arch_hash)
+
+    def time_cuda(model: nn.Module, x: torch.Tensor, protocol: L.LatencyProtocol, dev: torch.device) -> tuple[list[float], str, float]:
+        events.append(f"time {len(events)}")
+        return [1.0, 2.0, 4.0], "runs", 3.0
+
+    monkeypatch.setattr(measure, "_prepare", prepare)
+    monkeypatch.setattr(measure, "_input_for", lambda protocol, dev: torch.zeros(1, 3, 4, 4))
+    monkeypatch.setattr(measure, "_time_cuda", time_cuda)
+    results = L.measure_latency_batch([_trivial(), _trivial()], device="cuda", names=["a", "b"],
+                                      protocol=L.LatencyProtocol.challenge(input_hw=(4, 4)))
+    assert events == ["build a", "time 1", "build b", "time 3"]
+    assert all(r.software == L.SoftwareStack(torch=str(torch.__version__), cuda="12.4", cudnn=90100) for r in results)
+    assert results[0].cudnn_version == 90100 and results[0].peak_memory_mib == 3.0 and results[0].iqr_ms == pytest.approx(1.5)
+
+
+def test_latency_batch_task_interleaves_archs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search's latency task (`nas.executor.latency_batch`) times its batch interleaved and
+    returns the spread and the software stack with each record; one broken arch fails alone."""
+    from nas.executor import latency_batch
+    from nas.trial_record import latency_attrs
+    from search_space import network
+    from search_space.presets import get_preset
+
+    archs = [get_preset(n).arch for n in ("casr", "urpnet", "lanczospp")]
+    label = {a.arch_hash: n for a, n in zip(archs, "ABC")}
+    log = _CallLog()
+    monkeypatch.setattr(network, "build", lambda arch: arch)
+    # C fails on its second forward (its first timed run); A and B go on alternating
+    monkeypatch.setattr(network, "deploy", lambda arch: _Recorder(label[arch.arch_hash], log,
+                                                                  fail_on=2 if label[arch.arch_hash] == "C" else None))
+    proto = L.LatencyProtocol.cpu(input_hw=(12, 12), warmup=1, runs=3, time_budget_s=None)
+    out = latency_batch(archs=[a.to_dict() for a in archs], device="cpu", protocol=proto.to_dict(), threads=1)
+    assert log == ["A", "B", "C", "A", "B", "C"] + ["A", "B"] * 2
+    assert [e["ok"] for e in out] == [True, True, False] and "C broke" in out[2]["reason"]
+    assert [e["arch_hash"] for e in out] == [a.arch_hash for a in archs]
+    rec = L.LatencyResult.from_dict(out[0]["latency"])
+    assert rec.n_runs == 3 and rec.software == L.SoftwareStack.current("cpu") and rec.stats.iqr_ms >= 0
+    attrs = latency_attrs(rec)
+    assert attrs["iqr_ms"] == rec.iqr_ms and attrs["iqr_percent"] == rec.iqr_percent
+    assert attrs["software"] == L.SoftwareStack.current("cpu").label()
+    # a device problem fails every arch with its reason, as before
+    bad = latency_batch(archs=[a.to_dict() for a in archs[:2]], device="cpu", protocol=L.LatencyProtocol.challenge().to_dict(),
+                        threads=1)
+    assert [e["ok"] for e in bad] == [False, False] and "protocol is for cuda" in bad[0]["reason"]
+
+
+# -- resuming a run: the software stack in run.json ----------------------------------------------------
+
+
+def _tiny_study(trials: int) -> Study:
+    from nas.study import Study
+
+    return Study.from_dict({
+        "name": "tiny",
+        "search": {"down_factor": 2, "downsample": "unshuffle", "channels": 8, "blocks": 1, "block": "rep",
+                   "body_skip": False, "activation": "relu", "reconstruction": "direct", "tail_kernel": 1,
+                   "global_residual": "none", "bias": False, "end_block": "conv"},
+        "proxy": {"steps": 20},
+        "latency": {"cpu": {"input_hw": [48, 96], "runs": 1, "warmup": 0}},
+        "sampler": {"name": "random"},
+        "budget": {"trials": trials, "workers": 1},
+    })
+
+
+def test_resume_on_another_software_stack_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run.json records the stack; a resume under another torch is refused like another device,
+    and a run.json from before the stack was recorded resumes with a note and records it."""
+    from nas.driver import SearchDriver
+    from nas.testing import FAKE_DEVICE, FakeExecutor, fake_training_output
+
+    fake = FakeExecutor(train=lambda payload: fake_training_output(payload, 0.1), latency_ms=lambda arch: [5.0],
+                        device_name=FAKE_DEVICE)
+
+    def run(trials: int) -> int:
+        return SearchDriver(_tiny_study(trials), run_dir=tmp_path / "run", device="cpu", progress=False,
+                            executor_factory=fake.factory).run()
+
+    run_json = tmp_path / "run" / "run.json"
+    assert run(1) == 0
+    stack = L.SoftwareStack.current("cpu")
+    assert json.loads(run_json.read_text())["latency_software"] == stack.to_dict()
+    with monkeypatch.context() as m:
+        m.setattr(torch, "__version__", "99.0.0+upgraded")
+        with pytest.raises(UserError) as exc:
+            run(2)
+    msg = str(exc.value)
+    assert stack.label() in msg and "torch 99.0.0+upgraded" in msg and "--fresh" in msg and "--out" in msg
+    legacy = json.loads(run_json.read_text())
+    del legacy["latency_software"]
+    run_json.write_text(json.dumps(legacy))
+    capsys.readouterr()
+    assert run(2) == 0
+    assert "does not record the software stack" in capsys.readouterr().out
+    assert json.loads(run_json.read_text())["latency_software"] == stack.to_dict()
 
 
 # -- cache -------------------------------------------------------------------------------------------
@@ -400,7 +642,8 @@ def test_import_with_torch_alone(tmp_path: Path) -> None:
     assert data["command"].startswith("python -m nas.latency --preset casr")
 
 
-#: Written by the code before nas/latency.py became a package; existing run directories hold these.
+#: Written by the code before nas/latency.py became a package and before records held their software
+#: stack and spread; existing run directories hold these.
 CPU_HASH = "d9013c5efd6a"
 CACHE_LINE = (
     '{"arch_hash":"abc123","cudnn_version":null,"device_kind":"cuda","device_name":"cuda: X","dtype":"float16",'
@@ -415,8 +658,25 @@ CACHE_LINE = (
 )
 
 
+#: The same record as written now: the keys above plus `software` and the spread in `stats`.
+STACKED_CACHE_LINE = (
+    '{"arch_hash":"abc123","cudnn_version":90100,"device_kind":"cuda","device_name":"cuda: X","dtype":"float16",'
+    '"extra":{},"name":null,"num_threads":0,"params":null,"peak_memory_mib":null,"protocol":{"backend":"eager",'
+    '"device_kind":"cuda","dtype":"float16","input_hw":[540,960],"runs":100,"time_budget_s":null,"version":1,'
+    '"warmup":50},"protocol_description":"cuda, float16 weights and input, input 1x3x540x960 randn (HxW), '
+    "contiguous (NCHW), eval + inference_mode, cudnn.benchmark=True, 50 warm-up runs, then up to 100 timed runs "
+    '(CUDA events around each forward, synchronize after each run), no time budget; protocol v1, hash 00f373984bb0",'
+    '"protocol_hash":"00f373984bb0","software":{"cuda":"12.4","cudnn":90100,"torch":"2.5.1+cu124"},'
+    '"stats":{"cv_percent":50.91750772173155,"iqr_ms":1.125,"iqr_percent":45.0,"max_ms":3.25,"mean_ms":2.25,'
+    '"median_ms":2.5,"min_ms":1.0,"n":3,"p90_ms":3.1,"std_ms":1.14564392373896},"stopped_by":"runs",'
+    '"times_ms":[1.0,2.5,3.25],"timestamp":"2024-01-01T00:00:00+00:00","torch_version":"2.5.1+cu124"}\n'
+)
+H100_STACK = L.SoftwareStack(torch="2.5.1+cu124", cuda="12.4", cudnn=90100)
+
+
 def test_stored_formats_unchanged(tmp_path: Path) -> None:
-    """Protocol hashes and latency.jsonl lines key existing run directories: they must not drift."""
+    """Protocol hashes and latency.jsonl lines key existing run directories: they must not drift
+    (the software stack is beside the protocol, not in its hash), and lines only gain keys."""
     assert L.LatencyProtocol.challenge().protocol_hash == "00f373984bb0"
     assert L.LatencyProtocol.cpu().protocol_hash == CPU_HASH
     times = (1.0, 2.5, 3.25)
@@ -426,10 +686,77 @@ def test_stored_formats_unchanged(tmp_path: Path) -> None:
         protocol=L.LatencyProtocol.challenge(),
         device_name="cuda: X",
         arch_hash="abc123",
+        torch_version="2.5.1+cu124",
+        cudnn_version=90100,
         timestamp="2024-01-01T00:00:00+00:00",
+        software=H100_STACK,
     )
     L.LatencyCache(tmp_path / "latency.jsonl").put(result)
-    assert (tmp_path / "latency.jsonl").read_text() == CACHE_LINE
+    assert (tmp_path / "latency.jsonl").read_text() == STACKED_CACHE_LINE
+    # everything but the two additions is what the old code wrote
+    old = json.loads(CACHE_LINE)
+    new = json.loads(STACKED_CACHE_LINE)
+    assert set(new) - set(old) == {"software"} and set(new["stats"]) - set(old["stats"]) == {"iqr_ms", "iqr_percent"}
+
+
+def test_old_cache_lines_load_but_are_never_reused(tmp_path: Path) -> None:
+    """A line from before the stack was stored: read without error (spread recomputed from its
+    times), but no stack matches it, so the network is timed again and both lines stay."""
+    path = tmp_path / "latency.jsonl"
+    path.write_text(CACHE_LINE)
+    cache = L.LatencyCache(path)
+    assert len(cache) == 1 and cache.skipped_lines == 0
+    proto = L.LatencyProtocol.challenge()
+    for stack in (None, H100_STACK, L.SoftwareStack(torch=""), L.SoftwareStack.current("cuda")):
+        assert cache.get("abc123", proto, "cuda: X", stack) is None
+    (old,) = cache._entries.values()
+    assert old.software is None and old.cache_key[3] == "unknown software stack"
+    # sorted 1, 2.5, 3.25: p25 at position 0.5 -> 1.75, p75 at 1.5 -> 2.875; IQR 1.125, 45 % of the median 2.5
+    assert old.iqr_ms == pytest.approx(1.125) and old.iqr_percent == pytest.approx(45.0)
+    new = dataclasses.replace(old, software=H100_STACK, timestamp="now")
+    cache.put(new)
+    assert cache.get("abc123", proto, "cuda: X", H100_STACK) == new
+    assert len(L.LatencyCache(path)) == 2 and len(path.read_text().splitlines()) == 2
+
+
+def test_cache_key_includes_the_software_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a torch upgrade the cached number is not reused; going back to the old torch finds it again."""
+    path = tmp_path / "latency.jsonl"
+    stub = _CountingMeasure()
+    proto = L.LatencyProtocol.cpu(input_hw=(8, 8))
+    first = L.LatencyCache(path).get_or_measure(_FakeArch("aaaa"), device="cpu", protocol=proto, measure=stub)
+    assert first.software == L.SoftwareStack.current("cpu") and first.software.torch == torch.__version__
+    original = torch.__version__
+    monkeypatch.setattr(torch, "__version__", "99.0.0+upgraded")
+    assert L.SoftwareStack.current("cpu").key != first.software.key
+    cache = L.LatencyCache(path)
+    assert cache.get("aaaa", proto, L.device_name_for("cpu")) is None
+    second = cache.get_or_measure(_FakeArch("aaaa"), device="cpu", protocol=proto, measure=stub)
+    assert stub.calls == 2 and second.software.torch == "99.0.0+upgraded"
+    assert second.cache_key[:3] == first.cache_key[:3] and second.cache_key != first.cache_key
+    # the CUDA runtime and cuDNN count too, for cuda timings
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90100)
+    a = L.SoftwareStack.current("cuda")
+    assert (a.cuda, a.cudnn) == ("12.4", 90100) and a.label() == "torch 99.0.0+upgraded, CUDA 12.4, cuDNN 90100"
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90200)
+    assert L.SoftwareStack.current("cuda").key != a.key
+    assert L.SoftwareStack.current("cpu").cudnn is None  # cpu timings never call cuDNN
+    monkeypatch.undo()
+    assert torch.__version__ == original
+    assert L.LatencyCache(path).get_or_measure(_FakeArch("aaaa"), device="cpu", protocol=proto, measure=stub) == first
+    assert stub.calls == 2
+
+
+def test_software_stack_round_trip_and_errors() -> None:
+    assert L.SoftwareStack.from_dict(H100_STACK.to_dict()) == H100_STACK
+    assert L.SoftwareStack(torch="2.5.1+cpu").label() == "torch 2.5.1+cpu, no CUDA"
+    with pytest.raises(TypeError):
+        L.SoftwareStack.from_dict({"cuda": "12.4"})
+    bad = json.loads(STACKED_CACHE_LINE)
+    bad["software"] = "torch 2"
+    with pytest.raises(UserError, match="not a latency record"):
+        L.LatencyResult.from_dict(bad)
 
 
 # -- ArchConfig and presets (search_space) -------------------------------------------------------------
@@ -456,7 +783,8 @@ def test_cli_preset_table_json_and_cache(tmp_path: Path, capsys: pytest.CaptureF
     args = ["--preset", "casr", "--device", "cpu", "--hw", "24x24", "--runs", "2", "--warmup", "0", "--threads", "1"]
     assert cli.main([*args, "--out", str(out), "--cache", str(cache), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    for needle in ("cpu: ", "mean [ms]", "median [ms]", "p90 [ms]", "CV [%]", "Table 1 [ms, RTX 4090]", "0.468", "(1 thread)"):
+    for needle in ("cpu: ", "mean [ms]", "median [ms]", "p90 [ms]", "IQR [ms]", "CV [%]", "Table 1 [ms, RTX 4090]", "0.468",
+                   "(1 thread)", f"torch {torch.__version__}", "IQR: interquartile range"):
         assert needle in text, needle
     data = json.loads(out.read_text())
     row = data["results"][0]
@@ -465,6 +793,8 @@ def test_cli_preset_table_json_and_cache(tmp_path: Path, capsys: pytest.CaptureF
     assert row["latency"]["arch_hash"] == preset.arch.arch_hash and row["arch"] == preset.arch.to_dict()
     assert row["latency"]["stats"]["n"] == 2 and data["protocol"]["input_hw"] == [24, 24]
     assert data["device_name"].startswith("cpu: ") and data["spearman_vs_table1"] is None
+    assert data["software"] == L.SoftwareStack.current("cpu").to_dict()
+    assert row["latency"]["software"] == data["software"] and row["latency"]["stats"]["iqr_ms"] >= 0
     # thop is installed here, so MACs are reported, at the measured input size (Table 1 is at 540x960)
     assert row["macs"] == pytest.approx(preset.macs_g * 1e9 * (24 * 24) / (540 * 960), rel=0.02)
     # the second run is served from the cache: same record, no new line

@@ -1,0 +1,72 @@
+"""`SoftwareStack`: the torch / CUDA / cuDNN versions a latency was measured with.
+
+Why it is part of every cached number's key: a torch or cuDNN upgrade changes kernels (and the
+algorithms `cudnn.benchmark` picks), so a timing from the old stack is not a timing of the new
+one. It is kept out of the protocol hash on purpose: the protocol says *how* we measure and must
+hash alike across installs, while the stack is *what* ran; both key the cache, and a run directory
+records both (`run.json`), so a resumed run refuses to mix stacks just as it refuses to mix devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nas.latency.protocol import device_kind_of
+
+__all__ = ["UNKNOWN_STACK_KEY", "SoftwareStack", "software_stack_for"]
+
+#: The cache-key part of a record written before the stack was stored: it never equals a real
+#: stack's key, so such a record is loaded (and counted) but never reused.
+UNKNOWN_STACK_KEY = "unknown software stack"
+
+
+@dataclass(frozen=True)
+class SoftwareStack:
+    """torch's version string (it names the build, e.g. `2.5.1+cu124`), the CUDA runtime torch was
+    built for (`torch.version.cuda`, None for a CPU-only build) and cuDNN's version number.
+
+    `cudnn` is recorded for cuda timings only: CPU convolutions never call cuDNN, so a cuDNN
+    upgrade must not discard CPU numbers (the same rule as `LatencyResult.cudnn_version`).
+    """
+
+    torch: str
+    cuda: str | None = None
+    cudnn: int | None = None
+
+    @classmethod
+    def current(cls, device_kind: str) -> SoftwareStack:
+        """This process's stack, as it applies to timings on `device_kind` (`cuda` or `cpu`)."""
+        cudnn = torch.backends.cudnn.version() if device_kind == "cuda" else None
+        return cls(torch=str(torch.__version__), cuda=torch.version.cuda, cudnn=int(cudnn) if cudnn is not None else None)
+
+    @property
+    def key(self) -> str:
+        """The cache-key part; equal keys mean the same kernels can have run."""
+        return self.label()
+
+    def label(self) -> str:
+        """`torch 2.5.1+cu124, CUDA 12.4, cuDNN 90100`; printed in tables and error messages."""
+        parts = [f"torch {self.torch}", f"CUDA {self.cuda}" if self.cuda else "no CUDA"]
+        if self.cudnn is not None:
+            parts.append(f"cuDNN {self.cudnn}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (a latency record's and run.json's `software`)."""
+        return {"torch": self.torch, "cuda": self.cuda, "cudnn": self.cudnn}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SoftwareStack:
+        """Inverse of `to_dict`; a malformed value raises TypeError (the record reader reports it)."""
+        if not isinstance(data, dict) or not isinstance(data.get("torch"), str):
+            raise TypeError(f"software stack must be a mapping with a 'torch' version string, got {data!r}")
+        cudnn = data.get("cudnn")
+        return cls(torch=data["torch"], cuda=data.get("cuda"), cudnn=int(cudnn) if cudnn is not None else None)
+
+
+def software_stack_for(device: Any) -> SoftwareStack:
+    """The stack of this process for timings on `device` (`cuda`, `cuda:1`, `cpu`)."""
+    return SoftwareStack.current(device_kind_of(device))
