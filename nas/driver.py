@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -35,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from nas.progress import TrialLog
+from nas.storage import has_password, is_redacted, open_rdb_storage, redact, url_for_run_json
 from nas.study import Study
 from nas.trial_record import Key, retry_attrs
 from search_space.configio import atomic_write, diff_keys
 from search_space.errors import UserError
 
-__all__ = ["RUN_FORMAT", "SearchDriver", "fresh_run_dir", "redact"]
+__all__ = ["RUN_FORMAT", "SearchDriver", "fresh_run_dir", "hold_run_lock", "redact"]
 
 #: v2: anchored networks start at their anchor, and every trial is also evaluated on a test split;
 #: a v1 run's numbers are not comparable, so it is not resumed.
@@ -55,22 +55,50 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
-def redact(url: str) -> str:
-    """An RDB URL without its password (run.json must not store secrets)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+def hold_run_lock(run_dir: Path, *, why: str = "") -> Any:
+    """Take the run dir's lock (`.lock`, flock) or raise a UserError naming the driver that holds it.
+
+    One driver per run dir: the journal must have one writer, and a directory must not be moved
+    under a live driver. The kernel releases the lock when its holder dies, even on SIGKILL. The
+    holder writes its pid and host into the file, so the refusal can say who it is."""
+    import fcntl
+
+    path = run_dir / ".lock"
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        holder = path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
+        who = f" (pid {holder})" if holder else ""
+        raise UserError(
+            f"another nas.run{who} is using {run_dir}{why}; wait for it or stop it (Ctrl-C), "
+            "or pass --out to start a separate run"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()} on {socket.gethostname()}\n")
+    fh.flush()
+    return fh
 
 
 def fresh_run_dir(run_dir: Path) -> Path | None:
-    """Move an existing run dir aside (`NAME.YYYYmmdd-HHMMSS`) so a new run starts; nothing is deleted."""
+    """Move an existing run dir aside (`NAME.YYYYmmdd-HHMMSS`) so a new run starts; nothing is deleted.
+
+    Refused while a driver runs in it: moving a live run would split its trials between two journals."""
     if not run_dir.exists():
         return None
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = run_dir.with_name(f"{run_dir.name}.{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = run_dir.with_name(f"{run_dir.name}.{stamp}-{n}")
-    os.replace(run_dir, target)
+    lock = hold_run_lock(run_dir, why="; --fresh cannot move a running study aside")
+    try:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        target = run_dir.with_name(f"{run_dir.name}.{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = run_dir.with_name(f"{run_dir.name}.{stamp}-{n}")
+        os.replace(run_dir, target)
+    finally:
+        lock.close()
     return target
 
 
@@ -102,6 +130,8 @@ class SearchDriver:
         self.executor_kind = executor  # "ray" (default; --address joins a cluster) | "local" (a process pool, no Ray)
         self.log = TrialLog(out=sys.stdout, progress=progress, ablation=study.ablation is not None)
         self.device_name = ""  # the latency device, known once the executor has probed it
+        self._recipe_hashes: dict[str, str] = {}  # recipe name -> content hash, recorded in run.json
+        self._rdb_storage: Any = None  # the connected `--storage` database (`_connect_storage`)
 
     # -- paths ------------------------------------------------------------------------------------
 
@@ -133,18 +163,8 @@ class SearchDriver:
             lock.close()
 
     def _lock(self) -> Any:
-        """One driver per run dir (the journal must have one writer); released even on SIGKILL."""
-        import fcntl
-
-        fh = open(self.run_dir / ".lock", "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            raise UserError(
-                f"another nas.run is already using {self.run_dir}; wait for it, or pass --out to start a separate run"
-            ) from None
-        return fh
+        """One driver per run dir (`hold_run_lock`)."""
+        return hold_run_lock(self.run_dir)
 
     def _run(self) -> int:
         spec = self.study_spec
@@ -152,7 +172,13 @@ class SearchDriver:
         if previous is not None:
             self._check_same_experiment(previous)
         recipes = self._load_recipes()
+        if previous is not None:
+            self._check_same_recipes(previous, recipes)
+        self._recipe_hashes = {name: recipe.hash for name, recipe in recipes.items()}
         self._print_header(recipes, resuming=previous is not None)
+        # A database is connected to before the data is loaded and the workers start: a wrong URL, a
+        # missing password or driver then fails in a second. (A journal needs no check: it is a file.)
+        self._rdb_storage = self._connect_storage()
 
         from trainers.proxy import ProxyData
 
@@ -164,8 +190,8 @@ class SearchDriver:
         t0 = time.perf_counter()
         executor.start()
         try:
-            where = "local process pool" if self.executor_kind == "local" else (
-                f"ray {'joined ' + self.address if self.address else 'local'}")
+            joined = getattr(executor, "joined", None) or self.address  # RAY_ADDRESS / auto resolve to an address
+            where = "local process pool" if self.executor_kind == "local" else (f"ray joined {joined}" if joined else "ray local")
             self.log.print(f"executor: {where}, resources {_fmt_resources(executor.cluster_resources())}, "
                            f"started in {time.perf_counter() - t0:.1f} s")
             return self._search(executor, data=data, recipes=recipes, previous=previous)
@@ -181,7 +207,7 @@ class SearchDriver:
             return LocalExecutor(workers=self.study_spec.budget.workers, address=self.address)
         from nas.executor import RayExecutor
 
-        return RayExecutor(address=self.address)
+        return RayExecutor(address=self.address, log_dir=self.run_dir / "worker_logs", say=self.log.print)
 
     def _load_recipes(self) -> dict[str, Any]:
         """The [proxy] recipe and each ablation arm's, by name; a clear error now if steps cannot fit."""
@@ -266,18 +292,45 @@ class SearchDriver:
             )
         stored = previous.get("storage")
         if self.storage_url is None and stored and stored != "journal":
-            raise UserError(f"this run uses the storage {stored}; pass --storage with that URL again to resume it")
+            if is_redacted(stored):
+                raise UserError(f"this run uses the storage {stored}; pass --storage with that URL again to resume it "
+                                "(or without the password, set in PGPASSWORD or ~/.pgpass)")
+            self.storage_url = stored  # it holds no secret: resume from what run.json recorded
+            self.log.print(f"storage: {stored} (recorded in {self.run_json.name})")
+
+    def _check_same_recipes(self, previous: dict[str, Any], recipes: dict[str, Any]) -> None:
+        """Refuse to resume when a recipe's *contents* changed (the study names it, so the identity
+        hash alone misses an edited file): one run, one front, one training recipe.
+
+        A run.json from before recipes were recorded is accepted, with a note."""
+        stored = previous.get("recipe_hashes")
+        if stored is None:
+            self.log.print(f"note: {self.run_json.name} does not record its recipes' contents (made by an older rtsr-nas); "
+                           "assuming they are unchanged, and recording them from now on")
+            return
+        changed = [f"{name} ({stored[name]} -> {recipe.hash})" for name, recipe in recipes.items()
+                   if name in stored and stored[name] != recipe.hash]
+        if changed:
+            raise UserError(
+                f"{self.run_dir} was trained with other contents of recipe {', '.join(changed)}; its trials and new "
+                "ones would mix two recipes. Restore the recipe file to resume, or pass --fresh / --out to start a run "
+                "with the edited recipe (save it under a new name to keep both)"
+            )
 
     def _write_run_json(self, previous: dict[str, Any] | None, *, device_kind: str, device_name: str, protocol: Any) -> dict[str, Any]:
+        from nas.latency.software import SoftwareStack
+
         spec = self.study_spec
-        entry = {"started": _now(), "argv": self.argv, "host": socket.gethostname(), "pid": os.getpid()}
+        # argv is stored redacted: a `--storage` URL with a password (either `--storage URL` or
+        # `--storage=URL`) must not reach a 0644 file that is copied around with the run.
+        entry = {"started": _now(), "argv": [redact(a) for a in self.argv], "host": socket.gethostname(), "pid": os.getpid()}
         if previous is None:
             run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
             doc = {
                 "format": RUN_FORMAT,
                 "run_id": run_id,
                 "optuna_study_name": f"{spec.name}-{run_id}",
-                "storage": "journal" if self.storage_url is None else redact(self.storage_url),
+                "storage": "journal" if self.storage_url is None else url_for_run_json(self.storage_url),
                 "created": _now(),
                 "study": spec.to_dict(),
                 "identity": spec.identity_dict(),
@@ -287,18 +340,34 @@ class SearchDriver:
                 "latency_protocol": protocol.to_dict(),
                 "latency_protocol_hash": protocol.protocol_hash,
                 "latency_protocol_description": protocol.describe(),
+                "latency_software": SoftwareStack.current(device_kind).to_dict(),
                 "history": [entry],
             }
         else:
             doc = dict(previous)
+            doc.setdefault("latency_software", SoftwareStack.current(device_kind).to_dict())  # runs made before it was recorded
             doc["study"] = spec.to_dict()  # the budget may have changed
-            doc["history"] = list(previous.get("history", [])) + [entry]
+            # earlier versions stored argv verbatim: scrub their entries too
+            history = [{**h, "argv": [redact(str(a)) for a in h.get("argv", [])]} if isinstance(h, dict) else h
+                       for h in previous.get("history", [])]
+            doc["history"] = history + [entry]
+            stored = str(previous.get("storage", "journal"))
+            if self.storage_url is not None and is_redacted(stored) and not has_password(self.storage_url) \
+                    and url_for_run_json(self.storage_url) == _without_password(stored):
+                # the same database, now with the password from the environment: store the URL that
+                # opens it, so `python -m reports --run` needs no --storage
+                doc["storage"] = url_for_run_json(self.storage_url)
+        doc["recipe_hashes"] = {**doc.get("recipe_hashes", {}), **self._recipe_hashes}  # checked on resume
         _write_json(self.run_json, doc)
         if self.study_file is not None and not (self.run_dir / "study.toml").exists():
             atomic_write(self.run_dir / "study.toml", self.study_file.read_bytes())
         return doc
 
     def _check_device(self, previous: dict[str, Any] | None, *, device_kind: str, device_name: str, protocol: Any) -> None:
+        """Refuse to resume on another device, protocol or torch/CUDA/cuDNN stack: their latencies
+        must not share a front. A run.json from before the stack was recorded is accepted, with a note."""
+        from nas.latency.software import SoftwareStack
+
         if previous is None:
             return
         if previous.get("device_name") != device_name or previous.get("latency_protocol_hash") != protocol.protocol_hash:
@@ -307,6 +376,22 @@ class SearchDriver:
                 f"this machine times on {device_name!r} (protocol {protocol.protocol_hash}). Latencies from two devices "
                 "must not share a front: resume on the original device (--device "
                 f"{previous.get('device_kind')}), or pass --fresh / --out to start a separate run"
+            )
+        current = SoftwareStack.current(device_kind)
+        recorded = previous.get("latency_software")
+        if recorded is None:
+            self.log.print(f"note: {self.run_json.name} does not record the software stack its latencies were timed with "
+                           f"(made by an older rtsr-nas); assuming {current.label()}, and recording it from now on")
+            return
+        try:
+            stack = SoftwareStack.from_dict(recorded)
+        except TypeError:
+            raise UserError(f"{self.run_json}: latency_software is malformed ({recorded!r}); pass --fresh or another --out") from None
+        if stack.key != current.key:
+            raise UserError(
+                f"{self.run_dir} was timed with {stack.label()}; this machine has {current.label()}. Latencies from two "
+                "software stacks must not share a front: resume with the original versions installed, or pass --fresh / "
+                "--out to start a separate run"
             )
 
     # -- setup ------------------------------------------------------------------------------------
@@ -325,6 +410,17 @@ class SearchDriver:
             )
         return kind
 
+    def _connect_storage(self) -> Any:
+        """The `--storage` database, connected now (None for the default journal); a UserError that
+        names the fix when the URL, the server, the password or the driver is wrong."""
+        if self.storage_url is None:
+            return None
+        storage = open_rdb_storage(self.storage_url)
+        # loading the data can take minutes: hold no idle connection through it (a server or a
+        # firewall may drop it); the engine reconnects when the study is opened
+        storage.engine.dispose()
+        return storage
+
     def _open_study(self, doc: dict[str, Any], *, constrained: bool) -> Any:
         import optuna
 
@@ -337,7 +433,9 @@ class SearchDriver:
 
             storage: Any = JournalStorage(JournalFileBackend(str(self.journal_path), lock_obj=flock_lock(self.journal_path)))
         else:
-            storage = self.storage_url
+            if self._rdb_storage is None:  # `_run` connects first; this is for callers that skip it
+                self._rdb_storage = self._connect_storage()
+            storage = self._rdb_storage
         sampler = make_sampler(self.study_spec, seed=self.study_spec.seed, constrained=constrained)
         try:
             study = optuna.create_study(
@@ -347,12 +445,11 @@ class SearchDriver:
                 directions=["maximize", "minimize"],
                 load_if_exists=True,
             )
-        except ImportError as exc:
-            raise UserError(f"--storage {redact(self.storage_url or '')}: a database driver is missing ({exc}); install it") from None
-        except Exception as exc:  # noqa: BLE001 - bad URLs surface as many SQLAlchemy types
+        except Exception as exc:  # noqa: BLE001 - a database that dropped mid-way surfaces as many SQLAlchemy types
             if self.storage_url is None:
                 raise
-            raise UserError(f"--storage {redact(self.storage_url)}: cannot open ({type(exc).__name__}: {exc})") from None
+            raise UserError(f"--storage {redact(self.storage_url)}: cannot open the study "
+                            f"({type(exc).__name__}: {redact(' '.join(str(exc).split()))})") from None
         obj = self.study_spec.objectives
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ExperimentalWarning on Optuna < 5
@@ -419,7 +516,9 @@ class SearchDriver:
         if self.storage_url is None:
             lines.append(f"journal:  {self.journal_path}  (optuna-dashboard {self.journal_path})")
         else:
-            lines.append(f"storage:  {redact(self.storage_url)}")
+            stored = url_for_run_json(self.storage_url)
+            note = "  (password not stored: pass --storage to python -m reports)" if is_redacted(stored) else ""
+            lines.append(f"storage:  {stored}{note}")
         lines += [f"latency:  {self.latency_path}", f"weights:  {self.weights_dir}"]
         if self.study_spec.ablation is not None:
             lines.append(f"ablation: {self.run_dir / 'ablation.md'}  (python -m reports --run {self.run_dir} --format md)")
@@ -464,6 +563,11 @@ class SearchDriver:
         for arm, seed in ab.trial_order():
             study.enqueue_trial({"arm": arm, "seed": seed}, user_attrs={Key.ARM: arm, Key.SEED: seed})
         study.set_user_attr("ablation_enqueued", [[arm, seed] for arm, seed in ab.trial_order()])
+
+
+def _without_password(url: str) -> str:
+    """`user:***@` -> `user@`: a redacted URL as the same URL with its password left to the environment."""
+    return url.replace(":***@", "@")
 
 
 def _fmt_resources(res: dict[str, float]) -> str:

@@ -23,23 +23,43 @@ ask/tell, and each trial is two independent pieces of work with different resour
 Local runs start a private Ray instance (`ray.init(num_cpus=...)`, no dashboard, quiet logging,
 token auth disabled for this throw-away instance, temp dir under the system temp or
 `RTSR_RAY_TEMP_DIR`); `address=` joins a running cluster instead and leaves its settings alone.
+Which one, as Ray users expect (`resolve_ray_address`): `--address HOST:PORT`, else `RAY_ADDRESS`,
+else local; `auto` is the cluster `ray start` recorded on this machine, `local` a private instance.
+A cluster address is probed with a plain TCP connect first, so nothing listening is one clear
+`UserError` in seconds instead of minutes inside Ray's retries.
+
+Faults: a task whose worker process died (a segfault, the OOM killer) leaves its Ray logs in the
+session folder that `shutdown` deletes, so with `log_dir` they are copied to
+`<log_dir>/<time>-pid<pid>/` first and the `TaskError` names that copy (each task notes its worker
+in `<session logs>/rtsr-tasks/` while it runs). A dead *local* node fails every task at once; that is
+a `NodeLostError`, which the scheduler treats as "stop and re-queue", not as a crash per trial.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Executor", "RayExecutor", "TaskError", "latency_batch", "probe_device", "train_one"]
+__all__ = ["Executor", "NodeLostError", "RayExecutor", "TaskError", "latency_batch", "probe_device", "resolve_ray_address",
+           "train_one"]
 
 #: Set to a folder to put local Ray's session files there (default: a fresh folder in the system temp).
 RAY_TEMP_ENV = "RTSR_RAY_TEMP_DIR"
+#: Ray's own variable: the cluster to join when no address is passed.
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+#: Seconds the TCP probe of a cluster address may take (a live head answers in milliseconds).
+PROBE_TIMEOUT_S = 3.0
+#: Subfolder of a node's Ray logs where each running task notes its worker (see `_noting_worker`).
+_TASK_NOTES = "rtsr-tasks"
 
 
 class Executor(Protocol):
@@ -133,20 +153,30 @@ def probe_device(*, device: str, threads: int) -> str:
 def latency_batch(
     *, archs: Sequence[dict[str, Any]], device: str, protocol: dict[str, Any], threads: int
 ) -> list[dict[str, Any]]:
-    """Time each architecture in turn; one entry per arch: {"ok": True, "latency": ...} or an error."""
-    from nas.latency import LatencyProtocol, measure_latency
+    """Time a batch of architectures; one entry per arch: {"ok": True, "latency": ...} or an error.
+
+    One `measure_latency_batch` call: on cpu the archs are timed interleaved (A B C A B C ...), so
+    load drift during the batch spreads over all of them instead of biasing the later ones; on cuda
+    one after another. One network failing to build or run must not lose the batch."""
+    from nas.latency import LatencyProtocol, measure_latency_batch
     from search_space.arch import ArchConfig
 
     _set_threads(device, threads)
     proto = LatencyProtocol.from_dict(protocol)
+    configs = [ArchConfig.from_dict(arch) for arch in archs]
+    results: list[Any]
+    try:
+        results = measure_latency_batch(
+            configs, device=device, protocol=proto, names=[c.summary() for c in configs], errors="return"
+        )
+    except Exception as exc:  # noqa: BLE001 - a device problem fails every arch, each with the reason
+        results = [exc] * len(configs)
     out: list[dict[str, Any]] = []
-    for arch in archs:
-        config = ArchConfig.from_dict(arch)
-        try:
-            result = measure_latency(config, device=device, protocol=proto, name=config.summary())
+    for config, result in zip(configs, results):
+        if isinstance(result, Exception):
+            out.append({"ok": False, "arch_hash": config.arch_hash, "reason": f"latency: {type(result).__name__}: {result}"})
+        else:
             out.append({"ok": True, "arch_hash": config.arch_hash, "latency": result.to_dict()})
-        except Exception as exc:  # noqa: BLE001 - one network failing to run must not lose the batch
-            out.append({"ok": False, "arch_hash": config.arch_hash, "reason": f"latency: {type(exc).__name__}: {exc}"})
     return out
 
 
@@ -159,6 +189,78 @@ class TaskError(RuntimeError):
     """A Ray task crashed, was killed, or raised: the message is the trial's failure reason."""
 
 
+class NodeLostError(TaskError):
+    """The Ray node of this driver died (the raylet is gone, often memory pressure).
+
+    Every task in flight fails at once with it and no new task can run, so it says nothing about the
+    trial: the scheduler re-queues its trials without spending retries and stops the run."""
+
+
+def _split_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of `HOST:PORT`, `[IPv6]:PORT` or `ray://HOST:PORT`; None when it is not one."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def _ray_address_file() -> Path:
+    """Where `ray start` records the cluster it started on this machine (what Ray's `auto` reads)."""
+    try:
+        from ray._common.utils import get_ray_address_file
+
+        return Path(get_ray_address_file(None))
+    except ImportError:  # another Ray layout: the same rule, spelled out
+        root = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        return Path(root) / "ray" / "ray_current_cluster"
+
+
+def resolve_ray_address(address: str | None, *, environ: Mapping[str, str] | None = None,
+                        probe_timeout_s: float = PROBE_TIMEOUT_S) -> tuple[str | None, str]:
+    """The cluster to join, as Ray resolves it, probed: (address or None for a private local Ray, where it came from).
+
+    `address` (--address) wins; without it `RAY_ADDRESS` decides. `auto` is the cluster `ray start`
+    recorded on this machine (Ray's address file; RAY_ADDRESS, when set, wins over `--address auto` as
+    in `ray.init`), `local` a private instance. Unlike Ray's `auto` this never picks some other Ray
+    process found running here: that may be another run's throw-away instance. Raises `UserError`
+    when the address is malformed or nothing listens there, naming the address and the fix."""
+    from search_space.errors import UserError
+
+    env = (os.environ if environ is None else environ).get(RAY_ADDRESS_ENV, "").strip()
+    if address:
+        given, source = address.strip(), f"--address {address}"
+        drop = "drop --address"
+        if given == "auto" and env and env != "auto":
+            given, source = env, f"--address auto, {RAY_ADDRESS_ENV}={env}"
+            drop = f"unset {RAY_ADDRESS_ENV} and drop --address"
+    elif env:
+        given, source, drop = env, f"{RAY_ADDRESS_ENV}={env}", f"unset {RAY_ADDRESS_ENV}"
+    else:
+        return None, "local"
+    if given == "local":
+        return None, f"local ({source})"
+    if given == "auto":
+        path = _ray_address_file()
+        recorded = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        if not recorded:
+            raise UserError(f"{source}: no Ray cluster was started with `ray start` on this machine (no address in "
+                            f"{path}); start the head with `ray start --head`, pass its HOST:PORT, or {drop} to run locally")
+        given, source = recorded, f"{source}: the cluster `ray start` recorded in {path}"
+    parsed = _split_address(given)
+    if parsed is None:
+        raise UserError(f"{source}: {given!r} is not a Ray address; use HOST:PORT of the head (e.g. 10.0.0.5:6379), "
+                        f"`auto` (the cluster `ray start` started on this machine) or `local`")
+    try:
+        with socket.create_connection(parsed, timeout=probe_timeout_s):
+            pass
+    except OSError as exc:
+        raise UserError(f"{source}: no Ray cluster answers at {given} ({exc.strerror or type(exc).__name__}); start the "
+                        f"head with `ray start --head --port PORT`, check the host and port, or {drop} to run locally") from None
+    return given, source
+
+
 @dataclass
 class _Slot:
     node_id: str
@@ -168,10 +270,24 @@ class _Slot:
 class RayExecutor:
     """A Ray runtime (local or joined) with the two kinds of tasks this project runs."""
 
-    def __init__(self, *, address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        quiet: bool = True,
+        log_dir: str | os.PathLike[str] | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        """`address`: see `resolve_ray_address` (`num_cpus` applies to a local Ray only); `log_dir`:
+        where crashed workers' logs are kept (the driver passes `<run dir>/worker_logs`); `say`:
+        where the one line naming the joined cluster goes."""
         self.address = address
         self.num_cpus = num_cpus
         self.quiet = quiet
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self.say = say
+        self.joined: str | None = None  # the cluster address joined; None for a local Ray
         self.temp_dir: Path | None = None
         self._started_here = False
         self._train = None
@@ -194,16 +310,22 @@ class RayExecutor:
         )
         if ray.is_initialized():
             return self._register()
-        if self.address:
+        # Resolved and probed before anything is created: a bad address leaves nothing behind.
+        target, source = resolve_ray_address(self.address)
+        if target is not None:
+            if self.say is not None:
+                self.say(f"ray: joining the cluster at {target} ({source})")
             try:
-                ray.init(address=self.address, **kwargs)
+                ray.init(address=target, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 from search_space.errors import UserError
 
                 raise UserError(
-                    f"--address {self.address}: cannot join a Ray cluster there ({exc}); start one with "
-                    f"`ray start --head --port PORT` or drop --address to use a local Ray"
+                    f"{source}: cannot join the Ray cluster at {target} ({_first_line(str(exc), 200)}); check that "
+                    f"it runs this Ray version, start one with `ray start --head --port PORT`, or "
+                    f"{'drop --address' if self.address else 'unset RAY_ADDRESS'} to run locally"
                 ) from None
+            self.joined = target
         else:
             # A private, throw-away instance: no token to manage (Ray >= 2.5x enables token auth).
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -214,12 +336,13 @@ class RayExecutor:
             else:
                 # Short path: Ray's unix socket paths must stay under ~107 characters.
                 self.temp_dir = Path(tempfile.mkdtemp(prefix="rtsr-ray-"))
-            ray.init(
-                num_cpus=self.num_cpus,
-                _temp_dir=str(self.temp_dir),
-                **kwargs,
-            )
             self._started_here = True
+            try:
+                # address="local": a new instance even when RAY_ADDRESS says "local".
+                ray.init(address="local", num_cpus=self.num_cpus, _temp_dir=str(self.temp_dir), **kwargs)
+            except BaseException:
+                self.shutdown()  # the driver only shuts down what started: remove our temp dir now
+                raise
         return self._register()
 
     def _register(self) -> RayExecutor:
@@ -236,8 +359,6 @@ class RayExecutor:
         if ray.is_initialized():
             ray.shutdown()
         if self._started_here and self.temp_dir is not None and not os.environ.get(RAY_TEMP_ENV):
-            import shutil
-
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> RayExecutor:
@@ -329,7 +450,65 @@ class RayExecutor:
                 raise UserError(str(cause)) from None
             raise TaskError(_first_line(f"{type(cause).__name__ if cause else 'task error'}: {cause or exc}")) from None
         except ray.exceptions.RayError as exc:
-            raise TaskError(_first_line(f"{type(exc).__name__}: {exc}")) from None
+            reason = _first_line(f"{type(exc).__name__}: {exc}")
+            if self._is_local_node_lost(exc):
+                raise NodeLostError(f"the local Ray node died ({reason})") from None
+            if isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError)) or "python-core-worker" in str(exc):
+                reason = self._keep_worker_logs(ref, exc) or reason
+            raise TaskError(reason) from None
+
+    def _is_local_node_lost(self, exc: Exception) -> bool:
+        """Whether `exc` says that this driver's node died (not one task's worker, not a remote node)."""
+        import ray
+
+        if isinstance(exc, ray.exceptions.LocalRayletDiedError):
+            return True
+        if not isinstance(exc, ray.exceptions.NodeDiedError):
+            return False
+        if self._started_here:  # a private Ray has one node: ours
+            return True
+        try:
+            here = ray.get_runtime_context().get_node_id()
+            if here in str(exc):
+                return True
+            return not any(n.get("NodeID") == here and n.get("Alive") for n in ray.nodes())
+        except Exception:  # noqa: BLE001 - cannot even ask the cluster about our node: it is gone
+            return True
+
+    def _keep_worker_logs(self, ref: Any, exc: Exception) -> str | None:
+        """Copy a dead worker's Ray logs to `log_dir` (shutdown deletes a local session); the reason naming them.
+
+        None when there is nowhere to keep them or the task ran on another node (its logs stay there)."""
+        logs = _session_logs_dir()
+        if self.log_dir is None or logs is None:
+            return None
+        try:
+            task_id = ref.task_id().hex()
+            note = logs / _TASK_NOTES / f"{task_id}.json"
+            info = json.loads(note.read_text(encoding="utf-8"))
+            worker, pid = str(info["worker_id"]), int(info["pid"])
+        except (AttributeError, OSError, ValueError, KeyError, TypeError):
+            return None
+        # Ray's log monitor moves a dead worker's files to logs/old/, possibly while we look.
+        found = [f for folder in (logs, logs / "old")
+                 for pattern in (f"python-core-worker-{worker}_*.log", f"worker-{worker}-*")
+                 for f in sorted(folder.glob(pattern))]
+        # Task ids repeat across runs (a fresh Ray numbers its jobs from 1): name the copy by time and pid.
+        dest = self.log_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-pid{pid}"
+        kept: list[Path] = []
+        for f in found:
+            try:
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest / f.name)
+                kept.append(dest / f.name)
+            except OSError:
+                continue
+        note.unlink(missing_ok=True)
+        if not kept:
+            return None
+        last = _last_line(next((f for f in kept if f.suffix == ".err"), None))
+        return _first_line(f"{type(exc).__name__}: the worker (pid {pid}) died while running this task; its Ray logs are "
+                           f"kept in {dest}" + (f" (last stderr line: {last})" if last else ""), limit=600)
 
     def cancel(self, ref: Any) -> None:
         import ray
@@ -345,13 +524,66 @@ def _first_line(text: str, limit: int = 400) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def _last_line(path: Path | None, limit: int = 160) -> str:
+    """The last line a worker wrote to a (small) log file, or '' (Ray's own ':job_id:'-style lines skipped)."""
+    if path is None:
+        return ""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = [line for line in text.splitlines() if line.strip() and not line.startswith(":")]
+    except OSError:
+        return ""
+    return _first_line(lines[-1], limit) if lines else ""
+
+
+def _session_logs_dir() -> Path | None:
+    """The logs folder of this process's Ray node session (driver or worker); None when unknown.
+
+    Ray has no public call for it; the private one is used and its absence only costs the copies."""
+    try:
+        import ray
+
+        node = ray._private.worker._global_node or ray._private.worker.global_worker.node
+        return Path(node.get_logs_dir_path())
+    except Exception:  # noqa: BLE001 - another Ray layout, or not connected
+        return None
+
+
+@contextlib.contextmanager
+def _noting_worker(entry: str) -> Iterator[None]:
+    """While a task runs, note which worker runs it, so that the driver finds its logs if it dies.
+
+    The note is removed when the task returns or raises; only a task whose process died leaves one."""
+    note: Path | None = None
+    try:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        logs = _session_logs_dir()
+        if logs is not None:
+            note = logs / _TASK_NOTES / f"{ctx.get_task_id()}.json"
+            note.parent.mkdir(parents=True, exist_ok=True)
+            note.write_text(json.dumps({"entry": entry, "worker_id": ctx.get_worker_id(), "pid": os.getpid(),
+                                        "node_id": ctx.get_node_id()}), encoding="utf-8")
+    except Exception:  # noqa: BLE001 - a missing note only costs the log copy, never the task
+        note = None
+    try:
+        yield
+    finally:
+        if note is not None:
+            note.unlink(missing_ok=True)
+
+
 def _train_entry(payload: dict[str, Any], data: Any) -> dict[str, Any]:
-    return train_one(data=data, **payload)
+    with _noting_worker("train"):
+        return train_one(data=data, **payload)
 
 
 def _latency_entry(archs: list[dict[str, Any]], device: str, protocol: dict[str, Any], threads: int) -> list[dict[str, Any]]:
-    return latency_batch(archs=archs, device=device, protocol=protocol, threads=threads)
+    with _noting_worker("latency"):
+        return latency_batch(archs=archs, device=device, protocol=protocol, threads=threads)
 
 
 def _probe_entry(device: str, threads: int) -> str:
-    return probe_device(device=device, threads=threads)
+    with _noting_worker("probe"):
+        return probe_device(device=device, threads=threads)

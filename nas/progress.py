@@ -1,8 +1,10 @@
 """What a run shows while it works: one log line per finished trial and a progress bar.
 
 Log lines go to stdout (through tqdm so they never tear the bar); the bar goes to stderr and shows
-trials done/total, the best gain within the latency budget, and the ETA. Every number carries its
-unit and the latency device.
+trials done/total, the best gain within the latency budget, and the ETA. The bar (and every other
+bar of the run: data preparation follows `TrialLog.progress`) is drawn only when stderr is a
+terminal: redirected to a log, its carriage-return frames would be noise, and the log lines already
+say everything. Every number carries its unit and the latency device.
 """
 
 from __future__ import annotations
@@ -28,12 +30,21 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-class TrialLog:
-    """Prints lines and keeps the bar; `progress=False` keeps only the lines."""
+def _terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
-    def __init__(self, *, out: TextIO, progress: bool, ablation: bool = False) -> None:
+
+class TrialLog:
+    """Prints lines and keeps the bar; `progress=False`, or a `bar_stream` that is not a terminal,
+    keeps only the lines."""
+
+    def __init__(self, *, out: TextIO, progress: bool, ablation: bool = False, bar_stream: TextIO | None = None) -> None:
         self.out = out
-        self.progress = progress
+        self.bar_stream = sys.stderr if bar_stream is None else bar_stream
+        self.progress = progress and _terminal(self.bar_stream)
         self.ablation = ablation
         self.device_name = ""
         self.budget_ms: float | None = None
@@ -57,7 +68,7 @@ class TrialLog:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, initial=min(done, total), desc="trials", unit="trial",
-                        file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+                        file=self.bar_stream, dynamic_ncols=True, smoothing=0.1)
         self._update_bar()
 
     def note_best(self, gain: float) -> None:

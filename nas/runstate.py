@@ -32,6 +32,7 @@ from typing import Any
 
 from nas.halving import rung_study_name
 from nas.pareto import pareto_front
+from nas.storage import is_redacted, open_rdb_storage, redact
 from nas.trial_record import TRAINED_STATUSES, Key, TrialRecord, TrialStatus, finite_or_none
 from search_space.errors import UserError
 
@@ -267,16 +268,26 @@ def _frozen_trials(run_dir: Path, info: Mapping[str, Any], storage: str | None) 
     name = str(info["optuna_study_name"])
     halving = _is_halving(info)
     stored = str(info.get("storage", "journal"))
+    source = "--storage"
     if storage is None and stored != "journal":
-        raise UserError(f"run {run_dir} keeps its trials in {stored}; pass --storage with that URL (password included) to read it")
+        # run.json stores the URL only without a secret: reopen it as it stands, unless its
+        # password was redacted (then only the user has it)
+        if is_redacted(stored):
+            raise UserError(
+                f"run {run_dir} keeps its trials in {stored} and run.json does not store its password; pass --storage "
+                "with that URL, password included (or without it when PGPASSWORD or ~/.pgpass holds it)"
+            )
+        storage, source = stored, f"{run_dir / 'run.json'}: storage"
     if storage is not None:
+        rdb = open_rdb_storage(storage, source=source, create=False)
         try:
-            study = optuna.load_study(study_name=name, storage=storage)
-            upper = _rung_trials(storage, name) if halving else {}
+            study = optuna.load_study(study_name=name, storage=rdb)
+            upper = _rung_trials(rdb, name) if halving else {}
         except KeyError:
             return {0: []}
         except Exception as exc:  # noqa: BLE001 - bad URLs surface as many SQLAlchemy types
-            raise UserError(f"--storage: cannot read study {name!r} ({type(exc).__name__}: {exc})") from None
+            raise UserError(f"{source} {redact(storage)}: cannot read study {name!r} "
+                            f"({type(exc).__name__}: {redact(' '.join(str(exc).split()))})") from None
         return {0: list(study.get_trials(deepcopy=False)), **upper}
 
     journal = run_dir / "journal.log"
@@ -305,8 +316,9 @@ def _frozen_trials(run_dir: Path, info: Mapping[str, Any], storage: str | None) 
 def load_run(run_dir: str | os.PathLike[str], *, storage: str | None = None) -> RunState:
     """Snapshot the run in `run_dir` read-only (works while `nas.run` is still writing it).
 
-    `storage` is needed only for runs started with `nas.run --storage URL` (run.json stores the URL
-    without its password).
+    `storage` is needed only for runs started with `nas.run --storage URL` whose URL held a password
+    (run.json stores it redacted); a URL without one (SQLite, or PostgreSQL with the password in
+    PGPASSWORD / ~/.pgpass) is reopened from run.json.
     """
     root = Path(run_dir).expanduser()
     info = _read_run_json(root)

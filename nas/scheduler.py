@@ -23,6 +23,12 @@ re-evaluate, in this process, the fused weights of the trial that trained the sa
 What a trial stores is defined in `nas.trial_record`; every status change goes through
 `TrialEndings` (`nas.trial_endings`).
 
+A lost local Ray node (`nas.executor.NodeLostError`, seen under memory pressure) fails every task in
+flight at once and runs nothing more, so it is not a crash of each trial: every trial the scheduler
+holds (running, timing, asked) is re-queued without spending a retry, COMPLETE trials are untouched,
+and the run stops with a `UserError` (exit code 2) that says to rerun the same command to resume.
+Restarting Ray in-process is not attempted: the state a dead node leaves is not worth trusting.
+
 Successive halving (a study with `[halving]`, see `nas.halving`): the sampler's trials are rung 0
 (trained with a warmup-stable-decay schedule that keeps a checkpoint); `nas.promotion.RungLadder`
 decides which of them go up and records the higher rungs. Whenever a worker is free, a promotion is
@@ -156,7 +162,23 @@ class TrialScheduler:
 
         With `[budget] minutes` (--time-limit), nothing new starts once that much wall time has passed
         in this invocation: running trainings finish and are recorded, trials asked but not started
-        are re-queued for a resumed run, and the loop ends."""
+        are re-queued for a resumed run, and the loop ends. A lost local Ray node re-queues every
+        trial held without spending retries and raises `UserError` (see the module docstring)."""
+        from nas.executor import NodeLostError
+
+        try:
+            self._loop()
+        except NodeLostError as exc:
+            requeued = self.abandon(str(exc), spend_retry=False)
+            from search_space.errors import UserError
+
+            raise UserError(
+                f"{exc}; this is often memory pressure (fewer --workers or [proxy] threads help). {self.done} of "
+                f"{self.spec.budget.trials} trials are done; the {requeued} trial(s) in progress were re-queued without "
+                "spending a retry: rerun the same command to resume"
+            ) from None
+
+    def _loop(self) -> None:
         budget = self.spec.budget
         workers = budget.workers
         deadline = None if budget.minutes is None else time.perf_counter() + 60.0 * budget.minutes
@@ -290,7 +312,7 @@ class TrialScheduler:
     # -- latency ----------------------------------------------------------------------------------
 
     def _finish_latency_job(self) -> None:
-        from nas.executor import TaskError
+        from nas.executor import NodeLostError, TaskError
         from nas.latency import LatencyResult
 
         assert self.latency_job is not None
@@ -298,6 +320,9 @@ class TrialScheduler:
         self.latency_job = None
         try:
             results = self.executor.get(ref)
+        except NodeLostError:
+            self.latency_job = (ref, pending)  # still held: `loop` re-queues them with the rest
+            raise
         except TaskError as exc:
             for p in pending:
                 self.endings.crashed(p, f"latency task: {exc}")
@@ -410,10 +435,13 @@ class TrialScheduler:
             self._release_followers(self._key(p))
 
     def _handle_training(self, p: PendingTrial, ref: Any) -> None:
-        from nas.executor import TaskError
+        from nas.executor import NodeLostError, TaskError
 
         try:
             out = self.executor.get(ref)
+        except NodeLostError:
+            self.inflight[ref] = p  # still held: `loop` re-queues it with the rest
+            raise
         except TaskError as exc:
             self.endings.crashed(p, f"training task: {exc}")
             return
@@ -453,12 +481,16 @@ class TrialScheduler:
             self.ladder.note_rung0(self.study._storage.get_trial(p.trial._trial_id))
 
     def _finish_rung_job(self, job: RungJob, ref: Any) -> None:
-        from nas.executor import TaskError
+        from nas.executor import NodeLostError, TaskError
 
         assert self.ladder is not None
         self.ladder.running -= 1
         try:
             out = self.executor.get(ref)
+        except NodeLostError:
+            self.ladder.running += 1
+            self.inflight[ref] = job  # still held: `loop` stops, and a rerun promotes it again
+            raise
         except TaskError as exc:
             self.ladder.finished(job, None, error=str(exc))
             return
@@ -466,16 +498,18 @@ class TrialScheduler:
 
     # -- Ctrl-C -----------------------------------------------------------------------------------
 
-    def abandon(self, reason: str) -> None:
-        """On Ctrl-C: fail and re-queue every trial this scheduler holds, so a rerun picks them up."""
+    def abandon(self, reason: str, *, spend_retry: bool = True) -> int:
+        """On Ctrl-C or a lost node: fail and re-queue every trial this scheduler holds, so a rerun
+        picks them up; returns how many. `spend_retry=False`: their retry counts stay as they were."""
         pending = list(self.ready) + [p for p in self.inflight.values() if isinstance(p, PendingTrial)]
         pending += self.latency_job[1] if self.latency_job else []
         pending += [p for waiting in self.followers.values() for p in waiting]
         for ref in list(self.inflight) + ([self.latency_job[0]] if self.latency_job else []):
             self.executor.cancel(ref)
         for p in pending:
-            self.endings.requeue(p, reason)
+            self.endings.requeue(p, reason, spend_retry=spend_retry)
         self.ready.clear()
         self.inflight.clear()
         self.followers.clear()
         self.latency_job = None
+        return len(pending)

@@ -1,5 +1,8 @@
 """How a trial ends: told COMPLETE (ok, duplicate, skipped), failed, crashed and retried, or re-queued.
 
+A crash spends one of the trial's retries; a re-queue (Ctrl-C, the time limit, a lost local Ray
+node) does not count against the budget, and after a lost node it spends no retry either.
+
 Every ending writes the trial's outcome attributes (`nas.trial_record.Key`), tells Optuna, counts
 the trial against the budget when it is done for good, and logs one line. Kept apart from the
 scheduler so that "what happens to a trial" and "when it happens" can each be read on their own.
@@ -104,21 +107,27 @@ class TrialEndings:
             label = "crashed, no retries left"
         self.ctx.log.trial(p, status=label, gain=None, extra=attrs, done=self.done)
 
-    def requeue(self, p: PendingTrial, reason: str) -> None:
-        """Fail `p` without counting it and queue it again (Ctrl-C: a rerun picks it up)."""
+    def requeue(self, p: PendingTrial, reason: str, *, spend_retry: bool = True) -> None:
+        """Fail `p` without counting it and queue it again (Ctrl-C: a rerun picks it up).
+
+        `spend_retry=False` when the attempt says nothing about the trial (the local Ray node died
+        under it): the queued copy keeps p's retry count, so its own retries are all still left."""
         from optuna.trial import TrialState
 
         try:
             self._set(p, {Key.FAILURE_REASON: f"{reason}; re-queued", Key.REQUEUED: True})
             self.ctx.study.tell(p.trial, state=TrialState.FAIL)
-            self._enqueue_again(p)
+            self._enqueue_again(p, spend_retry=spend_retry)
         except Exception:  # noqa: BLE001 - best effort; a rerun recovers RUNNING trials anyway
             pass
 
-    def _enqueue_again(self, p: PendingTrial) -> None:
+    def _enqueue_again(self, p: PendingTrial, *, spend_retry: bool = True) -> None:
         if p.trial.params:
             frozen = self.ctx.study.get_trials(deepcopy=False)[p.trial.number]
-            self.ctx.study.enqueue_trial(dict(p.trial.params), user_attrs=retry_attrs(frozen.number, frozen.user_attrs))
+            attrs = retry_attrs(frozen.number, frozen.user_attrs)
+            if not spend_retry:
+                attrs[Key.RETRIES] = int(frozen.user_attrs.get(Key.RETRIES, 0))
+            self.ctx.study.enqueue_trial(dict(p.trial.params), user_attrs=attrs)
 
     def reevaluate(self, p: PendingTrial, *, weights: Any, arch: dict[str, Any], extra: dict[str, Any]) -> None:
         """Evaluate fused weights (bytes, or a path in the run dir) in p's eval dtype, here in the driver.

@@ -267,13 +267,15 @@ def _arm_result(arm_spec: Any, trials: Sequence[Any], *, spec: Any, qps: Sequenc
     )
 
 
-def load_ablation(run_dir: str | os.PathLike[str]) -> AblationResult:
-    """Read an ablation run (read-only, also while it runs) and compute every table entry."""
+def load_ablation(run_dir: str | os.PathLike[str], *, storage: str | None = None) -> AblationResult:
+    """Read an ablation run (read-only, also while it runs) and compute every table entry.
+
+    `storage`: the `--storage` URL, needed only when run.json holds it redacted (`nas.runstate.load_run`)."""
     from nas.ablation_spec import AblationSpec
     from nas.runstate import load_run
     from search_space.errors import UserError
 
-    state = load_run(run_dir)
+    state = load_run(run_dir, storage=storage)
     if not _is_run_json_ablation(state.info):
         raise UserError(f"{state.run_dir} is not an ablation run (its study has no [ablation] table)")
     study = state.study
@@ -420,10 +422,11 @@ def _claim_rows(res: AblationResult, fidelity: Fidelity | None = None) -> tuple[
     return header, rows
 
 
-def ablation_markdown(run_dir: str | os.PathLike[str], *, calibrations: Sequence[Mapping[str, Any]] | None = None) -> str:
+def ablation_markdown(run_dir: str | os.PathLike[str], *, calibrations: Sequence[Mapping[str, Any]] | None = None,
+                      storage: str | None = None) -> str:
     """The ablation's tables as Markdown: arms, differences to the reference, claims with verdicts, and
     the calibrated fidelity of the proxy budget they ran at (`calibrations`: default `find_calibrations()`)."""
-    res = load_ablation(run_dir)
+    res = load_ablation(run_dir, storage=storage)
     spec, study = res.spec, res.study
     data = study.get("data", {})
     proxy = study.get("proxy", {})
@@ -555,9 +558,9 @@ def _claims_figure(res: AblationResult) -> Any:
     return fig
 
 
-def ablation_figures(run_dir: str | os.PathLike[str]) -> list[Any]:
+def ablation_figures(run_dir: str | os.PathLike[str], *, storage: str | None = None) -> list[Any]:
     """Plotly figures for the dashboard: the arms table, the claims table, per-arm gains, claims vs CIs."""
-    res = load_ablation(run_dir)
+    res = load_ablation(run_dir, storage=storage)
     figs = []
     header, rows = _arm_rows(res)
     figs.append(_table_figure(f"{res.name}: arms (mean [95 % CI]; reference {res.spec.reference})", header, rows))

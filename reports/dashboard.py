@@ -216,8 +216,10 @@ def _meta(state: RunState, sections: list[str]) -> str:
     return f'<script type="application/json" id="dashboard-meta">{text}</script>'
 
 
-def render_dashboard(state: RunState) -> str:
-    """The dashboard page of `state` as one HTML string (plotly.js included)."""
+def render_dashboard(state: RunState, *, storage: str | None = None) -> str:
+    """The dashboard page of `state` as one HTML string (plotly.js included).
+
+    `storage`: the URL `state` was read with, for the ablation part, which reads the run again."""
     from plotly.offline import get_plotlyjs
 
     sections: list[tuple[str, str, str]] = []  # (id, title, html)
@@ -255,7 +257,8 @@ def render_dashboard(state: RunState) -> str:
     ablation = ablation_parts(state.run_dir)
     if ablation is not None and ablation.figures is not None:
         try:
-            figs = list(ablation.figures(state.run_dir))
+            # `storage` only when there is one: an extension may take the run dir alone
+            figs = list(ablation.figures(state.run_dir) if storage is None else ablation.figures(state.run_dir, storage=storage))
         except Exception as exc:  # noqa: BLE001 - the rest of the page is still worth having
             sections.append(("ablation", "Ablation", f'<p class="warn">ablation figures failed: {_esc(type(exc).__name__)}: {_esc(exc)}</p>'))
         else:
@@ -285,6 +288,6 @@ def build_dashboard(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[s
     """
     state = load_run(run_dir, storage=storage)
     target = Path(out) if out is not None else state.run_dir / DASHBOARD_HTML
-    write_output(target, render_dashboard(state))
+    write_output(target, render_dashboard(state, storage=storage))
     write_trials_csv(state)
     return target

@@ -20,8 +20,8 @@ __all__ = ["AblationParts", "ablation_parts"]
 class AblationParts:
     """The ablation functions of `reports.ablation` that exist (None where missing)."""
 
-    markdown: Callable[[Any], str] | None
-    figures: Callable[[Any], list[Any]] | None
+    markdown: Callable[..., str] | None  # (run_dir) or (run_dir, *, storage=URL)
+    figures: Callable[..., list[Any]] | None  # (run_dir) or (run_dir, *, storage=URL)
 
 
 def ablation_parts(run_dir: str | os.PathLike[str]) -> AblationParts | None:

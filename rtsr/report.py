@@ -25,7 +25,8 @@ def build_parser(*, prog: str = "python -m reports") -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("html", "md", "csv"), default="html",
                         help="html: dashboard.html + trials.csv (default); md: print the Pareto table as Markdown; csv: trials.csv only")
     parser.add_argument("--out", help="where to write the dashboard (default: <run>/dashboard.html)")
-    parser.add_argument("--storage", help="Optuna storage URL, only for runs started with nas.run --storage")
+    parser.add_argument("--storage", help="Optuna storage URL, only for a nas.run --storage run whose URL held a password "
+                        "(run.json stores it redacted; a URL without one is reopened from run.json)")
     return parser
 
 
@@ -52,7 +53,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m reports") 
 
             ablation = ablation_parts(state.run_dir)
             if ablation is not None and ablation.markdown is not None:
-                sys.stdout.write(ablation.markdown(state.run_dir).rstrip("\n") + "\n")
+                kw = {} if args.storage is None else {"storage": args.storage}
+                sys.stdout.write(ablation.markdown(state.run_dir, **kw).rstrip("\n") + "\n")
             else:
                 sys.stdout.write(pareto_markdown(state))
         else:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rtsr._session import INTERRUPTED, INTERRUPTED_CODE, check_out_dir, one_line_warnings
+
 if TYPE_CHECKING:
     from nas.driver import SearchDriver
 
@@ -51,11 +53,13 @@ def build_parser(*, prog: str = "python -m nas.run") -> argparse.ArgumentParser:
                         "split or val/ subfolder, else about 10%% carved from the training images)")
     parser.add_argument("--test-data", help="HR test images (reported, never selected on): 'builtin' or a folder (default: the "
                         "source's test split or test/ subfolder, else about 10%% carved from the training images)")
-    parser.add_argument("--address", help="join a running Ray cluster (e.g. 10.0.0.5:6379); default: local Ray")
+    parser.add_argument("--address", help="join a running Ray cluster: HOST:PORT of its head (e.g. 10.0.0.5:6379), or 'auto' "
+                        "for the one `ray start` made on this machine; default: $RAY_ADDRESS if set, else a private local Ray")
     parser.add_argument("--executor", choices=("ray", "local"), default="ray",
                         help="where trainings run: ray (default; local Ray, or a cluster with --address) or local (a process "
                         "pool on this machine, no Ray needed: a bare GPU box with torch and optuna)")
-    parser.add_argument("--storage", help="Optuna storage URL (e.g. postgresql://...); default: a journal file in the run directory")
+    parser.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://USER@HOST/DB (password from PGPASSWORD or ~/.pgpass; "
+                        "needs pip install 'rtsr-nas[postgres]') or sqlite:///PATH; default: a journal file in the run directory")
     parser.add_argument("--steps", type=int, help="proxy-training steps per trial (overrides the study file's [proxy] steps; "
                         "with [halving] it sets rung 0's steps, min_steps, and so scales every rung)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr (log lines still go to stdout)")
@@ -97,6 +101,7 @@ def driver_from_args(args: argparse.Namespace) -> SearchDriver:
         moved = fresh_run_dir(run_dir)
         if moved is not None:
             print(f"--fresh: the previous run is kept at {moved}", file=sys.stdout)
+    check_out_dir(run_dir)  # before any work: an unusable --out is one line now, not a traceback later
     return SearchDriver(
         study,
         run_dir=run_dir,
@@ -126,7 +131,13 @@ def report_after_run(driver: SearchDriver) -> None:
         path = build_dashboard(driver.run_dir, storage=driver.storage_url)
         log.print(f"dashboard: {path}")
     except Exception as exc:  # noqa: BLE001
-        log.print(f"dashboard: not built ({type(exc).__name__}: {exc}); run `python -m reports --run {driver.run_dir}`")
+        from nas.storage import has_password, redact
+
+        rebuild = f"run `python -m reports --run {driver.run_dir}`"
+        if driver.storage_url is not None and has_password(driver.storage_url):  # run.json holds it redacted
+            rebuild = (f"run `python -m reports --run {driver.run_dir} --storage URL` with the URL and its password "
+                       "(or without it, with PGPASSWORD set)")
+        log.print(f"dashboard: not built ({type(exc).__name__}: {redact(str(exc))}); {rebuild}")
     log.print("")
     for line in driver.output_lines():
         log.print(line)
@@ -137,7 +148,7 @@ def _ablation_tables(driver: SearchDriver) -> None:
     from search_space.configio import atomic_write
 
     try:
-        text = ablation_markdown(driver.run_dir)
+        text = ablation_markdown(driver.run_dir, storage=driver.storage_url)
     except Exception as exc:  # noqa: BLE001 - see report_after_run
         driver.log.print(f"ablation tables: not built ({type(exc).__name__}: {exc}); "
                          f"run `python -m reports --run {driver.run_dir} --format md`")
@@ -159,12 +170,22 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m nas.run") -> int:
+    """Run the command; a user's mistake is one line and exit 2, Ctrl-C one line and exit 130.
+
+    Ctrl-C inside the trial loop is the driver's (it records the running trials); here it is caught
+    anywhere else (data preparation, Ray start-up, reports). Every file of a run is written
+    atomically, so an interrupted run resumes when the same command is run again."""
     args = build_parser(prog=prog).parse_args(argv)
-    from search_space.errors import UserError
-
+    name = prog.removeprefix("python -m ")
     try:
-        return run_from_args(args)
-    except UserError as exc:
-        print(f"{prog.removeprefix('python -m ')}: error: {exc}", file=sys.stderr)
-        return 2
+        from search_space.errors import UserError
 
+        try:
+            with one_line_warnings(name):
+                return run_from_args(args)
+        except UserError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print(f"\n{name}: {INTERRUPTED}", file=sys.stderr)
+        return INTERRUPTED_CODE

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rtsr._session import INTERRUPTED, INTERRUPTED_CODE, check_out_dir, one_line_warnings
+
 __all__ = ["build_parser", "main"]
 
 
@@ -32,36 +34,55 @@ def build_parser(*, prog: str = "python -m trainers.full") -> argparse.ArgumentP
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--validate-every", type=int, default=0, help="validate every N steps (0: only at the end)")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default: 500)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (there are none anyway when stderr is not a "
+                        "terminal: a log gets plain lines)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m trainers.full") -> int:
+    """Train; a user's mistake is one line and exit 2, Ctrl-C one line and exit 130.
+
+    After Ctrl-C nothing is lost: checkpoints and caches are written atomically, so the same command
+    resumes from the last checkpoint."""
     args = build_parser(prog=prog).parse_args(argv)
+    name = prog.removeprefix("python -m ")
+    try:
+        from search_space.errors import UserError
+
+        try:
+            with one_line_warnings(name):
+                _run(args)
+        except UserError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print(f"\n{name}: {INTERRUPTED}", file=sys.stderr)
+        return INTERRUPTED_CODE
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Apply the flags to the config, check the output folder, train."""
     import torch
 
     from search_space.errors import UserError
     from trainers.full import run_full
     from trainers.runconfig import load_run_config
 
-    try:
-        config = load_run_config(args.config).with_overrides(
-            data=args.data, val_data=args.val_data, steps=args.steps, seed=args.seed
-        )
-        out = Path(args.out) if args.out else Path("runs") / "full" / Path(args.config).stem
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("--device cuda was given but no CUDA device is available; use --device cpu")
-        run_full(
-            config,
-            out,
-            threads=args.threads,
-            device=args.device,
-            validate_every=args.validate_every,
-            checkpoint_every=args.checkpoint_every,
-            progress=not args.no_progress,
-            test_data=args.test_data,
-        )
-    except UserError as exc:
-        print(f"{prog.removeprefix('python -m ')}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    config = load_run_config(args.config).with_overrides(
+        data=args.data, val_data=args.val_data, steps=args.steps, seed=args.seed
+    )
+    out = Path(args.out) if args.out else Path("runs") / "full" / Path(args.config).stem
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was given but no CUDA device is available; use --device cpu")
+    check_out_dir(out)  # before the data is prepared: an unusable --out is one line now, not a traceback later
+    run_full(
+        config,
+        out,
+        threads=args.threads,
+        device=args.device,
+        validate_every=args.validate_every,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress,
+        test_data=args.test_data,
+    )

@@ -2,7 +2,8 @@
 # Set up rtsr-nas in ./.venv: PyTorch first (so pip never pulls a second, multi-GB build), then the
 # project. `--test` also installs the test extra and the system tools the tests use (ffmpeg with
 # libsvtav1: the independent Lanczos reference and the survey's exact AVIF command; chromium: the
-# dashboard is opened in a real headless browser).
+# dashboard is opened in a real headless browser; postgresql: a throwaway server for the
+# `--storage postgresql://` tests, its binaries live in /usr/lib/postgresql/*/bin, off PATH).
 # Idempotent: a second run installs nothing new.
 #   RTSR_TORCH="torch==2.13.0"  which torch to install when none is present (default below)
 #   RTSR_PYTHON=python3         interpreter for the venv
@@ -35,6 +36,11 @@ if [ "$want_test" = 1 ]; then
   missing=()
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  pg_found=0
+  for bin in "$(command -v initdb 2>/dev/null || true)" /usr/lib/postgresql/*/bin/initdb; do
+    if [ -n "$bin" ] && [ -x "$bin" ]; then pg_found=1; fi
+  done
+  [ "$pg_found" = 1 ] || missing+=(postgresql)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "[setup] apt-get install ${missing[*]}"

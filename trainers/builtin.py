@@ -313,7 +313,9 @@ def builtin_records(split: str, *, cache_dir: str | Path | None = None, progress
     records = _load(folder)
     if records is None:
         if folder.exists():
-            warnings.warn(f"builtin dataset cache {folder} is incomplete or damaged; regenerating it", stacklevel=2)
+            from trainers.cache import CacheWarning
+
+            warnings.warn(f"builtin dataset cache {folder} is incomplete or damaged; regenerating it", CacheWarning, stacklevel=2)
             shutil.rmtree(folder, ignore_errors=True)
         _generate(split, folder, progress)
         records = _load(folder)

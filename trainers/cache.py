@@ -219,15 +219,21 @@ class LRCache:
             else:
                 with ThreadPoolExecutor(max_workers=min(workers, len(hrs)), thread_name_prefix="lr-encode") as pool:
                     pending = {pool.submit(self._one, hr, qps_t): i for i, hr in enumerate(hrs)}
-                    while pending:
-                        done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                        for fut in done:
-                            i = pending.pop(fut)
-                            if fut.exception() is not None:
-                                for other in pending:
-                                    other.cancel()
-                                raise fut.exception()  # type: ignore[misc]
-                            store(i, fut.result())
-                            bar.update(1)
-                        bar.set_postfix(encoded=self.stats.encoded, cached=self.stats.hits, refresh=False)
+                    try:
+                        while pending:
+                            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                            for fut in done:
+                                i = pending.pop(fut)
+                                if fut.exception() is not None:
+                                    raise fut.exception()  # type: ignore[misc]
+                                store(i, fut.result())
+                                bar.update(1)
+                            bar.set_postfix(encoded=self.stats.encoded, cached=self.stats.hits, refresh=False)
+                    except BaseException:
+                        # A failure, or Ctrl-C: stop after the images being encoded now instead of encoding
+                        # every queued one first (leaving the pool waits for them). Each file written so
+                        # far is whole (atomic writes), so a rerun reuses it.
+                        for other in pending:
+                            other.cancel()
+                        raise
         return out

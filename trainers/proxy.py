@@ -92,7 +92,11 @@ class ProxyData:
         )
 
     def summary(self) -> str:
-        """One line: images per split and where each came from (carved ones say so), QPs, degradation."""
+        """One line: images per split and where each came from (carved ones say so), QPs, degradation,
+        and how many files were skipped (unreadable or too small), by split and name.
+
+        The skipped count is always there, 0 included: a reader of a log must be able to tell "none
+        skipped" from "not reported"."""
 
         def part(split: str, pairs: PairedSet | None) -> str:
             if pairs is None:
@@ -104,9 +108,12 @@ class ProxyData:
             f"data: {part('train', self.train)} / {part('val', self.val)} / {part('test', self.test)} images, "
             f"QPs {list(self.train.qps)}, degradation {self.train.spec.hash}"
         )
-        skipped = [name for p in (self.train, self.val, self.test) if p is not None for name in p.skipped]
-        if skipped:
-            line += f"; skipped {len(skipped)}: {', '.join(skipped)}"
+        by_split = {split: p.skipped for split, p in (("train", self.train), ("val", self.val), ("test", self.test))
+                    if p is not None and p.skipped}
+        count = sum(map(len, by_split.values()))
+        line += f"; skipped {count} image{'' if count == 1 else 's'}"
+        if by_split:
+            line += " (" + "; ".join(f"{split}: {', '.join(names)}" for split, names in by_split.items()) + ")"
         return line
 
 

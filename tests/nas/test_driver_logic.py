@@ -160,3 +160,24 @@ def test_resume_refuses_another_experiment_or_device(tmp_path, fake):
     fake.device_name = DEVICE
     assert _run(study.with_overrides(budget__trials=3), run_dir, fake) == 0  # a bigger budget resumes
     assert len(_load(run_dir).trials) == 3
+
+
+def test_resume_refuses_an_edited_recipe_file_and_resumes_once_restored(tmp_path, fake):
+    from trainers.recipe import RECIPES_DIR
+
+    recipe = tmp_path / "my_proxy.toml"
+    original = (RECIPES_DIR / "proxy.toml").read_text()
+    recipe.write_text(original)
+    study = _two_arch_study(100.0, trials=2).with_overrides(proxy__recipe=str(recipe))
+    run_dir = tmp_path / "run"
+    assert _run(study, run_dir, fake) == 0
+    assert json.loads((run_dir / "run.json").read_text())["recipe_hashes"]
+
+    recipe.write_text(original.replace("lr = 2e-3", "lr = 1e-3"))  # same name, other contents
+    with pytest.raises(UserError, match=r"other contents of recipe .*my_proxy\.toml \(\w+ -> \w+\).*--fresh"):
+        _run(study.with_overrides(budget__trials=3), run_dir, fake)
+    assert len(_load(run_dir).trials) == 2
+
+    recipe.write_text(original)
+    assert _run(study.with_overrides(budget__trials=3), run_dir, fake) == 0
+    assert len(_load(run_dir).trials) == 3

@@ -13,7 +13,11 @@ batches the uninterrupted one would have). At the end the folder holds:
 - `metrics.json`: the final metrics on the *test* split (``final``, also under ``test``): per-QP
   PSNR/SSIM, gain and Delta over Lanczos and over the linear baseline fitted on the training split;
   the final model's numbers on val (``val``), the data summary (``data``) and the validation history;
-- `validation.jsonl`: one line per periodic validation (on val).
+- `validation.jsonl`: one line per periodic validation (on val), steps strictly increasing: a resumed
+  run first rewrites it to the validations its checkpoint knows, so none is listed twice.
+
+A progress bar is drawn only when stderr is a terminal; in a log file or a pipe the run writes plain
+lines instead (one per checkpoint and per validation).
 
 Test images never steer anything: periodic validation (the numbers a user watches while training)
 stays on val, and the test split is evaluated once, at the end.
@@ -45,6 +49,7 @@ from trainers.runconfig import RunConfig, load_run_config, save_run_config
 __all__ = ["load_deploy", "main", "run_full"]
 
 CHECKPOINT = "checkpoint.pt"
+VALIDATION_LOG = "validation.jsonl"
 
 
 def _save_torch(obj: Any, path: Path) -> None:
@@ -108,10 +113,12 @@ def run_full(
 
     ``test_data`` is the test split's source ('builtin' or a folder); None: the builtin test split,
     the data folder's ``test/``, or carved from the training images. ``data`` replaces loading
-    (it must have a test split).
+    (it must have a test split). ``progress`` draws bars only when stderr is a terminal; otherwise
+    (a log, a pipe, or ``progress=False``) each checkpoint gets a plain log line instead.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    progress = progress and _terminal(sys.stderr)  # a bar's carriage-return frames do not belong in a log
     if threads is not None:
         torch.set_num_threads(threads)
     ckpt_path = out / CHECKPOINT
@@ -130,6 +137,7 @@ def run_full(
         log(f"[full] resuming from step {trainer.step}/{config.steps} ({ckpt_path})")
     else:
         log(f"[full] {config.arch.summary()} | recipe {config.recipe.name} ({config.recipe.hash}) | {config.steps} steps | device {device}")
+    _restart_validation_log(out / VALIDATION_LOG, history)
 
     def checkpoint() -> None:
         _save_torch({"trainer": trainer.state_dict(), "history": history, "train_images": train_key}, ckpt_path)
@@ -138,7 +146,7 @@ def run_full(
         report = evaluate(deploy(trainer.model), data.val, device=device)
         entry = {"step": trainer.step, "loss": trainer.last_loss, **report.to_dict()}
         history.append(entry)
-        with (out / "validation.jsonl").open("a", encoding="utf-8") as handle:
+        with (out / VALIDATION_LOG).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
         linear = "" if report.gain_linear_y is None else f", {report.gain_linear_y:+.3f} dB over the linear baseline"
         log(f"[full] step {trainer.step}: val mean gain {report.gain_y:+.3f} dB over Lanczos{linear} ({device})")
@@ -162,6 +170,9 @@ def run_full(
                 validate()
             if checkpoint_every > 0 and trainer.step % checkpoint_every == 0:
                 checkpoint()
+                if bar is None and not trainer.done:
+                    log(f"[full] step {trainer.step}/{config.steps}: loss {trainer.last_loss:.4f}, checkpoint written "
+                        f"({time.perf_counter() - started:.0f} s, {device})")
     except Diverged as exc:
         checkpoint()
         raise UserError(f"training diverged ({exc}); lower the learning rate in the recipe and rerun into a new --out") from None
@@ -171,6 +182,24 @@ def run_full(
     checkpoint()
     return _finish(trainer, config, data, out=out, device=device, history=history,
                    train_seconds=time.perf_counter() - started, log=log)
+
+
+def _terminal(stream: Any) -> bool:
+    """Whether `stream` is a terminal: the only place a progress bar's redrawn frames are readable."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _restart_validation_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """Make `validation.jsonl` hold exactly the validations of the checkpoint being continued.
+
+    A run killed after a validation but before the next checkpoint has lines past the checkpoint's
+    step; the resumed run validates those steps again, so appending alone would list them twice
+    (and a run killed before its first checkpoint leaves lines a fresh start must drop)."""
+    if history or path.exists():
+        atomic_write(path, "".join(json.dumps(entry) + "\n" for entry in history))
 
 
 def _check_same_config(out: Path, config: RunConfig) -> None:
@@ -192,13 +221,29 @@ def _resume(trainer: Trainer, ckpt_path: Path, *, train_key: str, data: ProxyDat
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is reported, not guessed around
         raise UserError(f"checkpoint {ckpt_path} is unreadable ({exc}); delete it to start over") from None
+    expected = set(trainer.state_dict())
+    inner = state.get("trainer") if isinstance(state, dict) else None
+    if not isinstance(inner, dict) or not expected <= set(inner):
+        raise UserError(
+            f"{ckpt_path} is not a trainers.full checkpoint (it loads, but lacks the training state this command saves); "
+            "pass a new --out folder, or move that file away to start over in this one"
+        )
     if state.get("train_images", train_key) != train_key:
         raise UserError(
             f"{ckpt_path} was trained on other training images than these ({data.train.source}; a different "
             "--val-data/--test-data changes which images are carved out of the training folder); pass the same "
             "data flags to resume, or a new --out folder"
         )
-    trainer.load_state_dict(state["trainer"])
+    try:
+        trainer.load_state_dict(inner)
+    except UserError:
+        raise
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())  # torch's state-dict errors span lines; the message is one
+        raise UserError(
+            f"{ckpt_path} does not fit this run ({type(exc).__name__}: {detail}); pass a new --out folder, or move that "
+            "file away to start over in this one"
+        ) from None
     return list(state.get("history", []))
 
 
@@ -233,11 +278,15 @@ def _finish(trainer: Trainer, config: RunConfig, data: ProxyData, *, out: Path, 
 
 
 def _data_record(data: ProxyData) -> dict[str, Any]:
-    """Where each split came from and how many images it has, for metrics.json."""
+    """Where each split came from, how many images it has and which files were skipped, for metrics.json."""
     record: dict[str, Any] = {"summary": data.summary(), "carved": list(data.carved)}
+    skipped: dict[str, list[str]] = {}
     for split in ("train", "val", "test"):
         pairs = getattr(data, split)
         record[split] = None if pairs is None else {"images": len(pairs), "source": pairs.source}
+        skipped[split] = [] if pairs is None else list(pairs.skipped)
+    record["skipped"] = skipped
+    record["skipped_count"] = sum(map(len, skipped.values()))
     return record
 
 
