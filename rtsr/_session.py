@@ -13,11 +13,11 @@ import contextlib
 import errno
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["INTERRUPTED", "INTERRUPTED_CODE", "check_out_dir", "one_line_warnings"]
+__all__ = ["INTERRUPTED", "INTERRUPTED_CODE", "check_out_dir", "one_line_warnings", "run_command"]
 
 INTERRUPTED = "interrupted; nothing was lost: rerun the same command to resume"
 """What a command prints after Ctrl-C: everything on disk is written atomically, so the rerun resumes."""
@@ -26,6 +26,27 @@ INTERRUPTED_CODE = 130
 """The shell's exit status for a process ended by SIGINT (128 + 2)."""
 
 _PROBE = ".rtsr-write-probe"
+
+
+def run_command(name: str, work: Callable[[], int | None]) -> int:
+    """Run a command's `work` with the promises every command keeps: data warnings one line each, a
+    user's mistake (`UserError`) one line and exit 2, Ctrl-C anywhere one line and exit 130.
+
+    `work` returns the exit code (None for 0). Ctrl-C is caught around everything, including the
+    import of the error type, so it cannot end in a traceback however early it comes."""
+    try:
+        from search_space.errors import UserError
+
+        try:
+            with one_line_warnings(name):
+                code = work()
+        except UserError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print(f"\n{name}: {INTERRUPTED}", file=sys.stderr)
+        return INTERRUPTED_CODE
+    return 0 if code is None else code
 
 
 def check_out_dir(path: Path, *, flag: str = "--out") -> None:

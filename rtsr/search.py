@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rtsr._session import INTERRUPTED, INTERRUPTED_CODE, check_out_dir, one_line_warnings
+from rtsr._session import check_out_dir, run_command
 
 if TYPE_CHECKING:
     from nas.driver import SearchDriver
@@ -176,16 +176,4 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m nas.run") 
     anywhere else (data preparation, Ray start-up, reports). Every file of a run is written
     atomically, so an interrupted run resumes when the same command is run again."""
     args = build_parser(prog=prog).parse_args(argv)
-    name = prog.removeprefix("python -m ")
-    try:
-        from search_space.errors import UserError
-
-        try:
-            with one_line_warnings(name):
-                return run_from_args(args)
-        except UserError as exc:
-            print(f"{name}: error: {exc}", file=sys.stderr)
-            return 2
-    except KeyboardInterrupt:
-        print(f"\n{name}: {INTERRUPTED}", file=sys.stderr)
-        return INTERRUPTED_CODE
+    return run_command(prog.removeprefix("python -m "), lambda: run_from_args(args))

@@ -7,11 +7,10 @@ flags, applies them to the config and reports errors in one line.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rtsr._session import INTERRUPTED, INTERRUPTED_CODE, check_out_dir, one_line_warnings
+from rtsr._session import check_out_dir, run_command
 
 __all__ = ["build_parser", "main"]
 
@@ -45,20 +44,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m trainers.f
     After Ctrl-C nothing is lost: checkpoints and caches are written atomically, so the same command
     resumes from the last checkpoint."""
     args = build_parser(prog=prog).parse_args(argv)
-    name = prog.removeprefix("python -m ")
-    try:
-        from search_space.errors import UserError
-
-        try:
-            with one_line_warnings(name):
-                _run(args)
-        except UserError as exc:
-            print(f"{name}: error: {exc}", file=sys.stderr)
-            return 2
-    except KeyboardInterrupt:
-        print(f"\n{name}: {INTERRUPTED}", file=sys.stderr)
-        return INTERRUPTED_CODE
-    return 0
+    return run_command(prog.removeprefix("python -m "), lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -41,6 +41,7 @@ every result) changes when the encoder does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
@@ -51,7 +52,7 @@ import subprocess
 import tempfile
 import types
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -347,21 +348,43 @@ def _check_lr(lr: np.ndarray) -> np.ndarray:
     return lr
 
 
+@contextlib.contextmanager
+def _keep_scheduling_policy() -> Iterator[None]:
+    """Undo what SVT-AV1 does to the calling thread's scheduling: when it may (as root), it switches
+    the thread that encodes to real-time SCHED_FIFO priority 99.
+
+    Measured with pillow-avif-plugin's SVT-AV1 4.1 as root: one encode left the process's main
+    thread at SCHED_FIFO 99, and every process it started afterwards inherited it. A real-time
+    process that busy-waits (OpenBLAS waiting for its threads, a browser renderer) then never yields
+    its core: a test run starved for an hour and CI timed out. Lowering back to what the thread had
+    needs no privilege."""
+    if not hasattr(os, "sched_getscheduler"):  # not on Linux
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+            os.sched_setscheduler(0, policy, param)
+
+
 def _encode_pillow(lr: np.ndarray, qp: int, spec: DegradeSpec) -> bytes:
     import pillow_avif  # noqa: F401  (registers the plugin's AVIF writer, which has SVT-AV1)
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(lr), "RGB").save(
-        buf,
-        format="AVIF",
-        codec="svt",
-        speed=spec.speed,
-        range=spec.color_range,
-        subsampling=spec.subsampling,
-        max_threads=1,  # parallelism comes from encoding several images at once; output does not depend on it
-        advanced=svt_quantizer_options(spec.target_qindex(qp)),
-    )
+    with _keep_scheduling_policy():
+        Image.fromarray(np.ascontiguousarray(lr), "RGB").save(
+            buf,
+            format="AVIF",
+            codec="svt",
+            speed=spec.speed,
+            range=spec.color_range,
+            subsampling=spec.subsampling,
+            max_threads=1,  # parallelism comes from encoding several images at once; output does not depend on it
+            advanced=svt_quantizer_options(spec.target_qindex(qp)),
+        )
     return buf.getvalue()
 
 

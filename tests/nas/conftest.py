@@ -1,4 +1,5 @@
-"""Fixtures of the nas tests: a throwaway PostgreSQL server for the `--storage postgresql://` tests.
+"""Fixtures of the nas tests: a throwaway PostgreSQL server for the `--storage postgresql://` tests, and
+`kill_session` for the tests that SIGKILL a whole driver process tree.
 
 Why a real server: the defects it guards (a password on disk, a driver missing, a run killed and
 resumed) live in how psycopg, SQLAlchemy and Optuna meet a real database; SQLite shows none of them.
@@ -25,6 +26,29 @@ from pathlib import Path
 import pytest
 
 PG_USER = "rtsr"
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL everything in the session of `proc` (started with start_new_session=True): the driver,
+    Ray's daemons and the worker processes, including any that left the process group."""
+    import signal
+
+    sid = os.getsid(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def kill_session():
+    """`kill_session(proc)`: SIGKILL a driver started with start_new_session=True and all it started."""
+    return _kill_session
 
 
 @dataclass(frozen=True)

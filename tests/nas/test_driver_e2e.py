@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -118,21 +117,7 @@ def test_smoke_study_end_to_end(tmp_path, env):
     assert len((run_dir / "latency.jsonl").read_text().splitlines()) >= len({t.user_attrs["arch_hash"] for t in complete})
 
 
-def _kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL everything in the driver's session: the driver, Ray's daemons and its workers."""
-    sid = os.getsid(proc.pid)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    proc.wait(timeout=30)
-
-
-def test_sigkill_mid_study_then_resume(tmp_path, env):
+def test_sigkill_mid_study_then_resume(tmp_path, env, kill_session):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "nas.run", "--study", "smoke", "--no-progress", "--trials", "5", "--out", str(run_dir)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -144,7 +129,7 @@ def test_sigkill_mid_study_then_resume(tmp_path, env):
                 break
             assert time.monotonic() < deadline, "no trial finished in time"
     finally:
-        _kill_session(proc)
+        kill_session(proc)
 
     before = {t.number: (t.values, t.params, t.user_attrs["arch_hash"]) for t in _complete(_load(run_dir))}
     assert before, "the kill came before any trial completed"

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,20 +36,6 @@ def env(tmp_path):
              PGPASSFILE=str(tmp_path / "no-pgpass"))
     yield e
     shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def _kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL everything in the driver's session: the driver and its worker processes."""
-    sid = os.getsid(proc.pid)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    proc.wait(timeout=30)
 
 
 def _complete(url_with_password: str, run_dir: Path) -> dict[int, object]:
@@ -78,7 +63,7 @@ def _files_holding(root: Path, secret: bytes) -> list[str]:
     return hits
 
 
-def test_sigkill_then_resume_on_postgres_loses_nothing_and_stores_no_password(tmp_path, postgres_server, postgres_db, env):
+def test_sigkill_then_resume_on_postgres_loses_nothing_and_stores_no_password(tmp_path, postgres_server, postgres_db, env, kill_session):
     server = postgres_server
     url = postgres_db  # postgresql://rtsr@127.0.0.1:PORT/DB: the password comes from PGPASSWORD
     url_with_password = url.replace(f"://{server.user}@", f"://{server.user}:{server.password}@")
@@ -104,7 +89,7 @@ def test_sigkill_then_resume_on_postgres_loses_nothing_and_stores_no_password(tm
                         break
                 assert time.monotonic() < deadline, "two trials did not finish in time"
         finally:
-            _kill_session(proc)
+            kill_session(proc)
     assert finished == 2, log1.read_text()[-3000:]
     before = {n: (t.values, t.params) for n, t in _complete(url_with_password, run_dir).items()}
     assert 2 <= len(before) < TRIALS

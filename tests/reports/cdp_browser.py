@@ -41,17 +41,13 @@ CHROMIUM_FLAGS = (
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def _unprivileged_prefix() -> list[str]:
-    """Run Chromium niced and, as root, without CAP_SYS_NICE.
+def _niced_prefix() -> list[str]:
+    """Run Chromium at nice 10, behind the code under test.
 
-    Why: as root, Chromium may switch threads to real-time scheduling; in one full-suite run two of
-    its renderers spun at real-time priority on both cores for over ten minutes and starved every
-    other process (a CI run timed out). Without the capability the kernel refuses real-time
-    scheduling (RLIMIT_RTPRIO is 0), and `nice` keeps the browser behind the code under test."""
-    prefix = ["nice", "-n", "10"] if shutil.which("nice") else []
-    if os.geteuid() == 0 and shutil.which("setpriv"):
-        prefix += ["setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"]
-    return prefix
+    Why: its renderers can spin near 100 % of a core for minutes after a test's page is done. In one
+    full-suite run they did so at real-time priority, inherited from the test process (see
+    `trainers.degrade._keep_scheduling_policy`), and starved every other process."""
+    return ["nice", "-n", "10"] if shutil.which("nice") else []
 
 
 def find_chromium() -> str | None:
@@ -157,7 +153,7 @@ class Browser:
             raise RuntimeError("chromium is not installed (Debian: apt-get install chromium)")
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="rtsr-chromium-")
-        cmd = [*_unprivileged_prefix(), CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
+        cmd = [*_niced_prefix(), CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
                f"--window-size={width},{height}", "about:blank"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.events: list[dict[str, Any]] = []

@@ -24,8 +24,8 @@ def _browser_process():
 
 @pytest.fixture()
 def browser(_browser_process):
-    """The session's headless Chromium, left on a blank page after each test: a dashboard left open kept
-    two renderer processes near 80 % CPU each for the rest of the session, slowing every later test."""
+    """The session's headless Chromium, left on a blank page after each test: with a dashboard left open,
+    two renderer processes kept near 100 % CPU each for the rest of the session."""
     yield _browser_process
     _browser_process.open("about:blank")
 

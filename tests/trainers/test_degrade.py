@@ -13,7 +13,9 @@ import json
 import math
 import os
 import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,3 +306,34 @@ def test_bad_spec_values_raise_user_error(data, match):
 def test_ffmpeg_backend_requires_the_survey_colour_format(ffmpeg):
     with pytest.raises(UserError, match="limited-range 4:2:0"):
         DegradeSpec(backend="ffmpeg", color_range="full")
+
+
+ENCODE_AND_REPORT_POLICY = """
+import os
+import numpy as np
+from trainers.degrade import encode_lr
+before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+encode_lr(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8), 31)
+after = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+print(*before, *after)
+"""
+
+
+def test_an_encode_leaves_the_process_scheduling_policy_as_it_was():
+    # SVT-AV1, when it may (as root, as CI runs), switches the encoding thread to SCHED_FIFO 99; the
+    # processes started afterwards inherited it and a busy-waiting one starved the machine. In a
+    # subprocess, so that a failure cannot leave this test process real-time.
+    out = subprocess.run([sys.executable, "-c", ENCODE_AND_REPORT_POLICY], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    policy_before, priority_before, policy_after, priority_after = map(int, out.stdout.split()[-4:])
+    assert (policy_after, priority_after) == (policy_before, priority_before), "SCHED_FIFO is 1: " + out.stdout
+
+
+def test_the_policy_guard_restores_a_changed_policy():
+    # SCHED_BATCH needs no privilege, so this checks the restoring on any machine.
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    with D._keep_scheduling_policy():
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        assert os.sched_getscheduler(0) == os.SCHED_BATCH
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == (policy, param)
