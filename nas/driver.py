@@ -85,8 +85,9 @@ def hold_run_lock(run_dir: Path, *, why: str = "") -> Any:
 def fresh_run_dir(run_dir: Path) -> Path | None:
     """Move an existing run dir aside (`NAME.YYYYmmdd-HHMMSS`) so a new run starts; nothing is deleted.
 
-    Refused while a driver runs in it: moving a live run would split its trials between two journals."""
-    if not run_dir.exists():
+    Refused while a driver runs in it: moving a live run would split its trials between two journals.
+    A path that is not a folder is left alone (the command's --out check reports it)."""
+    if not run_dir.is_dir():
         return None
     lock = hold_run_lock(run_dir, why="; --fresh cannot move a running study aside")
     try:

@@ -58,3 +58,10 @@ def test_fresh_does_not_move_a_live_run_and_does_once_it_stopped(live_holder):
 
 def test_fresh_on_a_missing_dir_is_a_no_op(tmp_path):
     assert fresh_run_dir(tmp_path / "nothing") is None
+
+
+def test_fresh_on_a_file_leaves_it_to_the_out_check(tmp_path):
+    not_a_dir = tmp_path / "run"
+    not_a_dir.write_text("a file where the run dir should be")
+    assert fresh_run_dir(not_a_dir) is None
+    assert not_a_dir.read_text() == "a file where the run dir should be"
