@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.progress import TrialLog
-from nas.storage import has_password, is_redacted, open_rdb_storage, redact, url_for_run_json
+from nas.storage import has_password, is_redacted, open_rdb_storage, redact, url_for_run_json, without_redacted_password
 from nas.study import Study
 from nas.trial_record import Key, retry_attrs
 from search_space.configio import atomic_write, diff_keys
@@ -354,7 +354,7 @@ class SearchDriver:
             doc["history"] = history + [entry]
             stored = str(previous.get("storage", "journal"))
             if self.storage_url is not None and is_redacted(stored) and not has_password(self.storage_url) \
-                    and url_for_run_json(self.storage_url) == _without_password(stored):
+                    and url_for_run_json(self.storage_url) == without_redacted_password(stored):
                 # the same database, now with the password from the environment: store the URL that
                 # opens it, so `python -m reports --run` needs no --storage
                 doc["storage"] = url_for_run_json(self.storage_url)
@@ -564,11 +564,6 @@ class SearchDriver:
         for arm, seed in ab.trial_order():
             study.enqueue_trial({"arm": arm, "seed": seed}, user_attrs={Key.ARM: arm, Key.SEED: seed})
         study.set_user_attr("ablation_enqueued", [[arm, seed] for arm, seed in ab.trial_order()])
-
-
-def _without_password(url: str) -> str:
-    """`user:***@` -> `user@`: a redacted URL as the same URL with its password left to the environment."""
-    return url.replace(":***@", "@")
 
 
 def _fmt_resources(res: dict[str, float]) -> str:

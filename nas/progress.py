@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from nas.trial_record import Key, TrialStatus
+from trainers.terminal import is_terminal
 
 if TYPE_CHECKING:
     from nas.trial_endings import PendingTrial
@@ -30,13 +31,6 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _terminal(stream: TextIO) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
 class TrialLog:
     """Prints lines and keeps the bar; `progress=False`, or a `bar_stream` that is not a terminal,
     keeps only the lines."""
@@ -44,7 +38,7 @@ class TrialLog:
     def __init__(self, *, out: TextIO, progress: bool, ablation: bool = False, bar_stream: TextIO | None = None) -> None:
         self.out = out
         self.bar_stream = sys.stderr if bar_stream is None else bar_stream
-        self.progress = progress and _terminal(self.bar_stream)
+        self.progress = progress and is_terminal(self.bar_stream)
         self.ablation = ablation
         self.device_name = ""
         self.budget_ms: float | None = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from search_space.errors import UserError
 
-__all__ = ["REDACTED", "has_password", "is_redacted", "open_rdb_storage", "redact", "url_for_run_json"]
+__all__ = ["REDACTED", "has_password", "is_redacted", "open_rdb_storage", "redact", "url_for_run_json", "without_redacted_password"]
 
 #: What a password is replaced with on disk and in messages.
 REDACTED = "***"
@@ -48,6 +48,11 @@ def has_password(url: str) -> bool:
 def is_redacted(url: str) -> bool:
     """True when `url` lost its password to `redact`: it cannot be opened as it stands."""
     return any(m["password"] == REDACTED for pattern in (_USERINFO_PASSWORD, _QUERY_PASSWORD) for m in pattern.finditer(url))
+
+
+def without_redacted_password(url: str) -> str:
+    """`user:***@` -> `user@`: a redacted URL as the same URL with its password left to the environment."""
+    return url.replace(f":{REDACTED}@", "@")
 
 
 def url_for_run_json(url: str) -> str:

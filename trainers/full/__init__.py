@@ -45,6 +45,7 @@ from trainers.evaluate import evaluate
 from trainers.loop import Diverged, Trainer
 from trainers.proxy import ProxyData
 from trainers.runconfig import RunConfig, load_run_config, save_run_config
+from trainers.terminal import is_terminal
 
 __all__ = ["load_deploy", "main", "run_full"]
 
@@ -118,7 +119,7 @@ def run_full(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    progress = progress and _terminal(sys.stderr)  # a bar's carriage-return frames do not belong in a log
+    progress = progress and is_terminal(sys.stderr)  # a bar's carriage-return frames do not belong in a log
     if threads is not None:
         torch.set_num_threads(threads)
     ckpt_path = out / CHECKPOINT
@@ -182,14 +183,6 @@ def run_full(
     checkpoint()
     return _finish(trainer, config, data, out=out, device=device, history=history,
                    train_seconds=time.perf_counter() - started, log=log)
-
-
-def _terminal(stream: Any) -> bool:
-    """Whether `stream` is a terminal: the only place a progress bar's redrawn frames are readable."""
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 def _restart_validation_log(path: Path, history: list[dict[str, Any]]) -> None:
