@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from search_space.blocks import conv  # noqa: F401  (registers "conv")
-from search_space.blocks import dconv  # noqa: F401  (registers "dconv")
-from search_space.blocks import ecb  # noqa: F401  (registers "ecb")
-from search_space.blocks import rep  # noqa: F401  (registers "rep", "rep_expand", "rep_casr")
-from search_space.blocks import spab  # noqa: F401  (registers "spab", "spab_noatt")
+from search_space.blocks import (
+    conv,  # noqa: F401  (registers "conv")
+    dconv,  # noqa: F401  (registers "dconv")
+    ecb,  # noqa: F401  (registers "ecb")
+    rep,  # noqa: F401  (registers "rep", "rep_expand", "rep_casr")
+    rep_edge,  # noqa: F401  (registers "rep_edge")
+    repvit,  # noqa: F401  (registers "rep_rvsr", "repvit")
+    safmpp,  # noqa: F401  (registers "safmpp")
+    spab,  # noqa: F401  (registers "spab", "spab_noatt", "conv3xc")
+)
 from search_space.blocks.base import (
     ACTIVATIONS,
     Block,

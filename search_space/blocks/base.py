@@ -98,6 +98,14 @@ class Block(nn.Module, ABC):
     #: added after non-linear branches, as in SPAB without attention); `zero_output_()` raises then.
     #: Every block that can change width must be able to: it may be a network's last layer.
     can_zero_output: ClassVar[bool] = True
+    #: False for blocks whose deploy MACs do not grow in proportion to the image area (a
+    #: squeeze-excite on a pooled 1x1 map, a pooling to a fixed fraction of the size): the cost
+    #: counter then profiles the real input size instead of a few cells scaled up
+    #: (`search_space.cost`).
+    cost_scales_with_area: ClassVar[bool] = True
+    #: True for blocks that also give the activated output of their first conv (`forward_with_inner`),
+    #: the feature SPAN concatenates from its last block (`ArchConfig.feature_taps = "span"`).
+    has_inner_tap: ClassVar[bool] = False
 
     def __init__(self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu") -> None:
         super().__init__()

@@ -24,29 +24,47 @@ The training form computes every branch from explicit pixel differences/sums (no
 kernel), so the fusion test compares two independent computations.
 
 Approximate: no code or factsheet for DConv is public (reference 1.9), so the exact weighting of
-each operator is our reading of the text above. Not implemented here: the kernel-4, stride-2 DConv the
-team uses to downsample; downsampling belongs to the network template (strided conv), and body blocks
-are 3x3 stride-1 by contract.
+each operator is our reading of the text above.
+
+`DecoupledStridedConv` is the team's kernel-4, stride-2 DConv ("a single DecoupleConv (DConv) with a
+kernel size of 4 and a stride of 2 to form the feature mapping layer", Fig. 16): the same five
+branches on a 4x4 window, folded into one 4x4 stride-2 conv. It is a plain module, not a registered
+block (blocks are 3x3 stride-1 by contract); its choices are in its docstring.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, register_block, zero_
+from search_space.blocks.base import Block, make_activation, register_block, zero_
 from search_space.blocks.fusion import (
+    Conv,
     add_branches,
+    centre_taps,
     fold_directional_difference,
     fold_pixel_difference,
-    from_conv2d,
     to_conv2d,
 )
+from search_space.errors import UserError
 
-__all__ = ["DecoupledConvBlock"]
+__all__ = ["DecoupledConvBlock", "DecoupledStridedConv"]
+
+#: The difference/aggregation branches' tensors, in creation order (the order of the random draws).
+_BRANCH_TENSORS = (
+    "central_weight",
+    "central_bias",
+    "horizontal_weight",
+    "horizontal_bias",
+    "vertical_weight",
+    "vertical_bias",
+    "aggregate_weight",
+    "aggregate_bias",
+)
 
 
 def _kaiming(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
@@ -58,22 +76,44 @@ def _optional_bias(out_ch: int, fan_in: int, enabled: bool) -> nn.Parameter | No
     return _kaiming((out_ch,), fan_in) if enabled else None
 
 
+def _add_branch_parameters(module: nn.Module, in_ch: int, out_ch: int, kernel: int, bias: bool) -> None:
+    """Give `module` the `_BRANCH_TENSORS`: k x k central/aggregate weights, one per row/column for the
+    directional ones, each with its own bias (None when `bias` is False)."""
+    fan_window, fan_line = kernel * kernel * in_ch, kernel * in_ch
+    module.central_weight = _kaiming((out_ch, in_ch, kernel, kernel), fan_window)
+    module.central_bias = _optional_bias(out_ch, fan_window, bias)
+    module.horizontal_weight = _kaiming((out_ch, in_ch, kernel), fan_line)
+    module.horizontal_bias = _optional_bias(out_ch, fan_line, bias)
+    module.vertical_weight = _kaiming((out_ch, in_ch, kernel), fan_line)
+    module.vertical_bias = _optional_bias(out_ch, fan_line, bias)
+    module.aggregate_weight = _kaiming((out_ch, in_ch, kernel, kernel), fan_window)
+    module.aggregate_bias = _optional_bias(out_ch, fan_window, bias)
+
+
+def _folded_branches(module: nn.Module) -> list[Conv]:
+    """The five branches of a decoupled conv as `(k x k kernel, bias)` pairs (P-pd, any kernel size)."""
+    return [
+        (module.vanilla.weight, module.vanilla.bias),
+        (fold_pixel_difference(module.central_weight, sign=-1.0), module.central_bias),
+        (fold_directional_difference(module.horizontal_weight, direction="horizontal"), module.horizontal_bias),
+        (fold_directional_difference(module.vertical_weight, direction="vertical"), module.vertical_bias),
+        (fold_pixel_difference(module.aggregate_weight, sign=1.0), module.aggregate_bias),
+    ]
+
+
+def _zero_branches(module: nn.Module) -> None:
+    # Every branch is one weight (and bias) applied to differences/sums of pixels.
+    zero_(module.vanilla.weight, module.vanilla.bias, *(getattr(module, name) for name in _BRANCH_TENSORS))
+
+
 @register_block("dconv")
 class DecoupledConvBlock(Block):
     """Vanilla 3x3 + central/horizontal/vertical difference + aggregation branches, then `act`."""
 
     def __init__(self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu") -> None:
         super().__init__(in_ch, out_ch, bias=bias, act=act)
-        fan3, fan1 = 9 * in_ch, 3 * in_ch
         self.vanilla = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias)
-        self.central_weight = _kaiming((out_ch, in_ch, 3, 3), fan3)
-        self.central_bias = _optional_bias(out_ch, fan3, bias)
-        self.horizontal_weight = _kaiming((out_ch, in_ch, 3), fan1)
-        self.horizontal_bias = _optional_bias(out_ch, fan1, bias)
-        self.vertical_weight = _kaiming((out_ch, in_ch, 3), fan1)
-        self.vertical_bias = _optional_bias(out_ch, fan1, bias)
-        self.aggregate_weight = _kaiming((out_ch, in_ch, 3, 3), fan3)
-        self.aggregate_bias = _optional_bias(out_ch, fan3, bias)
+        _add_branch_parameters(self, in_ch, out_ch, 3, bias)
 
     def _centre_sum(self, x: Tensor, weight: Tensor, bias: Tensor | None, *, sign: float) -> Tensor:
         # sum_k w_k x(p+k) + sign * (sum_k w_k) x(p): the neighbour term is a 3x3 conv, the centre
@@ -100,29 +140,114 @@ class DecoupledConvBlock(Block):
 
     @torch.no_grad()
     def fuse(self) -> nn.Module:
-        fused = add_branches(
-            from_conv2d(self.vanilla),
-            (fold_pixel_difference(self.central_weight, sign=-1.0), self.central_bias),
-            (
-                fold_directional_difference(self.horizontal_weight, direction="horizontal"),
-                self.horizontal_bias,
-            ),
-            (fold_directional_difference(self.vertical_weight, direction="vertical"), self.vertical_bias),
-            (fold_pixel_difference(self.aggregate_weight, sign=1.0), self.aggregate_bias),
-        )
-        return nn.Sequential(to_conv2d(fused), self._deploy_act())
+        return nn.Sequential(to_conv2d(add_branches(*_folded_branches(self))), self._deploy_act())
 
     def zero_output_(self) -> None:
-        # Every branch is one weight (and bias) applied to differences/sums of pixels.
-        zero_(
-            self.vanilla.weight,
-            self.vanilla.bias,
-            self.central_weight,
-            self.central_bias,
-            self.horizontal_weight,
-            self.horizontal_bias,
-            self.vertical_weight,
-            self.vertical_bias,
-            self.aggregate_weight,
-            self.aggregate_bias,
+        _zero_branches(self)
+
+
+class DecoupledStridedConv(nn.Module):
+    """USTC Noah's strided DConv: five decoupled branches on a `kernel` x `kernel` window, stride `stride`.
+
+    Default 4x4, stride 2, padding 1: an even H x W input gives exactly H/2 x W/2 (window rows
+    2i-1 .. 2i+2 of the zero-padded input). Padding is `(kernel - stride) / 2`, so the output is
+    H/stride x W/stride whenever the stride divides H and W. With the window's taps `x_{u,v}`
+    (zero outside the image) and centre `c` = the mean of its central 2x2 taps (the central tap for
+    an odd kernel), the branches are, each with its own weights and bias:
+
+    - vanilla:     `sum_{u,v} w_{u,v} x_{u,v}`;
+    - central:     `sum_{u,v} w_{u,v} (x_{u,v} - c)`            (surround minus centre);
+    - horizontal:  `sum_u a_u (left half of row u - right half of row u)`, halves summed;
+    - vertical:    `sum_v a_v (top half of column v - bottom half of column v)`;
+    - aggregation: `sum_{u,v} w_{u,v} (x_{u,v} + c)`.
+
+    Summed, then `act`. Our choices, since the team's code is not public: the 2x2-mean centre (a 4x4
+    window has no centre pixel; at stride 2 it is exactly the input's 2x2 block the output pixel
+    replaces), one weight per row/column for the halves (the 3x3 `dconv` rule, left column minus right
+    column, is the k = 3 case; a weight per mirrored pair would be the richer alternative). At k = 3,
+    stride 1 this module computes what `dconv` computes with the same weights.
+
+    The training form reads every branch from explicit differences of the zero-padded window
+    (`F.unfold`), not from the folded kernel. `fuse()` folds them into one conv of the same geometry.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        *,
+        kernel: int = 4,
+        stride: int = 2,
+        bias: bool = True,
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        if in_ch < 1 or out_ch < 1:
+            raise UserError(f"DecoupledStridedConv: channels must be >= 1, got {in_ch}->{out_ch}")
+        if kernel < 2 or stride < 1 or kernel < stride or (kernel - stride) % 2:
+            raise UserError(
+                f"DecoupledStridedConv: kernel {kernel}, stride {stride} has no symmetric padding that gives "
+                "H/stride x W/stride; use kernel >= stride, kernel >= 2 and an even kernel - stride (e.g. 4, 2)"
+            )
+        self.in_ch, self.out_ch = in_ch, out_ch
+        self.kernel, self.stride, self.padding = kernel, stride, (kernel - stride) // 2
+        self.bias = bias
+        self.act_name = act
+        self.vanilla = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=self.padding, bias=bias)
+        _add_branch_parameters(self, in_ch, out_ch, kernel, bias)
+        self.act = make_activation(act, out_ch)
+
+    def _windows(self, x: Tensor) -> Tensor:
+        """(N, in, k, k, L): every window's taps, zero outside the image (the deploy conv's padding)."""
+        windows = F.unfold(x, self.kernel, padding=self.padding, stride=self.stride)
+        return windows.view(x.shape[0], self.in_ch, self.kernel, self.kernel, -1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        height, width = (
+            (size + 2 * self.padding - self.kernel) // self.stride + 1 for size in x.shape[-2:]
+        )
+        taps = self._windows(x)
+        centre = taps[:, :, centre_taps(self.kernel), centre_taps(self.kernel)].mean(dim=(2, 3))
+        centre = centre[:, :, None, None]
+        half = self.kernel // 2  # taps are (N, in, row u, column v, L)
+        left_minus_right = taps[:, :, :, :half].sum(dim=3) - taps[:, :, :, -half:].sum(dim=3)  # per row u
+        top_minus_bottom = taps[:, :, :half].sum(dim=2) - taps[:, :, -half:].sum(dim=2)  # per column v
+        y = torch.einsum("oiuv,niuvl->nol", self.central_weight, taps - centre)
+        y = y + torch.einsum("oiu,niul->nol", self.horizontal_weight, left_minus_right)
+        y = y + torch.einsum("oiv,nivl->nol", self.vertical_weight, top_minus_bottom)
+        y = y + torch.einsum("oiuv,niuvl->nol", self.aggregate_weight, taps + centre)
+        for branch_bias in (self.central_bias, self.horizontal_bias, self.vertical_bias, self.aggregate_bias):
+            if branch_bias is not None:
+                y = y + branch_bias[:, None]
+        y = y.view(x.shape[0], self.out_ch, height, width) + self.vanilla(x)
+        return self.act(y)
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Sequential:
+        """`nn.Sequential(nn.Conv2d(in, out, kernel, stride, padding, bias=bias), act)`: fresh tensors."""
+        branches = _folded_branches(self)
+        weight = sum(w for w, _ in branches)
+        conv = nn.Conv2d(
+            self.in_ch,
+            self.out_ch,
+            self.kernel,
+            stride=self.stride,
+            padding=self.padding,
+            bias=self.bias,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+        conv.weight.copy_(weight)
+        if conv.bias is not None:
+            conv.bias.copy_(sum(b for _, b in branches if b is not None))
+        return nn.Sequential(conv, copy.deepcopy(self.act))
+
+    def zero_output_(self) -> None:
+        """Zero every branch's weight and bias: the output is exactly 0, as `Block.zero_output_()`."""
+        _zero_branches(self)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_ch}->{self.out_ch}, kernel={self.kernel}, stride={self.stride}, "
+            f"padding={self.padding}, bias={self.bias}, act={self.act_name}"
         )

@@ -102,14 +102,19 @@ class ECBlock(Block):
         mid = int(out_ch * depth_multiplier)
         if mid < 1:
             raise UserError(
-                f"block 'ecb': depth_multiplier {depth_multiplier!r} gives a 1x1 width of {mid} "
+                f"block {self.name!r}: depth_multiplier {depth_multiplier!r} gives a 1x1 width of {mid} "
                 f"for {out_ch} output channels; use a value with out_ch * depth_multiplier >= 1"
             )
         self.depth_multiplier = depth_multiplier
         self.with_idt = bool(with_idt) and in_ch == out_ch
         self.conv3 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias)
-        self.expand = Conv1x1Conv3x3(in_ch, mid, out_ch, bias=bias)
+        self.expand = self._expand_path(in_ch, mid, out_ch, bias=bias)
         self.edges = nn.ModuleList(EdgeBranch(in_ch, out_ch, kind=kind, bias=bias) for kind in EDGE_MASKS)
+
+    @staticmethod
+    def _expand_path(in_ch: int, mid: int, out_ch: int, *, bias: bool) -> Conv1x1Conv3x3:
+        """Branch 2 (`equivalent()` gives its 3x3 conv, `last` its final conv); `rep_edge` overrides it."""
+        return Conv1x1Conv3x3(in_ch, mid, out_ch, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv3(x) + self.expand(x)
@@ -129,8 +134,8 @@ class ECBlock(Block):
         return nn.Sequential(to_conv2d(add_branches(*branches)), self._deploy_act())
 
     def zero_output_(self) -> None:
-        # Last stage of each branch: the 3x3, the 3x3 after the 1x1, each edge filter's scale and bias.
-        zero_(self.conv3.weight, self.conv3.bias, self.expand.conv.weight, self.expand.conv.bias)
+        # Last stage of each branch: the 3x3, the expand path's last conv, each edge filter's scale and bias.
+        zero_(self.conv3.weight, self.conv3.bias, self.expand.last.weight, self.expand.last.bias)
         for edge in self.edges:
             zero_(edge.scale, edge.bias)
         if self.with_idt:

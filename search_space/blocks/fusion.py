@@ -4,7 +4,9 @@ Every re-parameterizable block is a composition of the primitives below (referen
 `blocks_and_protocol.md` section 1.0). A conv is a pair `(weight, bias)` applied as cross-correlation
 with `F.conv2d`; `bias` may be `None`, which means "no bias" and stays `None` through every
 primitive as long as no input has one. That is what lets `bias=False` blocks fuse into bias-free
-deploy convs instead of convs holding an all-zero bias.
+deploy convs instead of convs holding an all-zero bias. The two difference folds
+(`fold_pixel_difference`, `fold_directional_difference`) take any square kernel and any stride (the
+4x4 stride-2 `dconv.DecoupledStridedConv` uses them); the rest is 1x1/3x3, stride 1.
 
 Why a separate module: the maths is shared by several blocks and is where the subtle part lives
 (the 1x1 -> 3x3 border term), so it is tested once, against direct convolutions, on its own.
@@ -23,7 +25,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "Conv",
+    "add_bias",
     "add_branches",
+    "centre_taps",
     "depthwise_to_dense",
     "fold_directional_difference",
     "fold_pixel_difference",
@@ -61,7 +65,8 @@ def identity_kernel(channels: int, *, dtype: torch.dtype, device: torch.device |
     return kernel
 
 
-def _add_bias(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+def add_bias(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """`a + b` where `None` means "no bias": the sum of two optional biases (None + None is None)."""
     if a is None:
         return b
     if b is None:
@@ -81,7 +86,7 @@ def add_branches(*branches: Conv) -> Conv:
     for weight, branch_bias in branches:
         padded = pad_to_3x3(weight)
         kernel = padded if kernel is None else kernel + padded
-        bias = _add_bias(bias, branch_bias)
+        bias = add_bias(bias, branch_bias)
     assert kernel is not None
     return kernel, bias
 
@@ -103,7 +108,7 @@ def fuse_1x1_then_3x3(first: Conv, second: Conv) -> Conv:
     kernel = torch.einsum("omuv,mi->oiuv", w2, w1[:, :, 0, 0])
     bias = b2
     if b1 is not None:
-        bias = _add_bias(torch.einsum("omuv,m->o", w2, b1), b2)
+        bias = add_bias(torch.einsum("omuv,m->o", w2, b1), b2)
     return kernel, bias
 
 
@@ -121,46 +126,61 @@ def fuse_3x3_then_1x1(first: Conv, second: Conv) -> Conv:
     kernel = torch.einsum("om,miuv->oiuv", mix, w1)
     bias = b2
     if b1 is not None:
-        bias = _add_bias(mix @ b1, b2)
+        bias = add_bias(mix @ b1, b2)
     return kernel, bias
 
 
+def centre_taps(k: int) -> slice:
+    """The centre taps of a k-tap kernel axis: the middle one for odd k, the middle two for even k.
+
+    `fold_pixel_difference`'s centre: training forms read their centre pixels with it.
+    """
+    return slice((k - 1) // 2, k // 2 + 1)
+
+
 def fold_pixel_difference(weight: Tensor, *, sign: float = -1.0) -> Tensor:
-    """P-pd: the 3x3 kernel of `y(p) = sum_k w_k (x(p+k) + sign * x(p))`.
+    """P-pd: the kernel of `y(p) = sum_k w_k (x(p+k) + sign * c(p))`, `c` = the window's centre.
 
     `sign=-1` is the central (pixel) difference conv, `sign=+1` its aggregation ("add") counterpart.
-    Folds as `K = w` with `K[:, :, 1, 1] += sign * sum_k w_k`. Exact with zero padding, since a tap
-    outside the image contributes `sign * w_k x(p)` on both sides.
+    For an odd k x k kernel `c` is the centre tap (3x3: `K = w`, `K[:, :, 1, 1] += sign * sum_k w_k`);
+    for an even one it is the mean of the central 2x2 taps, each of which gets `sign * sum_k w_k / 4`.
+    Any stride and padding: the identity holds per window. Exact with zero padding as long as the
+    training form reads the centre from the same zero-padded window.
     """
-    if weight.shape[-2:] != (3, 3):
-        raise ValueError(f"fold_pixel_difference needs a 3x3 kernel, got {tuple(weight.shape)}")
+    kh, kw = weight.shape[-2:]
+    if kh != kw:
+        raise ValueError(f"fold_pixel_difference needs a square kernel, got {tuple(weight.shape)}")
+    centre = centre_taps(kh)
+    taps = (2 - kh % 2) ** 2
     kernel = weight.clone()
-    kernel[:, :, 1, 1] = kernel[:, :, 1, 1] + sign * weight.sum(dim=(2, 3))
+    total = weight.sum(dim=(2, 3), keepdim=True)
+    kernel[:, :, centre, centre] = kernel[:, :, centre, centre] + sign * total / taps
     return kernel
 
 
 def fold_directional_difference(weight: Tensor, *, direction: str) -> Tensor:
-    """The 3x3 kernel of a directional difference conv with one weight per row (or column).
+    """The k x k kernel of a directional difference conv with one weight per row (or column).
 
-    `weight` has shape (out, in, 3).
-    - `horizontal`: `y(p) = sum_r w_r (x(p + (r-1, -1)) - x(p + (r-1, +1)))`, left minus right,
-      so `K[:, :, r, 0] = w_r`, `K[:, :, r, 2] = -w_r`.
-    - `vertical`: `y(p) = sum_c w_c (x(p + (-1, c-1)) - x(p + (+1, c-1)))`, top minus bottom,
-      so `K[:, :, 0, c] = w_c`, `K[:, :, 2, c] = -w_c`.
-    Both taps of every pair lie in the 3x3 window, so this is exact with zero padding.
+    `weight` has shape (out, in, k), k >= 2. The left (top) half of the window are the first k // 2
+    columns (rows), the right (bottom) half the last k // 2; an odd k leaves the middle one out.
+    - `horizontal`: per row r, `w_r (sum of the left half - sum of the right half)`, so
+      `K[:, :, r, :k//2] = w_r`, `K[:, :, r, -(k//2):] = -w_r` (3x3: left column minus right column).
+    - `vertical`: per column c, top half minus bottom half, the same with rows and columns swapped.
+    Every tap lies in the window, so this is exact with zero padding, at any stride.
     """
-    if weight.dim() != 3 or weight.shape[-1] != 3:
+    if weight.dim() != 3 or weight.shape[-1] < 2:
         raise ValueError(
-            f"fold_directional_difference needs weights of shape (out, in, 3), got {tuple(weight.shape)}"
+            f"fold_directional_difference needs weights of shape (out, in, k), k >= 2, got {tuple(weight.shape)}"
         )
-    out_ch, in_ch, _ = weight.shape
-    kernel = weight.new_zeros(out_ch, in_ch, 3, 3)
+    out_ch, in_ch, k = weight.shape
+    half = k // 2
+    kernel = weight.new_zeros(out_ch, in_ch, k, k)
     if direction == "horizontal":
-        kernel[:, :, :, 0] = weight
-        kernel[:, :, :, 2] = -weight
+        kernel[:, :, :, :half] = weight.unsqueeze(-1)
+        kernel[:, :, :, k - half :] = -weight.unsqueeze(-1)
     elif direction == "vertical":
-        kernel[:, :, 0, :] = weight
-        kernel[:, :, 2, :] = -weight
+        kernel[:, :, :half, :] = weight.unsqueeze(-2)
+        kernel[:, :, k - half :, :] = -weight.unsqueeze(-2)
     else:
         raise ValueError(f"direction must be 'horizontal' or 'vertical', got {direction!r}")
     return kernel

@@ -50,6 +50,11 @@ class Conv1x1Conv3x3(nn.Module):
         """The single 3x3 conv (`padding=1`) this branch equals."""
         return fuse_1x1_then_3x3(from_conv2d(self.expand), from_conv2d(self.conv))
 
+    @property
+    def last(self) -> nn.Conv2d:
+        """The branch's final conv: zeroing it (weight and bias) silences the branch."""
+        return self.conv
+
 
 @register_block("rep")
 class RepBlock(Block):

@@ -1,4 +1,5 @@
-"""`spab` / `spab_noatt`: SPAN's swift parameter-free attention block (reference 1.8, 1.10).
+"""`spab` / `spab_noatt`: SPAN's swift parameter-free attention block (reference 1.8, 1.10), and
+`conv3xc`, SPAN's re-parameterizable conv on its own.
 
 Training form:
     out1 = c1(x); out2 = c2(act(out1)); out3 = c3(act(out2))
@@ -38,7 +39,7 @@ from search_space.blocks.fusion import (
 )
 from search_space.errors import UserError
 
-__all__ = ["Conv3XC", "SPABDeploy", "SPABlock", "SPABlockNoAttention"]
+__all__ = ["Conv3XC", "Conv3XCBlock", "SPABDeploy", "SPABlock", "SPABlockNoAttention"]
 
 
 class Conv3XC(nn.Module):
@@ -59,6 +60,34 @@ class Conv3XC(nn.Module):
         main = fuse_1x1_then_3x3(from_conv2d(self.expand), from_conv2d(self.conv))
         main = fuse_3x3_then_1x1(main, from_conv2d(self.reduce))
         return add_branches(main, from_conv2d(self.skip))
+
+
+@register_block("conv3xc")
+class Conv3XCBlock(Block):
+    """SPAN's Conv3XC as a block of its own (then `act`): SPAN trains its head (`conv_1`, 3 -> C) and
+    the conv before its feature concatenation (`conv_2`) this way (hongyuanyu/SPAN span_arch.py), so
+    it is the `end_block` of the `xiaomimm` preset. Fuses into one 3x3 conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu", gain: int = 2) -> None:
+        super().__init__(in_ch, out_ch, bias=bias, act=act)
+        if not isinstance(gain, int) or isinstance(gain, bool) or gain < 1:
+            raise UserError(f"block {self.name!r}: gain must be an integer >= 1, got {gain!r}")
+        self.gain = gain
+        self.conv = Conv3XC(in_ch, out_ch, gain=gain, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.conv(x))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        return nn.Sequential(to_conv2d(self.conv.equivalent()), self._deploy_act())
+
+    def zero_output_(self) -> None:
+        # Both branches end in a 1x1 (reduce, skip): zero them and the sum is exactly 0.
+        zero_(self.conv.reduce.weight, self.conv.reduce.bias, self.conv.skip.weight, self.conv.skip.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gain={self.gain}"
 
 
 def _spab_output(out3: Tensor, x: Tensor, *, attention: bool) -> Tensor:
@@ -83,8 +112,13 @@ class SPABDeploy(nn.Module):
         self.attention = attention
 
     def forward(self, x: Tensor) -> Tensor:
-        out3 = self.c3(self.act2(self.c2(self.act1(self.c1(x)))))
-        return _spab_output(out3, x, attention=self.attention)
+        return self.forward_with_inner(x)[0]
+
+    def forward_with_inner(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(block output, act(c1(x))), as `SPABlock.forward_with_inner`."""
+        inner = self.act1(self.c1(x))
+        out3 = self.c3(self.act2(self.c2(inner)))
+        return _spab_output(out3, x, attention=self.attention), inner
 
     def extra_repr(self) -> str:
         return f"attention={self.attention}"
@@ -95,6 +129,7 @@ class SPABlock(Block):
     """SPAN block with parameter-free attention `sigmoid(out3) - 0.5`."""
 
     supports_channel_change: ClassVar[bool] = False
+    has_inner_tap: ClassVar[bool] = True
     attention: ClassVar[bool] = True
 
     def __init__(
@@ -111,8 +146,17 @@ class SPABlock(Block):
         self.act2 = make_activation(act, out_ch)
 
     def forward(self, x: Tensor) -> Tensor:
-        out3 = self.c3(self.act2(self.c2(self.act(self.c1(x)))))
-        return _spab_output(out3, x, attention=self.attention)
+        return self.forward_with_inner(x)[0]
+
+    def forward_with_inner(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(block output, act(c1(x))): SPAN concatenates the latter from its last block.
+
+        SPAN's SPAB returns `out1`, c1's output, but its `nn.SiLU(inplace=True)` has overwritten that
+        tensor with SiLU(out1) by then, so the feature SPAN's trained weights see is the activated one
+        (hongyuanyu/SPAN span_arch.py; tests/search_space/test_span_reference.py shows the difference)."""
+        inner = self.act(self.c1(x))
+        out3 = self.c3(self.act2(self.c2(inner)))
+        return _spab_output(out3, x, attention=self.attention), inner
 
     @torch.no_grad()
     def fuse(self) -> nn.Module:

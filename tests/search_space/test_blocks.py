@@ -20,18 +20,26 @@ from torch import Tensor, nn
 from search_space.blocks import ACTIVATIONS, Block, get_block, list_blocks, make_activation
 from search_space.blocks import ecb as ecb_module
 from search_space.blocks import rep as rep_module
+from search_space.blocks import repvit as repvit_module
+from search_space.blocks import safmpp as safmpp_module
 from search_space.errors import UserError
 
 #: Small training-only widths, for speed; the defaults are checked in their own test.
 SMALL_KWARGS: dict[str, dict[str, Any]] = {"rep_casr": {"mid_a": 6, "mid_b": 5}}
 #: Deploy convs per block (default 1): SPAB keeps its three convs apart (non-linear glue between).
-DEPLOY_CONVS: dict[str, int] = {"spab": 3, "spab_noatt": 3}
+DEPLOY_CONVS: dict[str, int] = {"spab": 3, "spab_noatt": 3, "repvit": 5, "safmpp": 5}
+#: Blocks that fuse only partly (non-linear glue between their convs): the extra parameter-free leaf
+#: modules their deploy form may keep. Their deploy convs may be 1x1 or depthwise too (e.g. an FFN or
+#: a squeeze-excite); every conv must still be stride 1 and keep the size. Plain blocks are not listed.
+PARTLY_FUSED: dict[str, tuple[type[nn.Module], ...]] = {
+    "repvit": (repvit_module.GlobalAvgPool, nn.Sigmoid, nn.ReLU),  # SE pooling and fixed gate/ReLU
+    "safmpp": (safmpp_module.MaxPoolToFraction, safmpp_module.ResizeBilinearLike, safmpp_module.Multiply),
+}
 SIZES = ((7, 9), (8, 10))
 CHANNELS = ((4, 4), (3, 5))
 ACT_TYPES = tuple({type(make_activation(name, 4)) for name in ACTIVATIONS})
 F64_ABS_TOL = 1e-9
 F32_REL_TOL = 1e-4
-
 
 
 def _block_channels() -> list[tuple[str, int, int]]:
@@ -123,19 +131,23 @@ def test_deploy_form_is_plain_convs_and_activations(
     convs = [m for m in fused.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == DEPLOY_CONVS.get(name, 1)
     assert convs[0].in_channels == in_ch and convs[-1].out_channels == out_ch
+    partly_fused = name in PARTLY_FUSED
     for conv in convs:
-        assert conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
-        assert conv.groups == 1 and conv.dilation == (1, 1)
+        assert conv.stride == (1, 1) and conv.dilation == (1, 1)
+        if not partly_fused:
+            assert conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.groups == 1
+        assert conv.padding == (conv.kernel_size[0] // 2, conv.kernel_size[1] // 2), "deploy convs keep the size"
         assert (conv.bias is not None) == bias, "bias=False must give bias-free deploy convs"
+    allowed_leaves = (nn.Conv2d, *ACT_TYPES, *PARTLY_FUSED.get(name, ()))
     for module in fused.modules():
         assert not isinstance(module, Block), "a training block survived fusion"
         if not list(module.children()):
-            assert isinstance(module, (nn.Conv2d, *ACT_TYPES)), f"unexpected deploy leaf {module}"
+            assert isinstance(module, allowed_leaves), f"unexpected deploy leaf {module}"
         if list(module.parameters(recurse=False)):
             assert isinstance(module, (nn.Conv2d, nn.PReLU))
     assert list(fused.buffers()) == [], "deploy form must not carry training buffers (e.g. edge masks)"
-    # 9 * Cin * Cout (+ Cout) per conv, plus the PReLU slopes of the training form, nothing else.
-    conv_params = sum(9 * c.in_channels * c.out_channels + (c.out_channels if bias else 0) for c in convs)
+    # k * k * Cin / groups * Cout (+ Cout) per conv, plus the PReLU slopes of the training form, nothing else.
+    conv_params = sum(c.weight.numel() + (c.out_channels if bias else 0) for c in convs)
     assert sum(p.numel() for p in fused.parameters()) == conv_params + _prelu_params(block)
 
 

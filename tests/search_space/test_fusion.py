@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from search_space.blocks.fusion import (
     add_branches,
+    centre_taps,
     depthwise_to_dense,
     fold_directional_difference,
     fold_pixel_difference,
@@ -189,6 +190,64 @@ def test_fold_directional_difference_matches_explicit_differences(x: Tensor, dir
     assert torch.allclose(F.conv2d(x, kernel, padding=1), direct, atol=EXACT, rtol=0)
     with pytest.raises(ValueError, match="direction"):
         fold_directional_difference(a, direction="diagonal")
+
+
+def _taps(x: Tensor, k: int, stride: int) -> dict[tuple[int, int], Tensor]:
+    """Tap (u, v) of every k x k window (padding (k - stride) / 2, zeros outside), by slicing."""
+    pad = (k - stride) // 2
+    padded = F.pad(x, (pad, pad, pad, pad))
+    out_h, out_w = ((n + 2 * pad - k) // stride + 1 for n in x.shape[-2:])
+    return {
+        (u, v): padded[..., u : u + stride * (out_h - 1) + 1 : stride, v : v + stride * (out_w - 1) + 1 : stride]
+        for u in range(k)
+        for v in range(k)
+    }
+
+
+def test_centre_taps() -> None:
+    assert [centre_taps(k) for k in (1, 3, 5)] == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert [centre_taps(k) for k in (2, 4, 6)] == [slice(0, 2), slice(1, 3), slice(2, 4)]
+
+
+@pytest.mark.parametrize(("k", "stride"), [(4, 2), (5, 1), (2, 2)])
+@pytest.mark.parametrize("sign", [-1.0, 1.0])
+def test_fold_pixel_difference_any_kernel_and_stride(x: Tensor, k: int, stride: int, sign: float) -> None:
+    """An even kernel's centre is the mean of its central 2x2 taps, an odd one's the central tap."""
+    w = _randn(4, 3, k, k, seed=33)
+    taps = _taps(x, k, stride)
+    middle = range(k // 2 - 1, k // 2 + 1) if k % 2 == 0 else (k // 2,)
+    centre = sum(taps[(u, v)] for u in middle for v in middle) / len(middle) ** 2
+    direct = sum(_pixelwise(w[:, :, u, v], taps[(u, v)] + sign * centre) for u in range(k) for v in range(k))
+    folded = fold_pixel_difference(w, sign=sign)
+    fused = F.conv2d(x, folded, stride=stride, padding=(k - stride) // 2)
+    assert fused.shape == direct.shape
+    assert torch.allclose(fused, direct, atol=EXACT, rtol=0)
+    with pytest.raises(ValueError, match="square"):
+        fold_pixel_difference(_randn(4, 3, 3, 4, seed=34))
+
+
+@pytest.mark.parametrize(("k", "stride"), [(4, 2), (5, 1), (2, 2)])
+@pytest.mark.parametrize("direction", ["horizontal", "vertical"])
+def test_fold_directional_difference_any_kernel_and_stride(x: Tensor, k: int, stride: int, direction: str) -> None:
+    """Left half minus right half of each row (top minus bottom of each column); odd k skips the middle."""
+    a = _randn(4, 3, k, seed=35)
+    taps = _taps(x, k, stride)
+    half = k // 2
+    if direction == "horizontal":
+        terms = (
+            _pixelwise(a[:, :, r], taps[(r, c)] - taps[(r, k - 1 - c)]) for r in range(k) for c in range(half)
+        )
+    else:
+        terms = (
+            _pixelwise(a[:, :, c], taps[(r, c)] - taps[(k - 1 - r, c)]) for c in range(k) for r in range(half)
+        )
+    direct = sum(terms)
+    kernel = fold_directional_difference(a, direction=direction)
+    assert kernel.shape == (4, 3, k, k)
+    fused = F.conv2d(x, kernel, stride=stride, padding=(k - stride) // 2)
+    assert torch.allclose(fused, direct, atol=EXACT, rtol=0)
+    with pytest.raises(ValueError, match="k >= 2"):
+        fold_directional_difference(_randn(4, 3, 1, seed=36), direction=direction)
 
 
 def test_depthwise_to_dense(x: Tensor) -> None:
