@@ -1,6 +1,6 @@
 """Proxy-train published presets on `builtin` data and print their gain over Lanczos per QP.
 
-Calibrates the default proxy budget (trainers.proxy.DEFAULT_PROXY_STEPS): with it, the confirmed
+Calibrates the default proxy budget (trainers.proxy.DEFAULT_PROXY_STEPS): with it, the exact
 presets should beat Lanczos at QP31. Prints wall time, device and thread count with every number.
 
     python benchmarks/proxy_presets.py                         # casr and anunet, default budget

@@ -11,6 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search_space.errors import UserError
+
 if TYPE_CHECKING:
     from search_space.arch import ArchConfig
     from trainers.recipe import Recipe
@@ -49,7 +51,10 @@ def plain_equivalent(arch: ArchConfig) -> ArchConfig:
     in training form therefore share one latency measurement instead of two noisy ones. Only
     `block`/`end_block` change, and the network's own forward depends on them only through its
     modules, so equal module lists (types and settings) mean the same computation."""
-    candidate = dataclasses.replace(arch, block="conv", end_block="conv")
+    try:
+        candidate = dataclasses.replace(arch, block="conv", end_block="conv")
+    except UserError:  # e.g. SPAN's taps need a SPAB body: a plain-conv spelling does not exist
+        return arch
     if candidate == arch:
         return arch
     return candidate if _deploy_signature(candidate) == _deploy_signature(arch) else arch

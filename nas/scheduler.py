@@ -47,7 +47,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nas.trial_endings import SKIPPED_GAIN_DB, PendingTrial, TrialEndings
-from nas.trial_record import Key, TrialSetup, TrialStatus, counts_against_budget, eval_attrs, is_front_candidate, latency_attrs
+from nas.trial_record import (
+    Key,
+    TrialSetup,
+    TrialStatus,
+    counts_against_budget,
+    eval_attrs,
+    is_front_candidate,
+    latency_attrs,
+)
+from search_space.arch import ArchConfig
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -454,7 +463,9 @@ class TrialScheduler:
             Key.DEGRADATION: res.get("degradation"),
             Key.TRAIN_HOST: out.get("host"),
         }
-        if res.get("arch") and res["arch"] != p.attrs[Key.ARCH]:
+        # Compared as configs, not dicts: a run started before ArchConfig version 2 stored dicts
+        # without the version-2 keys, which are the same networks.
+        if res.get("arch") and ArchConfig.from_dict(res["arch"]) != p.arch:
             extra[Key.TRAINED_ARCH] = res["arch"]  # e.g. a recipe stage removed the biases
         if res.get("status") != "ok" or res.get("eval") is None:
             self.endings.fail(p, res.get("reason") or "training failed without a reason", extra=extra)

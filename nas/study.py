@@ -506,10 +506,16 @@ class Study:
         return dataclasses.replace(self, **top, **updated)
 
     def identity_dict(self) -> dict[str, Any]:
-        """Everything that defines the experiment: all but labels and the budget."""
+        """Everything that defines the experiment: all but labels and the budget.
+
+        An ablation's arms name presets, whose networks can change between versions (a preset made
+        exact): the hash of every arm's resolved architecture is part of the identity, so a run
+        whose preset changed under it is refused on resume instead of mixing two networks."""
         d = self.to_dict()
         d.pop("description")
         d["budget"] = {k: v for k, v in d["budget"].items() if k not in BUDGET_FIELDS}
+        if self.ablation is not None:
+            d["arm_arch_hashes"] = {arm.name: self.ablation.arch_of(arm.name).arch_hash for arm in self.ablation.arms}
         return d
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -272,7 +273,13 @@ def survey_figure() -> tuple[Any, list[str]]:
     shown = [p for p in rows if p.delta_db is not None and p.runtime_ms is not None]
     missing = [p.name for p in rows if p not in shown]
     fig = go.Figure()
-    symbols = {"confirmed": "circle", "fitted": "square", "approximate": "triangle-up"}
+    # How faithful our preset of each row is (search_space.presets): the marker says it.
+    symbols = {"exact": "circle", "fitted": "square", "approximate": "triangle-up"}
+    legends = {
+        "exact": "preset exact (the team's code, layer for layer)",
+        "fitted": "preset fitted (described; widths fitted to Table 1)",
+        "approximate": "preset approximate (see hover for why)",
+    }
     for status, symbol in symbols.items():
         group = [p for p in shown if p.status == status]
         if not group:
@@ -282,12 +289,14 @@ def survey_figure() -> tuple[Any, list[str]]:
                 x=[p.runtime_ms for p in group],
                 y=[p.delta_db for p in group],
                 mode="markers+text",
-                name=f"architecture {status}",
+                name=legends[status],
                 text=[p.name for p in group],
                 textposition="top center",
                 marker=dict(size=11, symbol=symbol, color="#6a3d9a"),
                 customdata=[[(f"<b>{_esc(p.name)}</b> ({_esc(p.team)})<br>Delta {p.delta_db:+.3f} dB, runtime {p.runtime_ms:.3f} ms"
-                              f"<br>MACs {p.macs_g:g} G, params {p.params_m:g} M<br>score {p.score if p.score is not None else '-'}")]
+                              f"<br>MACs {p.macs_g:g} G, params {p.params_m:g} M<br>score {p.score if p.score is not None else '-'}"
+                              f"<br>our preset: <b>{p.status}</b>"
+                              + ("<br>" + "<br>".join(_esc(line) for line in textwrap.wrap(p.note, 90)) if p.status == "approximate" else ""))]
                             for p in group],
                 hovertemplate="%{customdata[0]}<extra>Table 1</extra>",
             )

@@ -322,7 +322,7 @@ def _correlations(rows: list[dict[str, Any]], dev_name: str) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     groups = {
-        "confirmed+fitted presets": [r for r in rows if r["table1_ms"] is not None and not r["approximate"]],
+        "exact+fitted presets": [r for r in rows if r["table1_ms"] is not None and not r["approximate"]],
         "all presets": [r for r in rows if r["table1_ms"] is not None],
     }
     for label, group in groups.items():

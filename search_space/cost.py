@@ -26,7 +26,9 @@ groups, so the grouped Lanczos convs are right): at 540x960 lanczos costs
 counts only convolutions and matrix products (no activations, interpolation or shuffles).
 
 Speed: the deploy model is profiled on a tiny input of 2 x 3 cells of u x u pixels and the count is
-scaled by the number of cells. That is exact, not an estimate: every stage of the template runs at
+scaled by the number of cells (except for body blocks whose cost does not scale with the area,
+`Block.cost_scales_with_area` False: RepViT's squeeze-excite, SAFM++'s pooled branch; those are
+profiled at the real input size, a forward pass at 540x960 LR). That is exact, not an estimate: every stage of the template runs at
 H/u x W/u times a fixed factor (1, u^2, 16u^2; the anchors' convs run at H x W) with same-size
 padding, so each conv's MACs are a whole multiple of the cell count (`tests/search_space/test_cost.py`
 checks it against direct counts).
@@ -44,6 +46,7 @@ import torch
 from torch import nn
 
 from search_space.arch import ArchConfig
+from search_space.blocks import get_block
 from search_space.errors import UserError
 from search_space.network import build, deploy
 
@@ -142,12 +145,15 @@ def _cost(arch: ArchConfig, hw: tuple[int, int]) -> Cost:
     u = arch.down_factor
     h, w = _check_hw(hw, u)
     model = deploy(build(arch))
+    params = sum(p.numel() for p in model.parameters())
+    if not get_block(arch.block).cost_scales_with_area and arch.blocks:
+        # A squeeze-excite or a pooling to a fraction of the size: profile the real input.
+        return Cost(macs=profile_macs(model, hw=(h, w)), params=params)
     cells_h, cells_w = _CELLS_HW
     small = profile_macs(model, hw=(cells_h * u, cells_w * u))
     per_cell, remainder = divmod(small, cells_h * cells_w)
     if remainder:
         raise RuntimeError(f"{arch.summary()}: MACs {small} are not a whole multiple of the cell count")
-    params = sum(p.numel() for p in model.parameters())
     return Cost(macs=per_cell * (h // u) * (w // u), params=params)
 
 

@@ -22,9 +22,18 @@ scores exactly the anchor at step 0 instead of first having to learn to copy the
 the anchors nor the zeroing draw random numbers, so an anchored network's other weights equal
 those of its no-anchor twin built from the same seed.
 
-`deploy()` replaces every `Block` by its `fuse()` in a copy of the model: the result holds plain
-`nn.Conv2d` layers, activations and parameter-free glue (pixel (un)shuffle, additions, SPAB's
-attention), is in eval mode and has `requires_grad=False` everywhere. It is what is timed,
+Version-2 parts (reference: survey Sec. 3.5, 3.7, 3.8, 3.9, 3.11): `InputNorm` normalises the input
+of the learned path only (the anchor and the cascade's `+ x` see the image as it is; the output is
+not mapped back, as in SPAN, so the last layer learns the scale); `FeatureTaps` concatenates
+hierarchical features (the `fusion` conv then maps them, or the body output, to C); `ShuffleReconstruction` pixel-shuffles the
+features to LR size before the last conv (RESR, USTC-Noah); the `dconv` strided head is USTC-Noah's
+4x4 stride-2 decoupled conv; `residual_channels` hands the whole network to ETDS's dual stream
+(`search_space.dual_stream.DualStreamSR`).
+
+`deploy()` replaces every `Block` (and every other module with a `fuse()`, the dual stream) by its
+`fuse()` in a copy of the model: the result holds plain `nn.Conv2d` layers, activations and
+parameter-free glue (pixel (un)shuffle, additions, SPAB's attention; RepViT's squeeze-excite and
+SAFM++'s pooled modulation keep their 1x1/depthwise convs), is in eval mode and has `requires_grad=False` everywhere. It is what is timed,
 counted and exported. The anchors stay as they are (plain grouped/dense convs); they are not
 folded into a neighbouring conv, since none sees the same input.
 """
@@ -44,11 +53,15 @@ from search_space.errors import UserError
 
 __all__ = [
     "ANCHOR_KERNEL",
+    "DIV2K_RGB_MEAN",
     "CascadeReconstruction",
     "DirectReconstruction",
+    "FeatureTaps",
+    "InputNorm",
     "LanczosAnchor",
     "LinearAnchor",
     "SRNet",
+    "ShuffleReconstruction",
     "UpsampleResidual",
     "build",
     "deploy",
@@ -218,6 +231,78 @@ class CascadeReconstruction(nn.Module):
         self.to_hr.zero_output_()
 
 
+class ShuffleReconstruction(CascadeReconstruction):
+    """RESR / USTC-Noah: conv C -> u^2 L -> pixel-shuffle(u) -> conv L -> 48 -> pixel-shuffle(4).
+
+    The cascade without its `+ x`, with L = `lr_channels` channels at LR size: the last conv runs
+    there, which is how RESR's 7.0171 GMACs and USTC-Noah's 8.56 G come about (survey Sec. 3.7,
+    3.9; `search_space.presets`). `zero_output_()` silences the last conv (L -> 48)."""
+
+    def forward(self, features: Tensor, x: Tensor) -> Tensor:
+        return self.shuffle_hr(self.to_hr(self.shuffle_lr(self.to_lr(features))))
+
+
+#: DIV2K's RGB mean, which SPAN subtracts before scaling by 255 (hongyuanyu/SPAN span_arch.py).
+DIV2K_RGB_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
+
+
+class InputNorm(nn.Module):
+    """The learned path's input normalisation: 'signed' = 2x - 1 (RVSR's [-1, 1]); 'mean255' =
+    (x - DIV2K mean) * 255 (SPAN). Parameter- and buffer-free (an elementwise op, 0 MACs)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        if mode not in ("signed", "mean255"):
+            raise UserError(f"input normalisation {mode!r}; InputNorm does 'signed' or 'mean255'")
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "signed":
+            return 2.0 * x - 1.0
+        mean = torch.tensor(DIV2K_RGB_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) * 255.0
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
+class FeatureTaps(nn.Module):
+    """Runs the body and concatenates hierarchical features (the network's `fusion` conv follows).
+
+    'all':  Concat(O0, O1, ..., On), O0 the head output and Oi block i's output;
+    'span': Concat(O0, conv(On), O1, inner(On)) in SPAN's order (hongyuanyu/SPAN span_arch.py:
+            `conv_cat(cat([out_feature, conv_2(out_b6), out_b1, out_b5_2]))`, where out_b5_2 is the
+            last block's first conv output after its activation: SPAN's in-place SiLU overwrites it
+            before it is returned; the survey's Sec. 3.8 formula writes O5 there). `conv` is a 3x3
+            C -> C (SPAN's conv_2 / the survey's W_f1)."""
+
+    def __init__(self, mode: str, *, last_conv: nn.Module | None) -> None:
+        super().__init__()
+        self.mode = mode
+        self.last_conv = last_conv
+
+    def forward(self, head: Tensor, body: nn.Sequential) -> Tensor:
+        """The concatenated features; `body` is the network's (not held here: no weight stored twice)."""
+        blocks = list(body)
+        if self.mode == "all":
+            taps = [head]
+            for block in blocks:
+                taps.append(block(taps[-1]))
+        else:
+            out = head
+            first = None
+            for block in blocks[:-1]:
+                out = block(out)
+                if first is None:
+                    first = out
+            last, inner = blocks[-1].forward_with_inner(out)
+            taps = [head, self.last_conv(last), last if first is None else first, inner]
+        return torch.cat(taps, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
 class SRNet(nn.Module):
     """One instance of the template; `arch` is kept on the module so any copy knows what it is."""
 
@@ -229,23 +314,50 @@ class SRNet(nn.Module):
         u, c, bias, act = arch.down_factor, arch.channels, arch.bias, arch.activation
         end = get_block(arch.end_block)
 
-        if arch.downsample == "strided":
-            k = strided_kernel(u)
+        if arch.residual_channels:
+            self._build_dual_stream(arch)
+            return
+        self.norm = InputNorm(arch.input_norm) if arch.input_norm != "none" else None
+        head_act = act if arch.head_activation else "none"
+        if arch.downsample == "strided" and arch.strided_head == "dconv":
+            from search_space.blocks.dconv import DecoupledStridedConv  # noqa: PLC0415
+
             self.down: nn.Module = nn.Identity()
-            self.head: nn.Module = nn.Sequential(
-                nn.Conv2d(3, c, k, stride=u, padding=(k - 1) // 2, bias=bias), make_activation(act, c)
+            self.head: nn.Module = DecoupledStridedConv(3, c, kernel=4, stride=2, bias=bias, act=head_act)
+        elif arch.downsample == "strided":
+            k = strided_kernel(u)
+            self.down = nn.Identity()
+            self.head = nn.Sequential(
+                nn.Conv2d(3, c, k, stride=u, padding=(k - 1) // 2, bias=bias), make_activation(head_act, c)
             )
         else:
             self.down = nn.PixelUnshuffle(u) if u > 1 else nn.Identity()
-            self.head = end(3 * u * u, c, bias=bias, act=act)
+            self.head = end(3 * u * u, c, bias=bias, act=head_act)
 
         body = get_block(arch.block)
         self.body = nn.Sequential(*(body(c, c, bias=bias, act=act) for _ in range(arch.blocks)))
         self.body_skip = arch.body_skip
+        self.taps: FeatureTaps | None = None
+        if arch.feature_taps != "last":
+            last_conv = end(c, c, bias=bias, act="none") if arch.feature_taps == "span" else None
+            self.taps = FeatureTaps(arch.feature_taps, last_conv=last_conv)
+        tapped = arch.tapped_width
+        k = arch.fusion_kernel
+        self.fusion: nn.Module | None = None
+        if k == 3:
+            self.fusion = end(tapped, c, bias=bias, act="none")
+        elif k == 1:
+            self.fusion = nn.Conv2d(tapped, c, 1, bias=bias)
+        c = arch.features_width  # what the reconstruction receives
 
         if arch.reconstruction == "cascade":
             self.recon: nn.Module = CascadeReconstruction(
                 end(c, 3 * u * u, bias=bias, act="none"), end(3, 3 * SCALE * SCALE, bias=bias, act="none"), u
+            )
+        elif arch.reconstruction == "shuffle":
+            lr = arch.lr_channels
+            self.recon = ShuffleReconstruction(
+                end(c, u * u * lr, bias=bias, act="none"), end(lr, 3 * SCALE * SCALE, bias=bias, act="none"), u
             )
         else:
             out = 3 * (SCALE * u) ** 2
@@ -257,6 +369,21 @@ class SRNet(nn.Module):
         if self.residual is not None:
             self.recon.zero_output_()  # start exactly at the anchor
 
+    def _build_dual_stream(self, arch: ArchConfig) -> None:
+        from search_space.dual_stream import DualStreamSR  # noqa: PLC0415
+
+        self.dual = DualStreamSR(
+            channels=arch.channels,
+            residual_channels=arch.residual_channels,
+            blocks=arch.blocks,
+            backbone_block=arch.block,
+            act=arch.activation,
+            bias=arch.bias,
+        )
+        # Its residual stream is a nearest-neighbour anchor: like every anchored network of the
+        # template, it starts exactly there (the backbone's tail at zero), not at ETDS's random init.
+        self.dual.zero_output_()
+
     def forward(self, x: Tensor) -> Tensor:
         u = self.arch.down_factor
         if x.ndim != 4 or x.shape[1] != 3:
@@ -266,10 +393,17 @@ class SRNet(nn.Module):
                 f"input {x.shape[-2]}x{x.shape[-1]} is not divisible by down_factor {u}; "
                 f"pad or crop it to a multiple of {u} first"
             )
-        head = self.head(self.down(x))
-        features = self.body(head)
-        if self.body_skip:
-            features = features + head
+        if self.arch.residual_channels:
+            return self.dual(x)
+        head = self.head(self.down(x if self.norm is None else self.norm(x)))
+        if self.taps is not None:
+            features = self.taps(head, self.body)
+        else:
+            features = self.body(head)
+            if self.body_skip:
+                features = features + head
+        if self.fusion is not None:
+            features = self.fusion(features)
         y = self.recon(features, x)
         if self.residual is not None:
             y = y + self.residual(x)
@@ -302,7 +436,7 @@ def build(arch: ArchConfig) -> SRNet:
 
 def _fuse_blocks(module: nn.Module) -> None:
     for name, child in module.named_children():
-        if isinstance(child, Block):
+        if isinstance(child, Block) or callable(getattr(child, "fuse", None)):
             setattr(module, name, child.fuse())
         else:
             _fuse_blocks(child)
@@ -313,12 +447,21 @@ def deploy(model: nn.Module) -> nn.Module:
     """A fused copy of `model`: every `Block` replaced by its `fuse()`, eval mode, no gradients.
 
     `model` itself is left unchanged (still trainable). Deploying a deployed model is a no-op copy.
+    The kernel arithmetic runs in float64 and the result is cast back to the model's dtype, so a
+    float32 deploy model holds the correctly rounded fused weights (fusing in float32 left about
+    3x the error on a six-SPAB SPAN: 3e-7 vs 1e-7 relative, measured on random weights).
     """
-    if isinstance(model, Block):
-        fused = model.fuse()
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    work = copy.deepcopy(model)
+    if dtype is not None and dtype != torch.float64:
+        work.double()
+    if isinstance(work, Block):
+        fused = work.fuse()
     else:
-        fused = copy.deepcopy(model)
+        fused = work
         _fuse_blocks(fused)
+    if dtype is not None and dtype != torch.float64:
+        fused.to(dtype)
     fused.eval()
     fused.requires_grad_(False)
     return fused

@@ -9,23 +9,42 @@ A study file's `[search]` table (any subset of the keys below; missing keys keep
     block           = ["conv", "rep", "ecb", ...]       # body block types (registry names)
     activation      = ["relu", "lrelu", "prelu", "gelu", "silu"]
     body_skip       = [false, true]
-    reconstruction  = ["direct", "cascade"]
+    reconstruction  = ["direct", "cascade"]            # also "shuffle" (RESR, USTC-Noah)
     tail_kernel     = [1, 3]
     global_residual = ["none", "nearest", "bilinear"]   # also "lanczos", "linear" (not in the default)
     bias            = [true, false]
     end_block       = ["conv"]
+    # version 2 of the template (each defaults to one choice, version 1's network)
+    input_norm      = ["none"]                          # also "signed", "mean255"
+    head_activation = [true]                            # [true, false]: SPAN/RVSR/SAFMN++ heads are linear
+    feature_taps    = ["last"]                          # also "all", "span" ("span" only with SPAB bodies)
+    fusion_kernel   = [0]                               # 0 (none), 1, 3
+    strided_head    = ["conv"]                          # also "dconv" (4x4 stride 2; asked at u = 2)
+    lr_channels     = [8]                               # LR-size width of reconstruction "shuffle"
+    residual_channels = [0]                             # ETDS dual stream: e.g. [0, 3]
 
-Keys are the `ArchConfig` field names and so are the Optuna parameter names. `suggest()` asks for
-them in this order, and asks for a parameter only where it has an effect, so no sampled config is
+Keys are the `ArchConfig` field names and, but for the three aliases below, the Optuna parameter
+names. `suggest()` asks for them in this order (`residual_channels` right after down_factor), and asks for a parameter only where it has an effect, so no sampled config is
 ever invalid and Optuna's importance analysis sees no dead parameters:
 
 - `downsample` and `reconstruction` only when down_factor >= 2 (else 'unshuffle' / 'direct');
 - `block` and `body_skip` only when blocks >= 1 (else 'conv' / false);
 - `tail_kernel` only for reconstruction 'direct' (cascade uses 3x3 convs);
+- `feature_taps` only when blocks >= 1 and body_skip is false; for a block without an inner tap
+  (all but SPAB) 'span' is not a choice, so the parameter is then called `feature_taps_without_span`
+  (one name per choice list: Optuna refuses a categorical whose choices change between trials);
+  `strided_head` only for a strided u = 2 head; `lr_channels` only for reconstruction 'shuffle';
+- `residual_channels` (ETDS's dual stream) right after down_factor, and only when it is 1; a dual
+  stream then fixes its frame (direct 3x3 tail, no skip/taps/fusion/anchor/normalisation) and asks
+  only channels, blocks, block, activation and bias, the last two as `dual_stream_block` /
+  `dual_stream_activation` when the study's lists hold choices a dual stream cannot use (attention
+  blocks; activations with act(v) != v on v >= 0);
 - a setting with one choice (or low == high) is fixed, not asked: it is not an Optuna parameter.
 
 Combinations that would leave some sampled path without a valid choice (e.g. only 'cascade' while
 down_factor may be 1) are rejected by `SearchRanges` itself, before any trial runs.
+`to_dict()` leaves out the version-2 keys at their defaults, so the study files written before them
+keep their identity hashes (and their runs resume).
 `arch_to_params()` inverts `suggest()`: the Optuna params that reproduce an arch, for enqueueing
 published presets as warm starts (`study.enqueue_trial(arch_to_params(preset.arch, ranges))`).
 """
@@ -40,8 +59,12 @@ from typing import TYPE_CHECKING, Any
 from search_space.arch import (
     DOWN_FACTORS,
     DOWNSAMPLES,
+    FEATURE_TAPS,
+    FUSION_KERNELS,
     GLOBAL_RESIDUALS,
+    INPUT_NORMS,
     RECONSTRUCTIONS,
+    STRIDED_HEADS,
     TAIL_KERNELS,
     ArchConfig,
 )
@@ -100,6 +123,23 @@ _CATEGORICAL: dict[str, tuple[tuple[Any, ...] | None, type]] = {
     "global_residual": (GLOBAL_RESIDUALS, str),
     "bias": ((True, False), bool),
     "end_block": (None, str),
+    "input_norm": (INPUT_NORMS, str),
+    "head_activation": ((True, False), bool),
+    "feature_taps": (FEATURE_TAPS, str),
+    "fusion_kernel": (FUSION_KERNELS, int),
+    "strided_head": (STRIDED_HEADS, str),
+    "lr_channels": (None, int),
+    "residual_channels": (None, int),
+}
+#: Version-2 ranges at the defaults below are left out of `to_dict()` (study identity hashes).
+_V2_RANGE_DEFAULTS: dict[str, tuple[Any, ...]] = {
+    "input_norm": ("none",),
+    "head_activation": (True,),
+    "feature_taps": ("last",),
+    "fusion_kernel": (0,),
+    "strided_head": ("conv",),
+    "lr_channels": (8,),
+    "residual_channels": (0,),
 }
 
 
@@ -119,6 +159,13 @@ class SearchRanges:
     global_residual: tuple[str, ...] = ("none", "nearest", "bilinear")
     bias: tuple[bool, ...] = (True, False)
     end_block: tuple[str, ...] = ("conv",)
+    input_norm: tuple[str, ...] = ("none",)
+    head_activation: tuple[bool, ...] = (True,)
+    feature_taps: tuple[str, ...] = ("last",)
+    fusion_kernel: tuple[int, ...] = (0,)
+    strided_head: tuple[str, ...] = ("conv",)
+    lr_channels: tuple[int, ...] = (8,)
+    residual_channels: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
         for field in _INT_FIELDS:
@@ -153,12 +200,33 @@ class SearchRanges:
                 raise UserError(
                     f"search range 'end_block': {name!r} cannot change width (head/reconstruction convs do); remove it"
                 )
+        if any(v < 1 for v in self.lr_channels):
+            raise UserError(f"search range 'lr_channels': every choice must be >= 1, got {list(self.lr_channels)!r}")
+        if any(v < 0 or 0 < v < 3 for v in self.residual_channels):
+            raise UserError(
+                "search range 'residual_channels': 0 (one stream) or >= 3 (the residual stream carries RGB), "
+                f"got {list(self.residual_channels)!r}"
+            )
+        if any(self.residual_channels) and 1 in self.down_factor:
+            blocks_ok, acts_ok = _dual_stream_choices(self)
+            if not acts_ok:
+                raise UserError(
+                    "search ranges: residual_channels allows a dual stream, which needs an activation with act(v) = v "
+                    "on v >= 0; add relu, lrelu, prelu or none to activation, or set residual_channels = [0]"
+                )
+            if not blocks_ok and self.blocks.high >= 1:
+                raise UserError(
+                    "search ranges: residual_channels allows a dual stream, whose backbone kernels must fuse into one "
+                    "conv; add conv, rep or ecb to block, or set residual_channels = [0]"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """The ranges as a study-file table (lists and {low, high, step} tables)."""
         data: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if _V2_RANGE_DEFAULTS.get(f.name) == value:
+                continue  # a version-1 study's table, and so its identity hash, stays as it was
             data[f.name] = value.to_dict() if isinstance(value, IntRange) else list(value)
         return data
 
@@ -202,7 +270,12 @@ def _choice_tuple(field: str, value: Any) -> tuple[Any, ...]:
 def _check_choices(field: str, choices: Any, allowed: tuple[Any, ...] | None, kind: type) -> None:
     if not isinstance(choices, tuple) or not choices:
         raise UserError(f"search range {field!r}: give at least one choice, got {choices!r}")
-    if allowed is None:
+    if allowed is None and kind is int:
+        bad = [v for v in choices if type(v) is not int]
+        if bad:
+            raise UserError(f"search range {field!r}: choices must be integers, got {bad[0]!r}")
+        allowed = tuple(choices)
+    elif allowed is None:
         allowed = tuple(list_blocks())
     for value in choices:
         if type(value) is not kind or value not in allowed:
@@ -216,10 +289,22 @@ def _check_choices(field: str, choices: Any, allowed: tuple[Any, ...] | None, ki
 # -- the sampler ----------------------------------------------------------------------------------
 
 
+#: The Optuna name of `feature_taps` when the block cannot give SPAN's inner tap ('span' left out).
+_TAPS_WITHOUT_SPAN = "feature_taps_without_span"
+#: The Optuna names of the dual stream's block and activation when the study's lists must be narrowed.
+_DUAL_BLOCK = "dual_stream_block"
+_DUAL_ACTIVATION = "dual_stream_activation"
+
+
 def _walk(ranges: SearchRanges, get: Any) -> ArchConfig:
-    """Decide every field in `suggest()`'s order; `get(name, choices_or_range)` gives the value of one
-    that applies. Shared by `suggest` (asks Optuna) and `arch_to_params` (reads an arch)."""
+    """Decide every field in `suggest()`'s order; `get(field, choices_or_range, param=field)` gives
+    the value of one that applies (`param`: its Optuna name). Shared by `suggest` (asks Optuna) and
+    `arch_to_params` (reads an arch). The version-1 fields come in their old order, so studies that
+    fix every version-2 field sample exactly as before."""
     u = get("down_factor", ranges.down_factor)
+    residual_channels = get("residual_channels", ranges.residual_channels) if u == 1 else 0
+    if residual_channels:
+        return _walk_dual_stream(ranges, get, residual_channels)
     downsample = get("downsample", ranges.downsample) if u >= 2 else "unshuffle"
     channels = get("channels", ranges.channels)
     blocks = get("blocks", ranges.blocks)
@@ -231,6 +316,19 @@ def _walk(ranges: SearchRanges, get: Any) -> ArchConfig:
     global_residual = get("global_residual", ranges.global_residual)
     bias = get("bias", ranges.bias)
     end_block = get("end_block", ranges.end_block)
+    input_norm = get("input_norm", ranges.input_norm)
+    head_activation = get("head_activation", ranges.head_activation)
+    feature_taps = "last"
+    if blocks >= 1 and not body_skip:
+        if get_block(block).has_inner_tap:
+            feature_taps = get("feature_taps", ranges.feature_taps)
+        else:
+            plain = tuple(t for t in ranges.feature_taps if t != "span") or ("last",)
+            feature_taps = get("feature_taps", plain, param=_TAPS_WITHOUT_SPAN)
+    fusion_kernel = get("fusion_kernel", ranges.fusion_kernel)
+    strided = downsample == "strided" and u == 2
+    strided_head = get("strided_head", ranges.strided_head) if strided else "conv"
+    lr_channels = get("lr_channels", ranges.lr_channels) if reconstruction == "shuffle" else 0
     return ArchConfig(
         down_factor=u,
         downsample=downsample,
@@ -244,13 +342,53 @@ def _walk(ranges: SearchRanges, get: Any) -> ArchConfig:
         global_residual=global_residual,
         bias=bias,
         end_block=end_block,
+        input_norm=input_norm,
+        head_activation=head_activation,
+        feature_taps=feature_taps,
+        fusion_kernel=fusion_kernel,
+        strided_head=strided_head,
+        lr_channels=lr_channels,
+    )
+
+
+def _dual_stream_choices(ranges: SearchRanges) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The block and activation choices a dual stream can use: single-conv blocks, and activations
+    with act(v) = v on v >= 0 (`ArchConfig`)."""
+    from search_space.dual_stream import ANCHOR_SAFE_ACTIVATIONS  # noqa: PLC0415
+
+    blocks = tuple(name for name in ranges.block if get_block(name).supports_channel_change)
+    activations = tuple(name for name in ranges.activation if name in ANCHOR_SAFE_ACTIVATIONS)
+    return blocks, activations
+
+
+def _walk_dual_stream(ranges: SearchRanges, get: Any, residual_channels: int) -> ArchConfig:
+    """The dual stream's own fields; its frame (u = 1, direct 3x3 tail, no skip/taps/anchor...) is fixed.
+
+    Block and activation choices narrower than the study's get their own Optuna names, so that no
+    categorical changes its choice list between trials."""
+    blocks_ok, acts_ok = _dual_stream_choices(ranges)
+    channels = get("channels", ranges.channels)
+    blocks = get("blocks", ranges.blocks)
+    block = "conv"
+    if blocks >= 1:
+        block = get("block", blocks_ok, param=None if blocks_ok == ranges.block else _DUAL_BLOCK)
+    activation = get("activation", acts_ok, param=None if acts_ok == ranges.activation else _DUAL_ACTIVATION)
+    bias = get("bias", ranges.bias)
+    return ArchConfig(
+        channels=channels,
+        blocks=blocks,
+        block=block,
+        activation=activation,
+        bias=bias,
+        residual_channels=residual_channels,
     )
 
 
 def suggest(trial: optuna.trial.BaseTrial, ranges: SearchRanges) -> ArchConfig:
     """Sample an `ArchConfig` from `ranges` with Optuna's define-by-run API (conditional parameters)."""
 
-    def get(name: str, space: tuple[Any, ...] | IntRange) -> Any:
+    def get(field: str, space: tuple[Any, ...] | IntRange, param: str | None = None) -> Any:
+        name = param or field
         if isinstance(space, IntRange):
             return space.low if space.fixed else trial.suggest_int(name, space.low, space.high, step=space.step)
         return space[0] if len(space) == 1 else trial.suggest_categorical(name, list(space))
@@ -262,12 +400,13 @@ def arch_to_params(arch: ArchConfig, ranges: SearchRanges) -> dict[str, Any]:
     """The Optuna params for which `suggest()` returns `arch`; `UserError` if `arch` is outside `ranges`."""
     params: dict[str, Any] = {}
 
-    def get(name: str, space: tuple[Any, ...] | IntRange) -> Any:
-        value = getattr(arch, name)
+    def get(field: str, space: tuple[Any, ...] | IntRange, param: str | None = None) -> Any:
+        name = param or field
+        value = getattr(arch, field)
         if isinstance(space, IntRange):
             if value not in space:
                 raise UserError(
-                    f"arch {arch.summary()!r}: {name}={value} is outside the search range "
+                    f"arch {arch.summary()!r}: {field}={value} is outside the search range "
                     f"{space.low}..{space.high} step {space.step}"
                 )
             if not space.fixed:
@@ -275,7 +414,7 @@ def arch_to_params(arch: ArchConfig, ranges: SearchRanges) -> dict[str, Any]:
             return value
         if type(value) is not type(space[0]) or value not in space:
             raise UserError(
-                f"arch {arch.summary()!r}: {name}={value!r} is not among the search choices {list(space)!r}"
+                f"arch {arch.summary()!r}: {field}={value!r} is not among the search choices {list(space)!r}"
             )
         if len(space) > 1:
             params[name] = value

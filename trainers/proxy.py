@@ -39,8 +39,12 @@ __all__ = ["DEFAULT_PROXY_STEPS", "FUSE_TOLERANCE", "ProxyData", "TrialResult", 
 DEFAULT_PROXY_STEPS = 300
 """Default proxy budget in optimizer steps (see README: enough for casr/anunet to beat Lanczos at QP31)."""
 
-FUSE_TOLERANCE = 1e-6
-"""Max |deploy - train| / max|train| in float64 after training; fusion is exact, so this only catches bugs."""
+FUSE_TOLERANCE = 3e-6
+"""Max |deploy - train| / max|train| in float64 after training. Fusion is exact (and computed in
+float64, `search_space.network.deploy`), so this only catches bugs; what remains is the rounding of
+the fused weights to float32, which grows with depth and input scale: a trained six-SPAB SPAN with
+its x255 input reached 1.08e-6 when fused in float32, above the 1e-6 this was before. One fused
+weight off by 1e-3 in a small test network gives 8.8e-6 and is still caught."""
 
 
 @dataclass(frozen=True)

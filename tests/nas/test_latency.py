@@ -836,8 +836,8 @@ def test_correlations_leave_out_approximate_presets() -> None:
 
     rows = [row("a", 1.0, 0.4), row("b", 2.0, 0.6), row("c", 3.0, 0.9), row("z", 0.5, 3.0, approx=True)]
     c = cli._correlations(rows, "cuda: X")
-    assert c["confirmed+fitted presets"]["spearman_rho"] == pytest.approx(1.0)
-    assert c["confirmed+fitted presets"]["presets"] == ["a", "b", "c"]
+    assert c["exact+fitted presets"]["spearman_rho"] == pytest.approx(1.0)
+    assert c["exact+fitted presets"]["presets"] == ["a", "b", "c"]
     # all four: ranks ours (2,3,4,1) vs Table 1 (1,2,3,4): d = (1,1,1,-3) -> 1 - 6*12/60
     assert c["all presets"]["spearman_rho"] == pytest.approx(1 - 6 * 12 / 60)
 

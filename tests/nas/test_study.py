@@ -28,6 +28,53 @@ def test_shipped_studies_load_by_name_and_by_path():
     assert by_name.budget.trials <= 6 and by_name.proxy.steps <= 50
 
 
+# Identity hashes the shipped search studies had before version 2 of the template (recorded from
+# commit c2449c2, not computed by this code): their run directories must still resume. Ablations are
+# not listed: their identity now also covers the arms' resolved networks (next test).
+V1_IDENTITY_HASHES = {
+    "halving_smoke": "9711f15a7552",
+    "rtsr": "b8791d53f553",
+    "smoke": "b734ce1207e6",
+}
+
+
+@pytest.mark.parametrize("name", sorted(V1_IDENTITY_HASHES))
+def test_shipped_studies_keep_their_identity_across_template_versions(name):
+    assert load_study(name).identity_hash == V1_IDENTITY_HASHES[name]
+
+
+def test_an_ablation_whose_preset_changes_is_a_different_experiment(monkeypatch):
+    import dataclasses
+
+    from search_space import presets
+
+    study = load_study("ablations/reparam_rep")
+    before = study.identity_hash
+    assert study.identity_dict()["arm_arch_hashes"] == {
+        arm.name: study.ablation.arch_of(arm.name).arch_hash for arm in study.ablation.arms
+    }
+    original = presets._PRESETS["reptcn"]
+    monkeypatch.setitem(presets._PRESETS, "reptcn", lambda: dataclasses.replace(
+        original(), arch=dataclasses.replace(original().arch, channels=original().arch.channels + 2)))
+    assert load_study("ablations/reparam_rep").identity_hash != before  # same file, other network
+
+
+def test_wide_study_holds_every_published_design():
+    from search_space.cost import cost
+    from search_space.presets import get_preset, list_presets
+    from search_space.ranges import arch_to_params
+
+    wide = load_study("rtsr_wide")
+    assert set(wide.warm_start.presets) == set(list_presets()) and len(list_presets()) == 17
+    largest = max(cost(get_preset(n).arch).gmacs for n in list_presets())
+    assert 34.0 < largest <= wide.constraints.macs_g  # VPEG-S, 34.16 G, is feasible
+    for name in list_presets():  # every preset is a point of the space (also checked on load)
+        arch_to_params(get_preset(name).arch, wide.search)
+    # the CPU study keeps its size (the 30-minute budget was measured with it)
+    rtsr = load_study("rtsr")
+    assert rtsr.constraints.macs_g == 12.5 and rtsr.search.channels.high == 40
+
+
 def test_name_defaults_to_file_stem_and_missing_tables_keep_defaults(tmp_path):
     study = load_study(_write(tmp_path, "seed = 3\n[budget]\ntrials = 7\n"))
     assert study.name == "mine" and study.seed == 3 and study.budget.trials == 7

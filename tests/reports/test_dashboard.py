@@ -104,6 +104,17 @@ def test_survey_panel_holds_table1_and_nothing_of_ours(fake_run):
     assert "RTX 4090" in fig.layout.title.text and "RTX 4090" in fig.layout.xaxis.title.text
     ours = {x for tr in F.pareto_figure(load_run(fake_run)).data for x in tr.x}
     assert not ours & {x for x, _ in points.values()}
+    # Every row is marked with how faithful our preset is: one trace (legend, marker) per status.
+    by_status = {tr.name.split()[1]: set(tr.text) for tr in fig.data}
+    assert set(by_status) == {"exact", "fitted", "approximate"}
+    for status, names in by_status.items():
+        assert all(get_preset(n).status == status for n in names), status
+    assert {"rvsr", "vpeg_s", "anunet", "casr"} <= by_status["exact"] and "xiaomimm" in by_status["approximate"]
+    symbols = {tr.name.split()[1]: tr.marker.symbol for tr in fig.data}
+    assert len(set(symbols.values())) == 3
+    hover = {n: c[0] for tr in fig.data for n, c in zip(tr.text, tr.customdata)}
+    assert "approximate" in hover["xiaomimm"] and "no width fits" in hover["xiaomimm"]
+    assert "exact" in hover["casr"] and get_preset("casr").note[:30] not in hover["casr"]
 
 
 def test_hypervolume_curve_by_hand(fake_run):

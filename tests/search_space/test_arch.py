@@ -1,4 +1,5 @@
-"""`ArchConfig`: serialization round trip, a content hash that tracks every field, clear errors."""
+"""`ArchConfig`: serialization round trip, a content hash that tracks every field, clear errors,
+and the version-1 -> 2 migration (old dicts load, old networks keep their hashes)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from search_space.arch import ArchConfig
+from search_space.arch import ARCH_VERSION, ArchConfig, migrate_arch_dict
 from search_space.errors import UserError
 from search_space.presets import get_preset, list_presets
 
@@ -30,8 +31,20 @@ BASE = dict(
     bias=True,
     end_block="conv",
 )
+# The fields version 2 added, at their defaults (version 1's network).
+V2_DEFAULTS = dict(
+    input_norm="none",
+    head_activation=True,
+    feature_taps="last",
+    fusion_kernel=0,
+    residual_channels=0,
+    strided_head="conv",
+    lr_channels=0,
+)
+BASE_V2 = {**BASE, **V2_DEFAULTS}
 
-# One other valid value per field (each keeps the rest of BASE valid).
+# One other valid value per field (each keeps the rest of BASE valid, with CONTEXT's changes where
+# a field only has an effect in some frames).
 VARIANTS = dict(
     channels=25,
     blocks=3,
@@ -45,17 +58,84 @@ VARIANTS = dict(
     global_residual="bilinear",
     bias=False,
     end_block="ecb",
+    input_norm="signed",
+    head_activation=False,
+    feature_taps="all",
+    fusion_kernel=3,
+    residual_channels=4,
+    strided_head="dconv",
+    lr_channels=4,
 )
+CONTEXT: dict[str, dict] = {
+    "lr_channels": dict(reconstruction="shuffle", lr_channels=2),
+    "residual_channels": dict(down_factor=1, block="ecb", activation="relu"),
+    "strided_head": dict(downsample="strided"),
+}
+
+
+def _pair(field: str) -> tuple[ArchConfig, ArchConfig]:
+    base = {**BASE_V2, **CONTEXT.get(field, {})}
+    return ArchConfig(**base), ArchConfig(**{**base, field: VARIANTS[field]})
 
 
 def test_base_and_variants_cover_every_field() -> None:
     names = {f.name for f in dataclasses.fields(ArchConfig)}
-    assert set(BASE) == names
+    assert set(BASE_V2) == names
     assert set(VARIANTS) == names
 
 
-def test_to_dict_is_the_plain_field_table() -> None:
-    assert ArchConfig(**BASE).to_dict() == BASE
+def test_to_dict_is_the_plain_field_table_with_the_version() -> None:
+    assert ArchConfig(**BASE).to_dict() == {"version": ARCH_VERSION, **BASE_V2}
+    assert ARCH_VERSION == 2
+
+
+# Hashes that version 1 of ArchConfig (commit c2449c2) gave the presets: recorded from that code, not
+# computed by this one. Latency caches, exports and run directories were written with them.
+V1_PRESET_HASHES = {
+    "anunet": "890e0924116d",
+    "basicvision": "a7f19bb7540f",
+    "c3": "d574741ba2ea",
+    "casr": "b6126c535317",
+    "cmvg": "7ca4e6814a0d",
+    "ivp": "0e4112c807e5",
+    "lanczospp": "b30994d12565",
+    "pixelartai": "19d04ec29d1a",
+    "reptcn": "93ccecb56ff0",
+    "urpnet": "b6dc78ddd47d",
+}
+
+
+@pytest.mark.parametrize("name", sorted(V1_PRESET_HASHES))
+def test_version_1_networks_keep_their_hashes(name: str) -> None:
+    assert get_preset(name).arch.arch_hash == V1_PRESET_HASHES[name]
+
+
+def test_version_1_dict_migrates_to_the_same_network() -> None:
+    # A version-1 record: no "version" key, none of the version-2 fields (as run.json and trial
+    # attributes written before version 2 hold them).
+    v1 = dict(BASE)
+    assert "version" not in v1
+    arch = ArchConfig.from_dict(v1)
+    assert arch == ArchConfig(**BASE_V2)
+    assert arch.arch_hash == ArchConfig.from_dict({**BASE_V2, "version": 2}).arch_hash
+    assert migrate_arch_dict({**v1, "version": 1}) == v1
+    # Written back, it carries the current version and every field.
+    assert ArchConfig.from_dict(arch.to_dict()) == arch and arch.to_dict()["version"] == 2
+
+
+def test_a_newer_version_is_refused_with_the_fix() -> None:
+    with pytest.raises(UserError, match=r"newer rtsr-nas.*version 3.*upgrade"):
+        ArchConfig.from_dict({**BASE_V2, "version": 3})
+    with pytest.raises(UserError, match="version must be an integer"):
+        ArchConfig.from_dict({**BASE_V2, "version": "2"})
+
+
+def test_version_2_fields_enter_the_hash_only_away_from_their_defaults() -> None:
+    plain = ArchConfig(**BASE).arch_hash
+    for field in V2_DEFAULTS:
+        base, changed = _pair(field)
+        assert changed.arch_hash != base.arch_hash, field
+    assert ArchConfig(**{**BASE, "input_norm": "none"}).arch_hash == plain
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -68,10 +148,14 @@ def test_presets_round_trip_through_dict_and_json(name: str) -> None:
 
 
 def test_hash_is_sha256_of_canonical_json() -> None:
-    # Independent reference: the documented recipe applied to the hand-written table.
+    # Independent reference: the documented recipe applied to the hand-written table (the version-2
+    # fields at their defaults are left out).
     expected = hashlib.sha256(json.dumps(BASE, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
     assert ArchConfig(**BASE).arch_hash == expected
     assert len(expected) == 12
+    changed = {**BASE, "input_norm": "signed"}
+    expected = hashlib.sha256(json.dumps(changed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert ArchConfig(**changed).arch_hash == expected
 
 
 def test_hash_does_not_depend_on_key_order() -> None:
@@ -81,16 +165,15 @@ def test_hash_does_not_depend_on_key_order() -> None:
 
 @pytest.mark.parametrize("field", sorted(VARIANTS))
 def test_hash_changes_with_every_field(field: str) -> None:
-    base = ArchConfig(**BASE)
-    changed = ArchConfig(**{**BASE, field: VARIANTS[field]})
+    base, changed = _pair(field)
     assert changed != base
     assert changed.arch_hash != base.arch_hash
 
 
 def test_all_variant_hashes_distinct() -> None:
-    hashes = {ArchConfig(**BASE).arch_hash}
-    hashes |= {ArchConfig(**{**BASE, f: v}).arch_hash for f, v in VARIANTS.items()}
-    assert len(hashes) == len(VARIANTS) + 1
+    archs = {a for f in VARIANTS for a in _pair(f)}
+    assert len(archs) >= len(VARIANTS) + 1
+    assert len({a.arch_hash for a in archs}) == len(archs)
 
 
 BAD_VALUES = [
@@ -116,6 +199,15 @@ BAD_VALUES = [
     ("bias", 0),
     ("end_block", "nope"),
     ("end_block", "spab"),  # SPAB cannot change width; the head/tail convs do
+    ("input_norm", "zscore"),
+    ("head_activation", 0),
+    ("feature_taps", "dense"),
+    ("fusion_kernel", 2),
+    ("fusion_kernel", True),
+    ("residual_channels", -1),
+    ("residual_channels", 2.0),
+    ("strided_head", "pool"),
+    ("lr_channels", -2),
 ]
 
 
@@ -131,6 +223,18 @@ BAD_COMBINATIONS = [
     ("tail_kernel", dict(reconstruction="cascade", tail_kernel=1)),
     ("body_skip", dict(blocks=0, block="conv", body_skip=True)),
     ("block", dict(blocks=0, block="ecb")),
+    ("strided_head", dict(strided_head="dconv")),  # BASE's head is the unshuffle head
+    ("strided_head", dict(strided_head="dconv", downsample="strided", down_factor=3)),
+    ("reconstruction", dict(reconstruction="shuffle", lr_channels=4, down_factor=1)),
+    ("lr_channels", dict(reconstruction="shuffle")),  # shuffle needs its LR-size width
+    ("lr_channels", dict(lr_channels=4)),  # ... and only shuffle has one
+    ("feature_taps", dict(feature_taps="all", blocks=0, block="conv")),
+    ("body_skip", dict(feature_taps="all", body_skip=True)),
+    ("feature_taps", dict(feature_taps="span")),  # rep has no inner tap; spab has
+    ("down_factor", dict(residual_channels=4)),  # the dual stream runs at full resolution
+    ("global_residual", dict(residual_channels=4, down_factor=1, global_residual="nearest")),
+    ("activation", dict(residual_channels=4, down_factor=1, activation="gelu")),  # GELU(v) != v on v >= 0
+    ("residual_channels", dict(residual_channels=2, down_factor=1, activation="relu")),  # RGB needs 3
 ]
 
 
@@ -145,7 +249,7 @@ def test_from_dict_rejects_unknown_keys_listing_valid_ones() -> None:
         ArchConfig.from_dict({**BASE, "chanels": 3})
     message = str(info.value)
     assert "'chanels'" in message
-    for name in BASE:
+    for name in BASE_V2:
         assert name in message
 
 

@@ -11,9 +11,14 @@ from search_space.arch import ArchConfig
 from search_space.blocks import Block, get_block, list_blocks
 from search_space.blocks.spab import SPABDeploy
 from search_space.errors import UserError
+from search_space.blocks.repvit import GlobalAvgPool, RepViTDeploy, SqueezeExcite
+from search_space.blocks.safmpp import MaxPoolToFraction, Multiply, ResizeBilinearLike, SAFMPPDeploy
 from search_space.network import (
     CascadeReconstruction,
     DirectReconstruction,
+    FeatureTaps,
+    InputNorm,
+    ShuffleReconstruction,
     SRNet,
     UpsampleResidual,
     build,
@@ -40,6 +45,18 @@ DEPLOY_TYPES = (
     CascadeReconstruction,
     UpsampleResidual,
     SPABDeploy,
+    # version-2 template parts and the partly fused blocks' glue (all parameter-free or plain convs)
+    FeatureTaps,
+    InputNorm,
+    ShuffleReconstruction,
+    RepViTDeploy,
+    SqueezeExcite,
+    GlobalAvgPool,
+    nn.Sigmoid,
+    SAFMPPDeploy,
+    MaxPoolToFraction,
+    ResizeBilinearLike,
+    Multiply,
 )
 
 
@@ -107,7 +124,37 @@ def _template_cases() -> list[ArchConfig]:
         )
         if get_block(name).supports_channel_change:
             cases.append(ArchConfig(channels=4, blocks=1, activation="gelu", down_factor=3, end_block=name, bias=False))
-    return cases
+    return cases + _version_2_cases()
+
+
+def _version_2_cases() -> list[ArchConfig]:
+    """Every version-2 option of the template, alone and combined (with anchors: they start at zero)."""
+    return [
+        ArchConfig(channels=4, blocks=2, input_norm="signed", head_activation=False),
+        ArchConfig(channels=4, blocks=1, input_norm="mean255", down_factor=2, reconstruction="cascade"),
+        ArchConfig(channels=4, blocks=2, downsample="strided", down_factor=2, head_activation=False, activation="prelu"),
+        ArchConfig(channels=4, blocks=3, feature_taps="all", fusion_kernel=1, global_residual="lanczos"),
+        ArchConfig(channels=4, blocks=2, feature_taps="all", fusion_kernel=3, end_block="ecb", down_factor=2),
+        ArchConfig(channels=4, blocks=2, feature_taps="all", down_factor=2, reconstruction="cascade"),  # 12 -> tail
+        ArchConfig(channels=5, blocks=2, block="spab", activation="silu", feature_taps="span", fusion_kernel=1,
+                   end_block="conv3xc", input_norm="mean255", head_activation=False),
+        ArchConfig(channels=4, blocks=3, block="spab_noatt", feature_taps="span", fusion_kernel=3, down_factor=2,
+                   global_residual="linear"),
+        ArchConfig(channels=4, blocks=1, block="spab", feature_taps="span", global_residual="nearest"),  # n = 1
+        ArchConfig(channels=4, blocks=2, body_skip=True, fusion_kernel=3, tail_kernel=1, end_block="rep_rvsr",
+                   global_residual="bilinear"),
+        ArchConfig(channels=6, blocks=2, down_factor=2, reconstruction="shuffle", lr_channels=3, end_block="rep_edge"),
+        ArchConfig(channels=4, blocks=1, down_factor=3, reconstruction="shuffle", lr_channels=5,
+                   global_residual="lanczos", bias=False),
+        ArchConfig(channels=4, blocks=2, block="dconv", downsample="strided", down_factor=2, strided_head="dconv",
+                   reconstruction="shuffle", lr_channels=2, end_block="dconv", bias=False),
+        ArchConfig(channels=5, blocks=2, block="repvit", activation="gelu", down_factor=2, head_activation=False,
+                   body_skip=True),
+        ArchConfig(channels=6, blocks=1, block="safmpp", activation="gelu", bias=False, body_skip=True),
+        ArchConfig(channels=5, residual_channels=3, blocks=2, block="ecb"),
+        ArchConfig(channels=4, residual_channels=4, blocks=1, block="rep", activation="prelu", bias=False),
+        ArchConfig(channels=4, residual_channels=3, blocks=0),
+    ]
 
 
 @pytest.mark.parametrize("arch", _template_cases(), ids=lambda a: a.summary().replace(" ", "_"))
@@ -115,7 +162,7 @@ def test_template_train_form_equals_deploy_form(arch: ArchConfig) -> None:
     _check_train_equals_deploy(arch)
 
 
-@pytest.mark.parametrize("name", ["anunet", "casr", "xiaomimm", "basicvision"])
+@pytest.mark.parametrize("name", list_presets())
 def test_deploy_structure(name: str) -> None:
     model = build(get_preset(name).arch)
     fused = deploy(model)
@@ -246,3 +293,124 @@ def test_deploy_of_a_bare_block() -> None:
     assert not isinstance(fused, Block) and not fused.training
     assert all(not p.requires_grad for p in fused.parameters())
     assert block.training and all(p.requires_grad for p in block.parameters())
+
+
+# -- version 2 of the template ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", _version_2_cases(), ids=lambda a: a.summary().replace(" ", "_"))
+def test_version_2_networks_start_exactly_at_their_anchor(arch: ArchConfig) -> None:
+    """With an anchor (or the dual stream's residual stream) the learned path starts at exactly 0."""
+    torch.manual_seed(0)
+    model = build(arch)
+    x = torch.rand(1, 3, 5 * arch.down_factor, 7 * arch.down_factor)
+    with torch.no_grad():
+        y = model(x)
+        if arch.residual_channels:
+            nearest = x.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+            assert torch.equal(y, nearest), "the dual stream does not start at its nearest anchor"
+            assert torch.equal(deploy(model)(x), nearest)
+        elif arch.global_residual != "none":
+            assert torch.equal(y, model.residual(x)) and torch.equal(deploy(model)(x), model.residual(x))
+        else:
+            assert y.abs().max() > 0
+
+
+def test_input_normalisation_by_hand() -> None:
+    from search_space.network import DIV2K_RGB_MEAN, InputNorm
+
+    x = torch.rand(1, 3, 2, 2, dtype=torch.float64)
+    assert torch.equal(InputNorm("signed")(x), 2 * x - 1)
+    mean = torch.tensor(DIV2K_RGB_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    assert torch.allclose(InputNorm("mean255")(x), (x - mean) * 255, atol=0, rtol=0)
+    # Only the learned path sees it: a network whose learned path is silenced outputs its anchor of x.
+    model = build(ArchConfig(channels=4, blocks=1, input_norm="mean255", global_residual="nearest"))
+    with torch.no_grad():
+        assert torch.equal(model(x.float()), x.float().repeat_interleave(4, dim=2).repeat_interleave(4, dim=3))
+
+
+def test_linear_head_has_no_activation() -> None:
+    plain = build(ArchConfig(channels=4, blocks=1, activation="prelu", head_activation=False))
+    assert isinstance(plain.head.act, nn.Identity)
+    assert isinstance(build(ArchConfig(channels=4, blocks=1, activation="prelu")).head.act, nn.PReLU)
+    strided = build(ArchConfig(channels=4, blocks=1, downsample="strided", down_factor=2, head_activation=False))
+    assert isinstance(strided.head[1], nn.Identity)
+
+
+def _record_outputs(modules: list[nn.Module]) -> list[Tensor]:
+    seen: list[Tensor] = []
+    for m in modules:
+        m.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    return seen
+
+
+def test_all_taps_concatenate_head_and_every_block_in_order() -> None:
+    model = deploy(build(ArchConfig(channels=3, blocks=2, feature_taps="all", fusion_kernel=1)))
+    outs = _record_outputs([model.head, *model.body])
+    fused_in: list[Tensor] = []
+    model.fusion.register_forward_hook(lambda _m, inputs, _o: fused_in.append(inputs[0]))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 5, 6))
+    assert model.fusion.in_channels == 9 and model.fusion.out_channels == 3
+    assert torch.equal(fused_in[0], torch.cat(outs, dim=1))
+
+
+def test_span_taps_are_spans_order() -> None:
+    # Concat(O0, conv(On), O1, inner(On)): inner = the last block's first conv output, activated.
+    model = deploy(build(ArchConfig(channels=3, blocks=3, block="spab", feature_taps="span", fusion_kernel=1)))
+    head, blocks, last_conv = model.head, list(model.body), model.taps.last_conv
+    outs = _record_outputs([head, blocks[0], last_conv, blocks[-1].act1])
+    fused_in: list[Tensor] = []
+    model.fusion.register_forward_hook(lambda _m, inputs, _o: fused_in.append(inputs[0]))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 5, 6))
+    o0, o1, inner, conv_last = outs  # in the order they are computed
+    assert torch.equal(fused_in[0], torch.cat([o0, conv_last, o1, inner], dim=1))
+
+
+def test_shuffle_reconstruction_widths() -> None:
+    # RESR: 32 -> 4 * 8 at half size, PS2 -> 8 channels at LR size, 8 -> 48, PS4.
+    model = deploy(build(get_preset("resr").arch))
+    to_lr, to_hr = model.recon.to_lr[0], model.recon.to_hr[0]
+    assert tuple(to_lr.weight.shape) == (32, 32, 3, 3) and tuple(to_hr.weight.shape) == (48, 8, 3, 3)
+    x = torch.rand(1, 3, 6, 8)
+    with torch.no_grad():
+        assert model(x).shape == (1, 3, 24, 32)
+
+
+def test_ustc_head_is_a_4x4_stride_2_conv_at_deploy() -> None:
+    model = deploy(build(get_preset("ustc_noah").arch))
+    conv = model.head[0]
+    assert conv.kernel_size == (4, 4) and conv.stride == (2, 2) and conv.padding == (1, 1) and conv.bias is None
+    with torch.no_grad():
+        assert model.head(torch.rand(1, 3, 10, 14)).shape == (1, 32, 5, 7)
+
+
+def test_dual_stream_deploys_to_plain_convs_of_both_widths() -> None:
+    model = deploy(build(get_preset("megastudy").arch))
+    shapes = [tuple(c.weight.shape) for c in model.modules() if isinstance(c, nn.Conv2d)]
+    assert shapes == [(24, 3, 3, 3)] + [(24, 24, 3, 3)] * 5 + [(48, 24, 3, 3)]
+
+
+def test_version_1_state_dicts_still_load() -> None:
+    # A version-1 arch builds the same module tree (no new submodule appears at the defaults).
+    arch = get_preset("anunet").arch
+    names = [n for n, _ in build(arch).named_parameters()]
+    assert not any(n.startswith(("taps", "fusion", "norm", "dual")) for n in names)
+    deploy(build(arch)).load_state_dict(deploy(build(arch)).state_dict(), strict=True)
+
+
+def test_deploy_fuses_in_float64_and_rounds_once() -> None:
+    """A float32 deploy model holds the float64 fusion rounded to float32 (not float32 arithmetic)."""
+    torch.manual_seed(0)
+    model = build(get_preset("xiaomimm").arch)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    fused = deploy(model)
+    reference = deploy(model.double()).float()
+    model.float()
+    assert all(p.dtype == torch.float32 for p in fused.parameters())
+    for (name, a), (_, b) in zip(fused.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the training model is untouched

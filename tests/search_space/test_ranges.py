@@ -20,6 +20,15 @@ WIDE = SearchRanges.from_dict(
         "blocks": {"low": 0, "high": 8},
         "activation": ["relu", "lrelu", "prelu", "gelu", "silu", "none"],
         "end_block": [n for n in list_blocks() if get_block(n).supports_channel_change],
+        "block": list_blocks(),
+        "reconstruction": ["direct", "cascade", "shuffle"],
+        "input_norm": ["none", "signed", "mean255"],
+        "head_activation": [True, False],
+        "feature_taps": ["last", "all", "span"],
+        "fusion_kernel": [0, 1, 3],
+        "strided_head": ["conv", "dconv"],
+        "lr_channels": [8, 16],
+        "residual_channels": [0, 3],
     }
 )
 
@@ -153,9 +162,76 @@ def test_conditional_parameters_left_out_of_params() -> None:
         "global_residual",
         "bias",
         "end_block",
+        "input_norm",
+        "head_activation",
+        "fusion_kernel",
+        "residual_channels",  # u = 1, plain frame, ReLU: the dual stream is a choice
     }
     cascade = ArchConfig(channels=8, blocks=1, down_factor=2, reconstruction="cascade")
     assert "tail_kernel" not in arch_to_params(cascade, WIDE)
+    assert "residual_channels" not in arch_to_params(cascade, WIDE)  # u = 2: not the dual stream's frame
+    assert "lr_channels" not in arch_to_params(cascade, WIDE) and "strided_head" not in arch_to_params(cascade, WIDE)
+
+
+def test_default_ranges_ask_only_the_version_1_parameters() -> None:
+    """A study that leaves the version-2 keys out samples exactly as before: no new Optuna parameter
+    is ever asked, so a seeded sampler draws the same sequence."""
+    v1 = {"down_factor", "downsample", "channels", "blocks", "block", "activation", "body_skip", "reconstruction",
+          "tail_kernel", "global_residual", "bias", "end_block"}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(200):
+        trial = study.ask()
+        arch = suggest(trial, SearchRanges())
+        assert set(trial.params) <= v1
+        assert arch.arch_hash == ArchConfig.from_dict({k: v for k, v in arch.to_dict().items() if k in v1}).arch_hash
+        study.tell(trial, 0.0)
+
+
+def test_version_2_keys_at_their_defaults_leave_the_table_as_before() -> None:
+    assert SearchRanges().to_dict().keys() == {
+        "down_factor", "downsample", "channels", "blocks", "block", "activation", "body_skip", "reconstruction",
+        "tail_kernel", "global_residual", "bias", "end_block",
+    }
+    assert "feature_taps" in SearchRanges(feature_taps=("last", "all")).to_dict()
+
+
+def test_wide_ranges_reach_every_version_2_choice_with_static_distributions() -> None:
+    # One Optuna study over the wide space: every sampled config is valid, no categorical changes its
+    # choices between trials (Optuna would raise), and every version-2 choice is reached.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen: dict[str, set] = {}
+    for _ in range(1500):
+        trial = study.ask()
+        arch = suggest(trial, WIDE)
+        for field in ("input_norm", "head_activation", "feature_taps", "fusion_kernel", "strided_head",
+                      "lr_channels", "residual_channels", "reconstruction"):
+            seen.setdefault(field, set()).add(getattr(arch, field))
+        if "feature_taps_without_span" in trial.params:
+            assert not get_block(arch.block).has_inner_tap and arch.feature_taps != "span"
+        if "feature_taps" in trial.params:
+            assert get_block(arch.block).has_inner_tap
+        assert arch_to_params(arch, WIDE) == trial.params
+        study.tell(trial, 0.0)
+    assert seen["feature_taps"] == {"last", "all", "span"}
+    assert seen["residual_channels"] == {0, 3} and seen["strided_head"] == {"conv", "dconv"}
+    assert seen["lr_channels"] == {0, 8, 16} and seen["reconstruction"] == {"direct", "cascade", "shuffle"}
+    assert seen["input_norm"] == {"none", "signed", "mean255"} and seen["fusion_kernel"] == {0, 1, 3}
+    assert seen["head_activation"] == {True, False}
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ({"lr_channels": [0, 8]}, "lr_channels"),
+        ({"residual_channels": [0, 2]}, "residual_channels"),
+        ({"fusion_kernel": [2]}, "fusion_kernel"),
+        ({"residual_channels": ["3"]}, "residual_channels"),
+        ({"feature_taps": ["dense"]}, "feature_taps"),
+    ],
+)
+def test_bad_version_2_ranges_name_the_key(table: dict, match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        SearchRanges.from_dict(table)
 
 
 @pytest.mark.parametrize(
