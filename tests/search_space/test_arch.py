@@ -123,6 +123,22 @@ def test_version_1_dict_migrates_to_the_same_network() -> None:
     assert ArchConfig.from_dict(arch.to_dict()) == arch and arch.to_dict()["version"] == 2
 
 
+def test_committed_version_1_artefacts_load_with_their_hashes() -> None:
+    """The calibration result committed before version 2 (benchmarks/results/calibrate_cpu) stores 20
+    version-1 arch tables with the hashes version 1 gave them, and their MACs: each loads to the same
+    hash and, rebuilt, costs the same."""
+    from search_space.cost import cost
+
+    root = Path(__file__).resolve().parents[2]
+    panel = json.loads((root / "benchmarks/results/calibrate_cpu/calibration.json").read_text())["panel"]
+    assert len(panel) == 20
+    for entry in panel:
+        assert "version" not in entry["arch"]
+        arch = ArchConfig.from_dict(entry["arch"])
+        assert arch.arch_hash == entry["arch_hash"], entry["name"]
+        assert cost(arch).macs == entry["macs"] and cost(arch).params == entry["params"], entry["name"]
+
+
 def test_a_newer_version_is_refused_with_the_fix() -> None:
     with pytest.raises(UserError, match=r"newer rtsr-nas.*version 3.*upgrade"):
         ArchConfig.from_dict({**BASE_V2, "version": 3})
