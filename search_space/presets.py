@@ -508,7 +508,8 @@ def xiaomimm() -> Preset:
         score=18.60,
         note=(
             "SPAN's topology exactly (hongyuanyu/SPAN span_arch.py: (x - mean) * 255, Conv3XC head without "
-            "activation, SPABs, Concat(head, conv(last), first, last's inner conv) + 1x1 fusion, conv + PS4); "
+            "activation, SPABs, Concat(head, conv(last), first, the last block's activated first conv) + 1x1 fusion, "
+            "conv + PS4); "
             "no width fits Table 1 within 2%: the text says 2 SPABs (C=16: 12.70 G, -4.5%; C=17: 14.08 G), "
             "the formula taps O5 and O6 (6 SPABs); 6 SPABs at C=11 is the nearest, +2.2% MACs, params within rounding"
         ),
