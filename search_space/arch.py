@@ -82,6 +82,7 @@ __all__ = [
     "SCALE",
     "STRIDED_HEADS",
     "TAIL_KERNELS",
+    "V2_FIELDS",
     "ArchConfig",
     "migrate_arch_dict",
 ]
@@ -114,6 +115,8 @@ _V2_DEFAULTS: dict[str, Any] = {
     "strided_head": "conv",
     "lr_channels": 0,
 }
+#: The fields version 2 added (search ranges leave them out of a study's identity at their defaults).
+V2_FIELDS: tuple[str, ...] = tuple(_V2_DEFAULTS)
 
 
 def _is_int(value: object) -> bool:

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from search_space.blocks import Block, get_block, make_activation
 from search_space.blocks.base import zero_
-from search_space.blocks.fusion import add_bias
+from search_space.blocks.fusion import add_bias, to_conv2d
 from search_space.errors import UserError
 
 __all__ = ["ANCHOR_SAFE_ACTIVATIONS", "SCALE", "DualStreamSR"]
@@ -190,7 +190,7 @@ class DualStreamSR(nn.Module):
         widths = (self.channels, self.residual_channels)
         weight = torch.cat([self.head.weight, self.residual_head.weight])
         bias = _cat_bias(self.head.bias, self.residual_head.bias, sizes=widths, like=weight)
-        layers += [_conv3x3(weight, bias), self._merged_act(0)]
+        layers += [to_conv2d((weight, bias)), self._merged_act(0)]
         for i, block in enumerate(self.body):
             kb = _single_conv(block.fuse(), self.backbone_block)
             kr2b = self.residual_to_backbone[i].weight
@@ -201,13 +201,13 @@ class DualStreamSR(nn.Module):
                 kb2r = kr.new_zeros(self.residual_channels, self.channels, 3, 3)
             weight = torch.cat([torch.cat([kb.weight, kr2b], dim=1), torch.cat([kb2r, kr], dim=1)])
             bias = _cat_bias(kb.bias, self.residual_body[i].bias, sizes=widths, like=weight)
-            layers += [_conv3x3(weight, bias), self._merged_act(i + 1)]
+            layers += [to_conv2d((weight, bias)), self._merged_act(i + 1)]
         weight = torch.cat([self.tail.weight, self.residual_tail.weight], dim=1)
         bias = add_bias(self.tail.bias, self.residual_tail.bias)
         if clip:
             layers += _clip_tail(weight, bias)
         else:
-            layers.append(_conv3x3(weight, bias))
+            layers.append(to_conv2d((weight, bias)))
         layers.append(nn.PixelShuffle(SCALE))
         return nn.Sequential(*layers)
 
@@ -281,15 +281,6 @@ def _cat_bias(first: Tensor | None, second: Tensor | None, *, sizes: tuple[int, 
     return torch.cat(parts)
 
 
-def _conv3x3(weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
-    out_ch, in_ch = weight.shape[:2]
-    conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias is not None, dtype=weight.dtype, device=weight.device)
-    conv.weight.copy_(weight)
-    if bias is not None:
-        conv.bias.copy_(bias)
-    return conv
-
-
 def _clip_tail(weight: Tensor, bias: Tensor | None) -> list[nn.Module]:
     """ETDS's conv/ReLU clamp: relu(1 - relu(1 - v)) = clamp(v, 0, 1), with v = W * x + b.
 
@@ -297,7 +288,7 @@ def _clip_tail(weight: Tensor, bias: Tensor | None) -> list[nn.Module]:
     """
     out_ch = weight.shape[0]
     ones = weight.new_ones(out_ch)
-    tail = _conv3x3(-weight, ones - (bias if bias is not None else 0.0))
+    tail = to_conv2d((-weight, ones - (bias if bias is not None else 0.0)))
     flip = nn.Conv2d(out_ch, out_ch, 1, dtype=weight.dtype, device=weight.device)
     flip.weight.copy_(-torch.eye(out_ch, dtype=weight.dtype, device=weight.device).view(out_ch, out_ch, 1, 1))
     flip.bias.copy_(ones)

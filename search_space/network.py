@@ -255,11 +255,18 @@ class InputNorm(nn.Module):
         if mode not in ("signed", "mean255"):
             raise UserError(f"input normalisation {mode!r}; InputNorm does 'signed' or 'mean255'")
         self.mode = mode
+        # The mean as a tensor per (dtype, device), made once: not per training step (on a GPU that
+        # would be a host-to-device copy each step), and not a buffer, whose dtype casts would round
+        # the decimals (a float32 buffer cast to float64 is not the float64 mean).
+        self._means: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         if self.mode == "signed":
             return 2.0 * x - 1.0
-        mean = torch.tensor(DIV2K_RGB_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        key = (x.dtype, x.device)
+        mean = self._means.get(key)
+        if mean is None:
+            mean = self._means[key] = torch.tensor(DIV2K_RGB_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x - mean) * 255.0
 
     def extra_repr(self) -> str:

@@ -66,6 +66,7 @@ from search_space.arch import (
     RECONSTRUCTIONS,
     STRIDED_HEADS,
     TAIL_KERNELS,
+    V2_FIELDS,
     ArchConfig,
 )
 from search_space.blocks import ACTIVATIONS, get_block, list_blocks
@@ -131,16 +132,7 @@ _CATEGORICAL: dict[str, tuple[tuple[Any, ...] | None, type]] = {
     "lr_channels": (None, int),
     "residual_channels": (None, int),
 }
-#: Version-2 ranges at the defaults below are left out of `to_dict()` (study identity hashes).
-_V2_RANGE_DEFAULTS: dict[str, tuple[Any, ...]] = {
-    "input_norm": ("none",),
-    "head_activation": (True,),
-    "feature_taps": ("last",),
-    "fusion_kernel": (0,),
-    "strided_head": ("conv",),
-    "lr_channels": (8,),
-    "residual_channels": (0,),
-}
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,7 +217,7 @@ class SearchRanges:
         data: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if _V2_RANGE_DEFAULTS.get(f.name) == value:
+            if f.name in V2_FIELDS and value == f.default:
                 continue  # a version-1 study's table, and so its identity hash, stays as it was
             data[f.name] = value.to_dict() if isinstance(value, IntRange) else list(value)
         return data

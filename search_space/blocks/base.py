@@ -24,6 +24,7 @@ from search_space.errors import UserError
 __all__ = [
     "ACTIVATIONS",
     "Block",
+    "check_width",
     "get_block",
     "list_blocks",
     "make_activation",
@@ -54,6 +55,12 @@ def make_activation(name: str, channels: int) -> nn.Module:
     if name == "none":
         return nn.Identity()
     raise UserError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+def check_width(block: str, name: str, value: int) -> None:
+    """A block's integer width setting (an expansion ratio, a hidden width) must be >= 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"block {block!r}: {name} must be an integer >= 1, got {value!r}")
 
 
 @torch.no_grad()

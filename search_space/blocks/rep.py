@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, minus_identity_, register_block, zero_
+from search_space.blocks.base import Block, check_width, minus_identity_, register_block, zero_
 from search_space.blocks.fusion import (
     Conv,
     add_branches,
@@ -21,14 +21,8 @@ from search_space.blocks.fusion import (
     pad_with_bias,
     to_conv2d,
 )
-from search_space.errors import UserError
 
 __all__ = ["Conv1x1Conv3x3", "RepBlock", "RepCASRBlock", "RepExpandBlock"]
-
-
-def _check_width(block: str, name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"block {block!r}: {name} must be an integer >= 1, got {value!r}")
 
 
 class Conv1x1Conv3x3(nn.Module):
@@ -106,7 +100,7 @@ class RepExpandBlock(Block):
         self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu", expand: int = 4
     ) -> None:
         super().__init__(in_ch, out_ch, bias=bias, act=act)
-        _check_width(self.name, "expand", expand)
+        check_width(self.name, "expand", expand)
         mid = expand * in_ch
         self.expand = expand
         self.body = Conv1x1Conv3x3(in_ch, mid, mid, bias=bias)
@@ -146,8 +140,8 @@ class RepCASRBlock(Block):
         mid_b: int = 128,
     ) -> None:
         super().__init__(in_ch, out_ch, bias=bias, act=act)
-        _check_width(self.name, "mid_a", mid_a)
-        _check_width(self.name, "mid_b", mid_b)
+        check_width(self.name, "mid_a", mid_a)
+        check_width(self.name, "mid_b", mid_b)
         self.branch_a = nn.Sequential(
             nn.Conv2d(in_ch, mid_a, 3, padding=1, bias=bias), nn.Conv2d(mid_a, out_ch, 1, bias=bias)
         )

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from search_space.blocks.base import (
     Block,
+    check_width,
     make_activation,
     minus_identity_,
     register_block,
@@ -43,7 +44,6 @@ from search_space.blocks.fusion import (
     to_conv2d,
 )
 from search_space.blocks.rep import Conv1x1Conv3x3
-from search_space.errors import UserError
 
 __all__ = [
     "GlobalAvgPool",
@@ -58,11 +58,6 @@ __all__ = [
 #: Squeeze-excite reduction of RepViT/RVSR (`SqueezeExcite(N, 0.25)`) and timm's channel divisor.
 SE_RATIO = 0.25
 SE_DIVISOR = 8
-
-
-def _check_width(block: str, name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"block {block!r}: {name} must be an integer >= 1, got {value!r}")
 
 
 def se_width(channels: int, *, ratio: float = SE_RATIO, divisor: int = SE_DIVISOR) -> int:
@@ -178,7 +173,7 @@ class RVSRRepConvBlock(Block):
         self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu", ratio: int = 2
     ) -> None:
         super().__init__(in_ch, out_ch, bias=bias, act=act)
-        _check_width(self.name, "ratio", ratio)
+        check_width(self.name, "ratio", ratio)
         self.ratio = ratio
         self.repconv = RVSRRepConv(in_ch, out_ch, ratio=ratio, bias=bias)
 
@@ -249,8 +244,8 @@ class RepViTBlock(Block):
         ffn_ratio: int = 2,
     ) -> None:
         super().__init__(in_ch, out_ch, bias=bias, act=act)
-        _check_width(self.name, "ratio", ratio)
-        _check_width(self.name, "ffn_ratio", ffn_ratio)
+        check_width(self.name, "ratio", ratio)
+        check_width(self.name, "ffn_ratio", ffn_ratio)
         self.ratio = ratio
         self.ffn_ratio = ffn_ratio
         hidden = ffn_ratio * out_ch

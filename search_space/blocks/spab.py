@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, make_activation, register_block, zero_
+from search_space.blocks.base import Block, check_width, make_activation, register_block, zero_
 from search_space.blocks.fusion import (
     Conv,
     add_branches,
@@ -37,7 +37,6 @@ from search_space.blocks.fusion import (
     fuse_3x3_then_1x1,
     to_conv2d,
 )
-from search_space.errors import UserError
 
 __all__ = ["Conv3XC", "Conv3XCBlock", "SPABDeploy", "SPABlock", "SPABlockNoAttention"]
 
@@ -70,8 +69,7 @@ class Conv3XCBlock(Block):
 
     def __init__(self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu", gain: int = 2) -> None:
         super().__init__(in_ch, out_ch, bias=bias, act=act)
-        if not isinstance(gain, int) or isinstance(gain, bool) or gain < 1:
-            raise UserError(f"block {self.name!r}: gain must be an integer >= 1, got {gain!r}")
+        check_width(self.name, "gain", gain)
         self.gain = gain
         self.conv = Conv3XC(in_ch, out_ch, gain=gain, bias=bias)
 
@@ -136,8 +134,7 @@ class SPABlock(Block):
         self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "silu", gain: int = 2
     ) -> None:
         super().__init__(in_ch, out_ch, bias=bias, act=act)
-        if not isinstance(gain, int) or isinstance(gain, bool) or gain < 1:
-            raise UserError(f"block {self.name!r}: gain must be an integer >= 1, got {gain!r}")
+        check_width(self.name, "gain", gain)
         self.gain = gain
         self.c1 = Conv3XC(in_ch, out_ch, gain=gain, bias=bias)
         self.c2 = Conv3XC(out_ch, out_ch, gain=gain, bias=bias)
