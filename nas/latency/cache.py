@@ -38,43 +38,67 @@ class LatencyCache:
     Each record is appended with one `os.write` on an `O_APPEND` descriptor, so concurrent writers
     (several processes in one run directory) never interleave inside a line. A process killed
     mid-write leaves at most a truncated last line: it is skipped on load, and the next append
-    starts on a fresh line. The file is re-read whenever its size changed, so entries written by
-    other processes are seen.
+    starts on a fresh line. Whatever other processes appended is read (only the new bytes) before every
+    lookup, so their entries are seen.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
             raise UserError(f"latency cache {self.path} is a directory; pass a file path such as {self.path / 'latency.jsonl'}")
+        self._reset()
+
+    def _reset(self) -> None:
         self._entries: dict[CacheKey, LatencyResult] = {}
-        self._loaded_size = -1
+        self._file_id: tuple[int, int] | None = None  # (device, inode) of the file read so far
+        self._complete = 0  # bytes of whole lines already parsed into _entries
+        self._size = -1  # file size at the last refresh
+        self._skipped_complete = 0
         self.skipped_lines = 0
 
     def _refresh(self) -> None:
-        """Re-read the file when its size changed, so records appended by other processes are seen."""
+        """Read what other processes appended since the last call (only the new bytes).
+
+        The file only grows, so whole lines already parsed are never read again (a run's puts would
+        otherwise re-read the whole file each time: quadratic in its records). A line without its
+        newline yet (a write in progress, or one cut short by a crash) is re-read until it ends. A
+        file replaced under the same path (another inode, or smaller than what was read) is read anew."""
         try:
-            size = self.path.stat().st_size
+            stat = self.path.stat()
         except FileNotFoundError:
-            self._entries, self._loaded_size, self.skipped_lines = {}, -1, 0
+            self._reset()
             return
-        if size == self._loaded_size:
+        file_id = (stat.st_dev, stat.st_ino)
+        if file_id != self._file_id or stat.st_size < self._complete:
+            self._reset()
+            self._file_id = file_id
+        if stat.st_size == self._size:
             return
-        data = self.path.read_bytes()
-        entries: dict[CacheKey, LatencyResult] = {}
-        skipped = 0
-        for raw in data.split(b"\n"):
-            if not raw.strip():
-                continue
-            try:
-                result = LatencyResult.from_dict(json.loads(raw.decode("utf-8")))
-            except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
-                # Appends are single writes, so a bad line can only be a record cut short by a
-                # crash; skipping it just means that network is measured again.
-                skipped += 1
-                continue
-            if result.arch_hash is not None:
-                entries[result.cache_key] = result  # type: ignore[index]
-        self._entries, self._loaded_size, self.skipped_lines = entries, len(data), skipped
+        with open(self.path, "rb") as fh:
+            fh.seek(self._complete)
+            data = fh.read()
+        *lines, tail = data.split(b"\n")
+        for raw in lines:
+            self._skipped_complete += not self._parse(raw)
+        self._complete += len(data) - len(tail)
+        # An unterminated last line: parsed if it is a whole record, counted as skipped otherwise,
+        # and read again next time (a later append starts on a new line, see `put`).
+        self.skipped_lines = self._skipped_complete + (not self._parse(tail))
+        self._size = self._complete + len(tail)
+
+    def _parse(self, raw: bytes) -> bool:
+        """Store one line's record; False for a line that is not one (blank lines count as fine)."""
+        if not raw.strip():
+            return True
+        try:
+            result = LatencyResult.from_dict(json.loads(raw.decode("utf-8")))
+        except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
+            # Appends are single writes, so a bad line can only be a record cut short by a crash;
+            # skipping it just means that network is measured again.
+            return False
+        if result.arch_hash is not None:
+            self._entries[result.cache_key] = result  # type: ignore[index]
+        return True
 
     def __len__(self) -> int:
         self._refresh()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -535,6 +536,29 @@ def test_cache_tolerates_truncated_last_line(tmp_path: Path) -> None:
     assert stub.calls == 2
     reread = L.LatencyCache(path)
     assert len(reread) == 2 and reread.skipped_lines == 1  # the new record started on its own line
+
+
+def test_cache_reads_only_what_was_appended_and_rereads_a_replaced_file(tmp_path: Path) -> None:
+    path = tmp_path / "latency.jsonl"
+    proto = L.LatencyProtocol.cpu(input_hw=(8, 8))
+    stub = _CountingMeasure()
+    cache = L.LatencyCache(path)
+    cache.get_or_measure(_FakeArch("aaaa"), device="cpu", protocol=proto, measure=stub)
+    # Overwrite the line already read, in place and at the same length: a cache that re-read the
+    # whole file would now lose "aaaa"; one that reads only appended bytes keeps it.
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.write(b"x" * (size - 1))
+    other = L.LatencyCache(tmp_path / "other.jsonl")
+    other.get_or_measure(_FakeArch("bbbb"), device="cpu", protocol=proto, measure=stub)
+    with open(path, "ab") as fh:  # another process appends a record
+        fh.write((tmp_path / "other.jsonl").read_bytes())
+    assert cache.get("aaaa", proto, L.device_name_for("cpu")) is not None
+    assert cache.get("bbbb", proto, L.device_name_for("cpu")) is not None and len(cache) == 2
+    # A file replaced under the same path (a new inode) is read from its start.
+    os.replace(tmp_path / "other.jsonl", path)
+    assert len(cache) == 1 and cache.get("aaaa", proto, L.device_name_for("cpu")) is None
+    assert cache.get("bbbb", proto, L.device_name_for("cpu")) is not None and cache.skipped_lines == 0
 
 
 def test_cache_rejects_unhashed_result_and_bare_module(tmp_path: Path) -> None:
