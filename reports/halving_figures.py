@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nas.ranks import MIN_RANK_PAIRS, spearman
 from nas.runstate import RunState
 from nas.trial_record import Key, TrialRecord, TrialStatus, finite_or_none
 from reports.figures import (
@@ -156,7 +157,7 @@ def hypervolume_time_figure(state: RunState) -> Any:
 
 
 #: Fewer promoted trials than this and a rank correlation says nothing; the figure says so instead.
-MIN_SPEARMAN_TRIALS = 3
+MIN_SPEARMAN_TRIALS = MIN_RANK_PAIRS
 
 
 @dataclass(frozen=True)
@@ -188,11 +189,8 @@ class RungPair:
 
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    if len(a) < MIN_SPEARMAN_TRIALS or len(set(a)) < 2 or len(set(b)) < 2:
-        return None
-    from scipy.stats import spearmanr
-
-    rho = float(spearmanr(a, b).statistic)
+    """`nas.ranks.spearman`, with None where it is undefined (too few trials, or a rung's gains all equal)."""
+    rho = spearman(a, b)
     return rho if math.isfinite(rho) else None
 
 

@@ -90,7 +90,7 @@ def _presets_vs_table1(spec: CalibrationSpec, records: dict[str, dict[str, Any]]
             rows.append((p.name, record["gain"] if ours is None else ours, p.table1_delta_db))
         out.append({"budget_index": index, "steps": steps, "label": budget_label(spec, index), "n": len(rows),
                     "presets": [r[0] for r in rows], "ours_db": [r[1] for r in rows], "table1_delta_db": [r[2] for r in rows],
-                    "spearman": _none(spearman([r[1] for r in rows], [r[2] for r in rows]) if len(rows) >= 3 else math.nan)})
+                    "spearman": _none(spearman([r[1] for r in rows], [r[2] for r in rows]))})
     return out
 
 

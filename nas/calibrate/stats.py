@@ -1,9 +1,10 @@
 """How well one ranking of architectures (a proxy budget) matches another (the long budget).
 
 Why our own small functions: the panel is small (16-40 architectures), so every correlation needs an
-interval, and 2000 bootstrap resamples of Spearman and Kendall must stay fast; both are computed
-for all resamples at once with numpy (`_spearman_rows`, `_kendall_rows`), with the same definitions
-as `scipy.stats.spearmanr` and `scipy.stats.kendalltau` (tau-b), which give the point estimates.
+interval, and 2000 bootstrap resamples must stay fast. Spearman is the project's one implementation
+(`nas.ranks`, the same rule for too few points everywhere), called once per resample (a fraction of a
+second for 2000); Kendall is computed for all resamples at once with numpy (`_kendall_rows`), with the
+definition of `scipy.stats.kendalltau` (tau-b), which gives the point estimate.
 
 Definitions (x = gain at a proxy budget, y = gain at the long budget, one value per architecture):
 
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from nas.pareto import non_dominated
+from nas.ranks import MIN_RANK_PAIRS, spearman
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
@@ -107,38 +109,15 @@ def _constant(values: Sequence[float]) -> bool:
     return len(values) < 2 or min(values) == max(values)
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rho (scipy), NaN for fewer than 3 points or a constant side."""
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
-    if len(x) < 3 or _constant(x) or _constant(y):
-        return _NAN
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(x, y).statistic)
-
-
 def kendall(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (scipy), NaN for fewer than 3 points or a constant side."""
+    """Kendall's tau-b (scipy), NaN where `spearman` is (fewer than `MIN_RANK_PAIRS` points or a constant side)."""
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
-    if len(x) < 3 or _constant(x) or _constant(y):
+    if len(x) < MIN_RANK_PAIRS or _constant(x) or _constant(y):
         return _NAN
     from scipy.stats import kendalltau
 
     return float(kendalltau(x, y).statistic)
-
-
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho of each row pair of (B, n) arrays; NaN where a row is constant."""
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
-    rx -= rx.mean(axis=1, keepdims=True)
-    ry -= ry.mean(axis=1, keepdims=True)
-    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (rx * ry).sum(axis=1) / np.where(den > 0, den, 1.0), np.nan)
 
 
 def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -178,7 +157,7 @@ def bootstrap_correlations(
     rhos, taus = [], []
     for start in range(0, resamples, _CHUNK):
         block = index[start:start + _CHUNK]
-        rhos.append(_spearman_rows(xs[block], ys[block]))
+        rhos.append(np.array([spearman(a, b) for a, b in zip(xs[block].tolist(), ys[block].tolist())], dtype=float))
         taus.append(_kendall_rows(xs[block], ys[block]))
     return _interval(rho, np.concatenate(rhos), n), _interval(tau, np.concatenate(taus), n)
 

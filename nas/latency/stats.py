@@ -1,4 +1,4 @@
-"""Summary statistics of run times and Spearman rank correlation, in the standard library alone.
+"""Summary statistics of run times, in the standard library alone (Spearman: `nas.ranks`, re-exported here).
 
 Why hand-written rather than numpy/scipy: this package must import with torch alone on GPU
 machines, and the definitions (sample std, numpy's default percentile rule, average ranks for
@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from nas.ranks import average_ranks, spearman
 
 __all__ = ["LatencyStats", "average_ranks", "spearman", "spread_of", "summarize_times"]
 
@@ -93,38 +95,3 @@ def summarize_times(times_ms: Sequence[float]) -> LatencyStats:
         cv_percent=100.0 * std / mean if mean > 0 else 0.0,
         **spread_of(s),
     )
-
-
-def average_ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks; tied values all get the mean of the ranks they span (e.g. [10, 20, 20] -> [1, 2.5, 2.5])."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        rank = (i + j) / 2 + 1  # mean of 1-based positions i+1 .. j+1
-        for k in range(i, j + 1):
-            ranks[order[k]] = rank
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation: Pearson correlation of average ranks (exact with ties).
-
-    Returns NaN when either side has no variation (all values tied): the correlation is undefined.
-    """
-    if len(x) != len(y):
-        raise ValueError(f"spearman needs equal lengths, got {len(x)} and {len(y)}")
-    if len(x) < 2:
-        raise ValueError("spearman needs at least two pairs")
-    rx, ry = average_ranks(x), average_ranks(y)
-    mx, my = math.fsum(rx) / len(rx), math.fsum(ry) / len(ry)
-    cov = math.fsum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx = math.fsum((a - mx) ** 2 for a in rx)
-    vy = math.fsum((b - my) ** 2 for b in ry)
-    if vx == 0 or vy == 0:
-        return math.nan
-    return cov / math.sqrt(vx * vy)

@@ -17,7 +17,6 @@ from nas.calibrate.panel import _candidates, sample_stratified
 from nas.calibrate.runner import CalibrationRunner
 from nas.calibrate.stats import (
     _kendall_rows,
-    _spearman_rows,
     bootstrap_correlations,
     front_recovery,
     kendall,
@@ -68,14 +67,30 @@ def test_front_recovery_by_hand():
     assert fr.hv_ratio == pytest.approx(0.40 / 0.65)
 
 
-def test_vectorized_bootstrap_statistics_equal_scipy_with_ties():
+def test_vectorized_kendall_and_spearman_equal_scipy_with_ties():
+    from scipy.stats import spearmanr
+
     rng = np.random.default_rng(3)
     x = rng.integers(0, 5, size=(20, 9)).astype(float)  # many ties
     y = x + rng.normal(size=(20, 9))
-    want_rho = [spearman(a, b) for a, b in zip(x, y)]
     want_tau = [kendall(a, b) for a, b in zip(x, y)]
-    np.testing.assert_allclose(_spearman_rows(x, y), want_rho, atol=1e-12)
     np.testing.assert_allclose(_kendall_rows(x, y), want_tau, atol=1e-12)
+    np.testing.assert_allclose([spearman(a, b) for a, b in zip(x, y)], [spearmanr(a, b).statistic for a, b in zip(x, y)],
+                               atol=1e-12)
+
+
+def test_one_spearman_with_one_rule_for_too_few_points():
+    """Latency, calibration and the reports' rung pairs call the same function (nas.ranks)."""
+    import math
+
+    import nas.calibrate.stats
+    import nas.latency
+    import nas.ranks
+    import reports.halving_figures
+
+    assert nas.latency.spearman is nas.calibrate.stats.spearman is reports.halving_figures.spearman is nas.ranks.spearman
+    assert math.isnan(nas.ranks.spearman([1, 2], [2, 1])) and reports.halving_figures._spearman([1, 2], [2, 1]) is None
+    assert nas.ranks.spearman([1, 2, 3], [1, 2, 3]) == 1.0
 
 
 def test_bootstrap_interval_contains_the_estimate_and_is_seeded():
