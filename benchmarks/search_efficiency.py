@@ -110,22 +110,14 @@ def derived_study(study: Study, way: str) -> dict[str, Any]:
     return data
 
 
-def _strip_none(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_strip_none(v) for v in value]
-    return value
-
-
 def write_study_toml(data: Mapping[str, Any], path: Path) -> Path:
     """Write a derived study where `nas.run --study PATH` reads it."""
     import tomli_w
 
-    from search_space.configio import atomic_write
+    from search_space.configio import atomic_write, strip_none
 
     header = "# written by benchmarks/search_efficiency.py (a derived study; edit the source study instead)\n"
-    return atomic_write(path, header + tomli_w.dumps(_strip_none(data)))
+    return atomic_write(path, header + tomli_w.dumps(strip_none(data)))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -84,13 +84,9 @@ def _study(args: argparse.Namespace) -> tuple[Study, Path]:
 def _device(requested: str) -> str:
     import torch
 
-    from search_space.errors import UserError
+    from nas.device import choose_device
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: this machine has no usable CUDA device; use --device cpu")
-    return requested
+    return choose_device(requested, has_cuda=torch.cuda.is_available())
 
 
 def _device_name(kind: str, threads: int) -> str:

@@ -147,9 +147,9 @@ def _preset_jobs(spec: str) -> list[_Job]:
 
 def _resolve_device(args: argparse.Namespace) -> str:
     """`cuda` or `cpu` from `--device`, with `--threads` applied (cpu only: GPU timing ignores it)."""
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from nas.device import choose_device
+
+    device = choose_device(args.device, has_cuda=torch.cuda.is_available())
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads}: use a positive number of threads")

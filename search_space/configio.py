@@ -20,7 +20,8 @@ from typing import Any
 
 from search_space.errors import UserError
 
-__all__ = ["atomic_write", "content_hash", "diff_keys", "load_toml", "parse_toml", "reject_unknown_keys", "shipped_folder"]
+__all__ = ["atomic_write", "content_hash", "diff_keys", "load_toml", "parse_toml", "reject_unknown_keys", "shipped_folder",
+           "strip_none"]
 
 
 def content_hash(payload: Any) -> str:
@@ -113,3 +114,15 @@ def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff_keys(x, y, f"{prefix}[{i}]")]
     return [] if a == b else [prefix or "(root)"]
+
+
+def strip_none(value: Any) -> Any:
+    """`value` with every None-valued mapping key dropped, recursively (tuples become lists).
+
+    TOML has no null: an absent key means "default", which every config's `from_dict` restores, so
+    this is how a `to_dict()` is written as TOML (recipes, run configs, derived studies)."""
+    if isinstance(value, Mapping):
+        return {k: strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [strip_none(v) for v in value]
+    return value

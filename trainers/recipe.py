@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from search_space.configio import atomic_write, content_hash, load_toml, reject_unknown_keys, shipped_folder
+from search_space.configio import atomic_write, content_hash, load_toml, reject_unknown_keys, shipped_folder, strip_none
 from search_space.errors import UserError
 from trainers.losses import LossSpec
 
@@ -502,15 +502,6 @@ def load_recipe(path_or_name: str | os.PathLike[str]) -> Recipe:
     return Recipe.from_dict(data, source=path.name)
 
 
-def _strip_none(value: Any) -> Any:
-    # TOML has no null: an absent key means "default" (None), which from_dict restores.
-    if isinstance(value, dict):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_strip_none(v) for v in value]
-    return value
-
-
 def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
     """Write `recipe` as TOML atomically (temp file in the same folder, then os.replace)."""
     import tomli_w
@@ -518,6 +509,6 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     if not target.parent.is_dir():
         raise UserError(f"cannot save recipe to {str(target)!r}: folder {str(target.parent)!r} does not exist")
-    text = tomli_w.dumps(_strip_none(recipe.to_dict()))
+    text = tomli_w.dumps(strip_none(recipe.to_dict()))
     atomic_write(target, text)
     return target

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from search_space.arch import ArchConfig
-from search_space.configio import atomic_write, load_toml, reject_unknown_keys
+from search_space.configio import atomic_write, load_toml, reject_unknown_keys, strip_none
 from search_space.errors import UserError
 from trainers.recipe import Recipe
 
@@ -91,20 +91,11 @@ class RunConfig:
         return cls(arch=arch, recipe=recipe, provenance=dict(data.get("provenance", {})), **run)
 
 
-def _strip_none(value: Any) -> Any:
-    # TOML has no null: an absent key means "default".
-    if isinstance(value, dict):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_strip_none(v) for v in value]
-    return value
-
-
 def save_run_config(config: RunConfig, path: str | os.PathLike[str]) -> Path:
     """Write `config` as TOML, atomically."""
     import tomli_w
 
-    return atomic_write(path, tomli_w.dumps(_strip_none(config.to_dict())))
+    return atomic_write(path, tomli_w.dumps(strip_none(config.to_dict())))
 
 
 def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
