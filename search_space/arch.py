@@ -20,8 +20,10 @@ The template (DESIGN.md, "The network template"):
                    -> pixel-shuffle(4)  (RESR, USTC-Noah: a half-resolution body, one conv at LR size)
      -> + an x4 upsample of x if `global_residual` is not "none" (the anchor): nearest | bilinear
           | lanczos (fixed Lanczos-3, separable conv + shuffle) | linear (learnable 7x7 conv + shuffle,
-          initialised to Lanczos-3); with an anchor the last learned layer starts at zero, so the
-          network's output at step 0 is exactly the anchor's
+          initialised to Lanczos-3) | fitted3 / fitted5 / fitted7 (the least-squares KxK filter of the
+          run's training split, pooled over its QPs, frozen: `search_space.network.FittedAnchor`);
+          with an anchor the last learned layer starts at zero, so the network's output at step 0 is
+          exactly the anchor's
     `bias` switches every bias of every conv on or off.
     `residual_channels` > 0 replaces head, body and reconstruction by ETDS's dual-stream network
     (`search_space.dual_stream`): a backbone stream of C channels (kernels in the training form of
@@ -75,6 +77,7 @@ __all__ = [
     "DOWNSAMPLES",
     "DOWN_FACTORS",
     "FEATURE_TAPS",
+    "FITTED_ANCHORS",
     "FUSION_KERNELS",
     "GLOBAL_RESIDUALS",
     "INPUT_NORMS",
@@ -94,7 +97,9 @@ DOWN_FACTORS: tuple[int, ...] = (1, 2, 3, 4)
 RECONSTRUCTIONS: tuple[str, ...] = ("direct", "cascade", "shuffle")
 TAIL_KERNELS: tuple[int, ...] = (1, 3)
 #: Global residual ("anchor"): an x4 interpolation of x added to the output; see search_space.network.
-GLOBAL_RESIDUALS: tuple[str, ...] = ("none", "nearest", "bilinear", "lanczos", "linear")
+#: The `fitted` anchors and their kernel sides: the data's own least-squares filter, frozen (issue 20).
+FITTED_ANCHORS: dict[str, int] = {"fitted3": 3, "fitted5": 5, "fitted7": 7}
+GLOBAL_RESIDUALS: tuple[str, ...] = ("none", "nearest", "bilinear", "lanczos", "linear", *FITTED_ANCHORS)
 #: Input normalisation of the learned path: RVSR feeds [-1, 1] ("signed"), SPAN (x - mean) * 255.
 INPUT_NORMS: tuple[str, ...] = ("none", "signed", "mean255")
 #: Which features reach the reconstruction (see the module docstring).

@@ -22,7 +22,9 @@ element, is never involved; bilinear written as a grouped 3x3 conv would be 0.22
 540x960). `lanczos` and `linear` are plain `nn.Conv2d` children (thop's conv rule divides Cin by
 groups, so the grouped Lanczos convs are right): at 540x960 lanczos costs
 518,400 x (12 + 48) x 7 = 0.218 GMACs and no parameters (its taps are buffers), linear
-518,400 x 3 x 48 x 49 = 3.66 GMACs and 7,056 weights (+48 biases). FlopCounterMode, for its part,
+518,400 x 3 x 48 x 49 = 3.66 GMACs and 7,056 weights (+48 biases); `fitted3/5/7` are plain convs
+too (0.67 / 1.87 / 3.66 GMACs) and their frozen filters count as parameters (3 x 48 x K^2 + 48:
+they are fitted to data and shipped like weights). FlopCounterMode, for its part,
 counts only convolutions and matrix products (no activations, interpolation or shuffles).
 
 Speed: the deploy model is profiled on a tiny input of 2 x 3 cells of u x u pixels and the count is
@@ -48,7 +50,7 @@ from torch import nn
 from search_space.arch import ArchConfig
 from search_space.blocks import get_block
 from search_space.errors import UserError
-from search_space.network import build, deploy
+from search_space.network import build, deploy, fitted_anchors
 
 __all__ = ["DEFAULT_HW", "Cost", "cost", "mac_rules", "profile_macs"]
 
@@ -145,7 +147,10 @@ def _cost(arch: ArchConfig, hw: tuple[int, int]) -> Cost:
     u = arch.down_factor
     h, w = _check_hw(hw, u)
     model = deploy(build(arch))
-    params = sum(p.numel() for p in model.parameters())
+    # A fitted anchor's filter is fitted to data, stored and shipped like learned weights (only not by
+    # the optimizer), so it counts; the Lanczos anchor's taps are constants and do not.
+    params = sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() for anchor in fitted_anchors(model) for b in anchor.buffers())
     if not get_block(arch.block).cost_scales_with_area and arch.blocks:
         # A squeeze-excite or a pooling to a fraction of the size: profile the real input.
         return Cost(macs=profile_macs(model, hw=(h, w)), params=params)

@@ -16,7 +16,9 @@ Global residual ("anchor", `ArchConfig.global_residual`): an x4 interpolation of
 output. `nearest` and `bilinear` are `F.interpolate` (no conv: 0 counted MACs). `lanczos` is exact
 Lanczos-3 (the challenge baseline, `trainers.lanczos.lanczos_upscale`) as a fixed separable conv on
 the LR image plus pixel-shuffle(4), `linear` a learnable 7x7 conv 3 -> 48 plus pixel-shuffle(4)
-initialised to the same filter (reference `proxy_fidelity.md`, "Anchors"). With any anchor the
+initialised to the same filter (reference `proxy_fidelity.md`, "Anchors"). `fitted3/5/7` is a frozen
+KxK conv 3 -> 48 plus pixel-shuffle(4) holding the least-squares filter of the training data
+(`FittedAnchor`; the trainer loads it, `trainers.linear_baseline.anchor_filters`). With any anchor the
 last learned layer of the reconstruction starts at exactly zero (`zero_output_()`), so the network
 scores exactly the anchor at step 0 instead of first having to learn to copy the image. Neither
 the anchors nor the zeroing draw random numbers, so an anchored network's other weights equal
@@ -46,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.arch import GLOBAL_RESIDUALS, SCALE, ArchConfig
+from search_space.arch import FITTED_ANCHORS, GLOBAL_RESIDUALS, SCALE, ArchConfig
 from search_space.blocks import Block, get_block, make_activation
 from search_space.blocks.base import zero_
 from search_space.errors import UserError
@@ -57,6 +59,7 @@ __all__ = [
     "CascadeReconstruction",
     "DirectReconstruction",
     "FeatureTaps",
+    "FittedAnchor",
     "InputNorm",
     "LanczosAnchor",
     "LinearAnchor",
@@ -65,6 +68,7 @@ __all__ = [
     "UpsampleResidual",
     "build",
     "deploy",
+    "fitted_anchors",
     "lanczos_taps",
     "make_anchor",
     "strided_kernel",
@@ -167,6 +171,61 @@ class LinearAnchor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.shuffle(self.conv(x))
+
+
+class FittedAnchor(nn.Module):
+    """A frozen x4 linear filter fitted to the data: dense KxK conv 3 -> 48 with a bias (replicate
+    padding), pixel-shuffle(4); the deploy form of `trainers.linear_baseline.LinearFilter`.
+
+    Why frozen: a learnable anchor started at the least-squares filter is pushed 0.7-4.8 dB below it
+    by Adam's first steps and ends below its start after 1000 (reference `proxy_fidelity.md`, "The
+    noise floor"); frozen, a design starts at the best linear filter and the learned path can only
+    add to it. Weights and bias are buffers (never given to an optimizer, yet in the state dict and
+    moved by `.to()`/`.half()`), zero until `load_filter`; the bias is kept whatever the network's
+    `bias` flag (it is part of the fixed filter, not a learned bias). `fit_key` names the fit (the
+    training set, QPs and kernel) and travels in the state dict as extra state. The conv is a plain
+    `nn.Conv2d`, so thop and the exporters see an ordinary conv: 518,400 x 3 x 48 x K^2 MACs at
+    540x960 (3.66 G at K = 7, 1.87 G at 5, 0.67 G at 3).
+    """
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise UserError(f"a fitted anchor's kernel must be an odd size (3, 5 or 7), got {kernel}")
+        out = 3 * SCALE * SCALE
+        self.kernel = kernel
+        self.conv = _fixed_conv(torch.zeros(out, 3, kernel, kernel), in_ch=3, groups=1, padding=(kernel // 2,) * 2)
+        del self.conv.bias  # the bias-free conv's `bias = None` parameter slot, replaced by a buffer
+        self.conv.register_buffer("bias", torch.zeros(out, dtype=torch.get_default_dtype()))
+        self.shuffle = nn.PixelShuffle(SCALE)
+        self.fit_key: str | None = None
+
+    @torch.no_grad()
+    def load_filter(self, weight: Tensor, bias: Tensor, *, key: str) -> None:
+        """Install a fitted filter (weight 48x3xKxK, bias 48, any float dtype; rounded once to the
+        buffers' dtype) and name it."""
+        if tuple(weight.shape) != tuple(self.conv.weight.shape) or tuple(bias.shape) != tuple(self.conv.bias.shape):
+            raise ValueError(f"FittedAnchor(K={self.kernel}): filter of shape {tuple(weight.shape)} / {tuple(bias.shape)}")
+        self.conv.weight.copy_(weight)
+        self.conv.bias.copy_(bias)
+        self.fit_key = key
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shuffle(self.conv(x))
+
+    def get_extra_state(self) -> dict[str, str | None]:
+        return {"fit_key": self.fit_key}
+
+    def set_extra_state(self, state: dict[str, str | None]) -> None:
+        self.fit_key = state.get("fit_key")
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, fit_key={self.fit_key}"
+
+
+def fitted_anchors(model: nn.Module) -> list[FittedAnchor]:
+    """The `FittedAnchor` modules of `model` (at most one in a template network)."""
+    return [m for m in model.modules() if isinstance(m, FittedAnchor)]
 
 
 class UpsampleResidual(nn.Module):
@@ -423,10 +482,13 @@ class SRNet(nn.Module):
 def make_anchor(mode: str, *, bias: bool) -> nn.Module | None:
     """The global-residual module for `ArchConfig.global_residual` (`None` for 'none').
 
-    `bias` only matters for 'linear', the one anchor with learned weights.
+    `bias` only matters for 'linear', the one anchor with learned weights (a fitted anchor keeps
+    its filter's bias). A fitted anchor is built empty (zeros): the trainer loads the data's filter.
     """
     if mode == "none":
         return None
+    if mode in FITTED_ANCHORS:
+        return FittedAnchor(FITTED_ANCHORS[mode])
     if mode == "lanczos":
         return LanczosAnchor()
     if mode == "linear":

@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # imported lazily at run time: the sampler does not need the 
 
     from trainers.cache import LRCache
     from trainers.degrade import DegradeSpec
-    from trainers.linear_baseline import LinearBaselineScores
+    from trainers.linear_baseline import LinearBaselineScores, LinearFilter
 
 __all__ = [
     "SCALE",
@@ -186,6 +186,10 @@ class PairedSet:
     linear_baseline: LinearBaselineScores | None = field(default=None, repr=False)
     """Per-image PSNR-Y of the least-squares linear filter fitted on the *training* split, per QP
     (`trainers.linear_baseline.attach_linear_baseline`); None on a training split or when not fitted."""
+    anchors: Mapping[int, LinearFilter] | None = field(default=None, repr=False)
+    """On a training split: the QP-blind least-squares filter of this split per kernel side, which the
+    `fitted` anchors of every network trained on it hold (`trainers.linear_baseline.anchor_filters`,
+    set by `ProxyData.load`); None elsewhere, and then a trainer fits (or reads from the cache) on use."""
 
     def __post_init__(self) -> None:
         n = len(self.names)

@@ -6,9 +6,11 @@ image with no border crop; the challenge's baseline is the Lanczos x4 upscale of
 Per-image values are averaged arithmetically per QP, as the benchmark averages per-image PSNRs.
 
 The second baseline is the least-squares linear filter fitted on the training split
-(`trainers.linear_baseline`): ``gain_linear_y`` says whether a design learned more than one
-convolution could. Its per-image PSNR-Y rides on the split (`PairedSet.linear_baseline`, set when
-the data is loaded); a split without it reports None for the linear numbers.
+(`trainers.linear_baseline`), one for all QPs as a network is: ``gain_linear_y`` says whether a
+design learned more than one convolution could. ``gain_linear_oracle_y`` is the gain over the
+filters fitted per QP, which know the quantizer (an oracle no QP-blind network can use). Their
+per-image PSNR-Y rides on the split (`PairedSet.linear_baseline`, set when the data is loaded); a
+split without it reports None for the linear numbers.
 
 The Lanczos baseline depends only on the data, so it is computed once per `PairedSet` and reused by
 every trial and every periodic validation that evaluates on the same set.
@@ -45,6 +47,7 @@ class QPMetrics:
     lanczos_psnr_rgb: float
     lanczos_ssim_y: float
     linear_psnr_y: float | None = None
+    linear_oracle_psnr_y: float | None = None
 
     @property
     def gain_y(self) -> float:
@@ -53,15 +56,21 @@ class QPMetrics:
 
     @property
     def gain_linear_y(self) -> float | None:
-        """PSNR-Y gain over the least-squares linear filter in dB (None when the split has no fit)."""
+        """PSNR-Y gain over the QP-blind least-squares linear filter in dB (None when the split has no fit)."""
         return None if self.linear_psnr_y is None else self.psnr_y - self.linear_psnr_y
 
+    @property
+    def gain_linear_oracle_y(self) -> float | None:
+        """PSNR-Y gain over the filter fitted at this QP alone (an oracle: it knows the QP), in dB."""
+        return None if self.linear_oracle_psnr_y is None else self.psnr_y - self.linear_oracle_psnr_y
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "gain_y": self.gain_y, "gain_linear_y": self.gain_linear_y}
+        return {**asdict(self), "gain_y": self.gain_y, "gain_linear_y": self.gain_linear_y,
+                "gain_linear_oracle_y": self.gain_linear_oracle_y}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QPMetrics:
-        return cls(**{k: v for k, v in data.items() if k not in ("gain_y", "gain_linear_y")})
+        return cls(**{k: v for k, v in data.items() if k not in ("gain_y", "gain_linear_y", "gain_linear_oracle_y")})
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,12 @@ class EvalReport:
         return None if any(g is None for g in gains) else float(np.mean(gains))
 
     @property
+    def gain_linear_oracle_y(self) -> float | None:
+        """Mean PSNR-Y gain over the per-QP oracle filters (dB), or None if any QP lacks it."""
+        gains = [m.gain_linear_oracle_y for m in self.per_qp]
+        return None if any(g is None for g in gains) else float(np.mean(gains))
+
+    @property
     def delta_linear_y(self) -> float | None:
         """Delta's form (mean gain at QP31 and QP63) over the linear baseline, or None."""
         gains = {m.qp: m.gain_linear_y for m in self.per_qp if m.gain_linear_y is not None}
@@ -102,6 +117,7 @@ class EvalReport:
             "delta_y": self.delta_y,
             "gain_linear_y": self.gain_linear_y,
             "delta_linear_y": self.delta_linear_y,
+            "gain_linear_oracle_y": self.gain_linear_oracle_y,
             "images": self.images,
             "dtype": self.dtype,
         }
@@ -113,17 +129,21 @@ class EvalReport:
 
     def table(self) -> str:
         """A small fixed-width table for logs."""
-        rows = [f"{'QP':>3} {'PSNR-Y':>8} {'Lanczos':>8} {'gain':>7} {'linear':>8} {'gain':>7} {'SSIM-Y':>7}"]
+        rows = [f"{'QP':>3} {'PSNR-Y':>8} {'Lanczos':>8} {'gain':>7} {'linear':>8} {'gain':>7} {'oracle':>8} {'gain':>7} {'SSIM-Y':>7}"]
         for m in self.per_qp:
             lin = f"{'-':>8} {'-':>7}" if m.gain_linear_y is None else f"{m.linear_psnr_y:>8.3f} {m.gain_linear_y:>+7.3f}"
-            rows.append(f"{m.qp:>3} {m.psnr_y:>8.3f} {m.lanczos_psnr_y:>8.3f} {m.gain_y:>+7.3f} {lin} {m.ssim_y:>7.4f}")
+            ora = (f"{'-':>8} {'-':>7}" if m.gain_linear_oracle_y is None
+                   else f"{m.linear_oracle_psnr_y:>8.3f} {m.gain_linear_oracle_y:>+7.3f}")
+            rows.append(f"{m.qp:>3} {m.psnr_y:>8.3f} {m.lanczos_psnr_y:>8.3f} {m.gain_y:>+7.3f} {lin} {ora} {m.ssim_y:>7.4f}")
         summary = f"mean gain {self.gain_y:+.3f} dB"
         if self.delta_y is not None:
             summary += f", Delta(QP31,QP63) {self.delta_y:+.3f} dB"
         if self.gain_linear_y is not None:
-            summary += f"; over the linear baseline {self.gain_linear_y:+.3f} dB"
+            summary += f"; over the QP-blind linear baseline {self.gain_linear_y:+.3f} dB"
             if self.delta_linear_y is not None:
                 summary += f", Delta {self.delta_linear_y:+.3f} dB"
+        if self.gain_linear_oracle_y is not None:
+            summary += f"; over the per-QP linear oracle {self.gain_linear_oracle_y:+.3f} dB"
         return "\n".join(rows + [summary + f" over {self.images} images ({self.dtype})"])
 
 
@@ -191,7 +211,9 @@ def evaluate(
             psnr_rgb.append(psnr(sr, hr))
             ssim_y.append(ssim(sr, hr, y=True))
         ly, lrgb, lssim = baseline[qp]
-        linear = None if pairs.linear_baseline is None else pairs.linear_baseline.mean_psnr_y(qp)
+        scores = pairs.linear_baseline
+        linear = None if scores is None else scores.mean_psnr_y(qp)
+        oracle = None if scores is None else scores.mean_oracle_psnr_y(qp)
         per_qp.append(
             QPMetrics(
                 qp=qp,
@@ -202,6 +224,7 @@ def evaluate(
                 lanczos_psnr_rgb=lrgb,
                 lanczos_ssim_y=lssim,
                 linear_psnr_y=linear,
+                linear_oracle_psnr_y=oracle,
             )
         )
     report = EvalReport(per_qp=tuple(per_qp), images=len(pairs), dtype=str(dtype).removeprefix("torch."))

@@ -1,4 +1,4 @@
-"""The linear baseline: the best x4 linear filter for a dataset and QP, fitted in closed form.
+"""The linear baseline: the best x4 linear filter for a dataset, fitted in closed form.
 
 Why a second baseline: Lanczos ignores the compression, so a network can "beat" it by learning
 nothing a single convolution could not (this filter is Delta +0.16 dB over Lanczos on `builtin` val,
@@ -7,19 +7,26 @@ over this filter; a design that does not beat it has learned nothing a 7x7 convo
 
 The filter is a full KxK convolution 3 -> 48 with a bias on the LR (replicate padding), then
 pixel-shuffle(4): the deploy form of a one-layer network, so it is evaluated exactly like a model
-(`apply` -> `to_uint8` -> PSNR-Y, no border crop). It is fitted per QP on the *training* split's
-(LR, HR) pairs by accumulating the normal equations over every LR pixel, ``X^T X`` (3K^2+1 square)
-and ``X^T Y`` (3K^2+1 x 48), in float64, and solving with a tiny ridge (relative to the mean diagonal)
+(`apply` -> `to_uint8` -> PSNR-Y, no border crop). It is fitted on the *training* split's (LR, HR)
+pairs by accumulating the normal equations over every LR pixel, ``X^T X`` (3K^2+1 square) and
+``X^T Y`` (3K^2+1 x 48), in float64, and solving with a tiny ridge (relative to the mean diagonal)
 so that a degenerate set (flat images) still has a unique solution.
 
-Each image's equations are weighted by 1 / (its Lanczos MSE-Y). Why: the metric is the *mean of
+QP-blind, with a per-QP oracle beside it. A network is one network for every QP, so the baseline it
+is compared with (``gain_linear_y``) is one filter too: `fit_pooled_filter` pools the equations of
+every QP of the run. The filter fitted separately per QP knows the quantizer a network never sees;
+it stays as an oracle column (``gain_linear_oracle_y``), 0.012 dB (val) / 0.030 dB (test) above the
+pooled one on `builtin` (reference `proxy_fidelity.md`). The pooled fits at kernel 3, 5 and 7 are
+also the frozen `fitted` anchors of `search_space.network.FittedAnchor` (`anchor_filters`).
+
+Each (image, QP) pair's equations are weighted by 1 / (its Lanczos MSE-Y). Why: the metric is the *mean of
 per-image PSNRs*, and d PSNR_i = -10/ln10 * d MSE_i / MSE_i, so this weighting makes least squares
 the first-order fit of that metric. Unweighted least squares minimises pooled MSE, which the
 textured images dominate: on `builtin` it lowered pooled MSE but gave Delta +0.07 dB on val and
 -0.07 dB on test (-1.5 dB at QP31 on a smooth gradient); weighted, +0.16 and +0.11 dB.
 
 Fitted weights are cached as ``<cache root>/linear-baseline/v<FORMAT_VERSION>/<key>.npz``, keyed by
-the training images' content hashes, the QP, K, the ridge, the weighting and the degradation hash; written
+the training images' content hashes, the QPs, K, the ridge, the weighting and the degradation hash; written
 atomically, and a file that does not load, does not match its key or fails its checksum is
 recomputed with a `CacheWarning`, never trusted.
 """
@@ -50,27 +57,36 @@ if TYPE_CHECKING:
     from trainers.data import PairedSet
 
 __all__ = [
+    "ANCHOR_KERNELS",
     "DEFAULT_KERNEL",
     "FORMAT_VERSION",
     "RIDGE",
     "WEIGHTING",
+    "LinearBaseline",
     "LinearFilter",
     "LinearBaselineScores",
+    "anchor_filters",
     "apply",
     "attach_linear_baseline",
     "filter_key",
     "fit_filter",
     "fit_linear_baseline",
+    "fit_per_qp_filters",
+    "fit_pooled_filter",
     "lanczos_weights",
+    "load_fitted_anchors",
     "normal_equations",
     "score_linear_baseline",
     "solve_normal_equations",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when the fit (features, ordering, solver) changes: it names the cache folder and enters the key."""
 DEFAULT_KERNEL = 7
 """Kernel side K: 7 is Lanczos-3's support, so the fitted filter can at least reproduce Lanczos."""
+ANCHOR_KERNELS: tuple[int, ...] = (3, 5, 7)
+"""Kernel sides of the `fitted` anchors (`search_space.arch.FITTED_ANCHORS`): 0.67, 1.87 and 3.66
+GMACs at 540x960 as a dense conv 3 -> 48, so the search can trade the anchor's gain for its cost."""
 RIDGE = 1e-9
 """Ridge added to the diagonal of ``X^T X``, relative to its mean diagonal: only for degenerate sets."""
 WEIGHTING = "inverse-lanczos-mse-y"
@@ -89,10 +105,12 @@ class LinearFilter:
     """One fitted filter: ``weights`` is (3K^2+1) x 48 float64, rows (c, dy, dx) then the bias.
 
     Column ``o = c*16 + 4p + q`` is HR pixel (4y+p, 4x+q) of colour c, the channel order of
-    ``PixelShuffle(4)``; ``key`` is the cache key (it names the training set it was fitted on).
+    ``PixelShuffle(4)``; ``key`` is the cache key (it names the training set it was fitted on);
+    ``qps`` the QPs whose pairs it was fitted on (one for a per-QP oracle filter, all of the run's
+    for the QP-blind one).
     """
 
-    qp: int
+    qps: tuple[int, ...]
     kernel: int
     weights: np.ndarray
     key: str
@@ -125,18 +143,31 @@ class LinearFilter:
 class LinearBaselineScores:
     """The linear baseline's PSNR-Y (dB) on each image of one evaluation split, per QP.
 
-    Computed once when the data is loaded and carried by the split (`PairedSet.linear_baseline`), so
-    it travels with the data to every worker and no trial recomputes it. ``filter_keys`` names the
-    fitted filter of each QP (and so the training set it came from).
+    ``psnr_y``: the QP-blind filter (one for all QPs, what a network is compared with);
+    ``oracle_psnr_y``: the filter fitted at each QP alone (it knows the quantizer; reported, labelled
+    as an oracle). Computed once when the data is loaded and carried by the split
+    (`PairedSet.linear_baseline`), so it travels with the data to every worker and no trial
+    recomputes it. ``filter_key`` / ``oracle_keys`` name the fitted filters (and so the training set).
     """
 
     psnr_y: Mapping[int, tuple[float, ...]]
-    filter_keys: Mapping[int, str]
+    filter_key: str
+    oracle_psnr_y: Mapping[int, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    oracle_keys: Mapping[int, str] = dataclasses.field(default_factory=dict)
     kernel: int = DEFAULT_KERNEL
 
     def mean_psnr_y(self, qp: int) -> float:
-        """Mean over images, each capped at 100 dB (as `trainers.evaluate` averages a model's PSNRs)."""
-        return float(np.mean([min(v, 100.0) for v in self.psnr_y[qp]]))
+        """Mean over images of the QP-blind filter, each capped at 100 dB (as `trainers.evaluate`
+        averages a model's PSNRs)."""
+        return _capped_mean(self.psnr_y[qp])
+
+    def mean_oracle_psnr_y(self, qp: int) -> float | None:
+        """The same for the per-QP oracle filter; None when it was not scored."""
+        return _capped_mean(self.oracle_psnr_y[qp]) if qp in self.oracle_psnr_y else None
+
+
+def _capped_mean(values: Sequence[float]) -> float:
+    return float(np.mean([min(v, 100.0) for v in values]))
 
 
 # -- the least-squares fit --------------------------------------------------------------------------
@@ -253,8 +284,8 @@ def fit_filter(
 # -- cached fit per training split ------------------------------------------------------------------
 
 
-def filter_key(train: PairedSet, qp: int, *, kernel: int = DEFAULT_KERNEL) -> str:
-    """Content hash of everything that decides the fitted weights of ``train`` at ``qp``."""
+def filter_key(train: PairedSet, qps: Sequence[int], *, kernel: int = DEFAULT_KERNEL) -> str:
+    """Content hash of everything that decides the weights fitted on ``train``'s pairs at ``qps``."""
     return content_hash(
         {
             "what": "linear-baseline",
@@ -262,7 +293,7 @@ def filter_key(train: PairedSet, qp: int, *, kernel: int = DEFAULT_KERNEL) -> st
             "kernel": int(kernel),
             "ridge": RIDGE,
             "weighting": WEIGHTING,
-            "qp": int(qp),
+            "qps": sorted({int(q) for q in qps}),
             "degradation": train.spec.hash,
             "train": list(image_keys(train)),
         }
@@ -315,6 +346,74 @@ def _write_cached(path: Path, key: str, weights: np.ndarray) -> None:
     atomic_write(path, buffer.getvalue())
 
 
+def _check_qps(train: PairedSet, qps: Sequence[int]) -> tuple[int, ...]:
+    wanted = tuple(sorted({int(q) for q in qps}))
+    missing = [q for q in wanted if q not in train.lr]
+    if not wanted or missing:
+        raise UserError(f"the linear baseline needs the training split at QP {missing or '(none given)'}, which has QPs "
+                        f"{list(train.qps)}; load both splits with the same qps")
+    return wanted
+
+
+def _cached_fit(train: PairedSet, qps: tuple[int, ...], kernel: int, folder: Path) -> LinearFilter:
+    """The filter of ``train``'s pairs at ``qps`` (pooled when several), from the cache or fitted now.
+
+    Each (image, QP) pair weighs 1 / its Lanczos MSE-Y, normalised over all pairs together: the
+    first-order fit of the mean over QPs of the mean per-image PSNR-Y (see the module docstring).
+    """
+    key = filter_key(train, qps, kernel=kernel)
+    path = folder / f"{key}.npz"
+    weights = _read_cached(path, key, kernel)
+    if weights is None:
+        lrs = [lr for qp in qps for lr in train.lr[qp]]
+        hrs = list(train.hr) * len(qps)
+        weights = fit_filter(lrs, hrs, kernel=kernel, image_weights=lanczos_weights(lrs, hrs))
+        if not np.isfinite(weights).all():
+            raise FloatingPointError(f"the linear filter fit (K={kernel}, QPs {list(qps)}) produced non-finite weights")
+        _write_cached(path, key, weights)
+    return _frozen_filter(qps, kernel, weights, key)
+
+
+def _fit_many(train: PairedSet, jobs: Sequence[tuple[tuple[int, ...], int]], cache_dir: str | Path | None,
+              progress: bool, what: str) -> list[LinearFilter]:
+    from tqdm.auto import tqdm
+
+    folder = _cache_folder(cache_dir)
+    return [_cached_fit(train, qps, kernel, folder)
+            for qps, kernel in tqdm(jobs, desc=f"fitting {what} on {len(train)} {train.split} images", unit="filter",
+                                    disable=not progress, file=sys.stderr)]
+
+
+def fit_pooled_filter(
+    train: PairedSet, *, qps: Sequence[int] | None = None, kernel: int = DEFAULT_KERNEL,
+    cache_dir: str | Path | None = None, progress: bool = False,
+) -> LinearFilter:
+    """The QP-blind filter: one least-squares fit over the pairs of every QP in ``qps`` (default: all of
+    ``train``'s), read from the cache if there. ``cache_dir`` is the cache root (default
+    `trainers.cache.default_cache_root`)."""
+    wanted = _check_qps(train, train.qps if qps is None else qps)
+    return _fit_many(train, [(wanted, kernel)], cache_dir, progress, "the QP-blind linear filter")[0]
+
+
+def fit_per_qp_filters(
+    train: PairedSet, *, qps: Sequence[int] | None = None, kernel: int = DEFAULT_KERNEL,
+    cache_dir: str | Path | None = None, progress: bool = False,
+) -> dict[int, LinearFilter]:
+    """``{qp: LinearFilter}``: one filter per QP (the oracle that knows the quantizer), cached."""
+    wanted = _check_qps(train, train.qps if qps is None else qps)
+    filters = _fit_many(train, [((qp,), kernel) for qp in wanted], cache_dir, progress, "the per-QP linear filters")
+    return dict(zip(wanted, filters))
+
+
+@dataclass(frozen=True)
+class LinearBaseline:
+    """What the linear baseline of one training split is: the QP-blind filter a network is compared
+    with, and the per-QP oracle filters reported beside it."""
+
+    blind: LinearFilter
+    per_qp: Mapping[int, LinearFilter]
+
+
 def fit_linear_baseline(
     train: PairedSet,
     *,
@@ -322,42 +421,53 @@ def fit_linear_baseline(
     kernel: int = DEFAULT_KERNEL,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+) -> LinearBaseline:
+    """The QP-blind filter and the per-QP oracles of ``train`` (every QP of it by default), cached."""
+    wanted = _check_qps(train, train.qps if qps is None else qps)
+    jobs = [(wanted, kernel)] + [((qp,), kernel) for qp in wanted]
+    blind, *per_qp = _fit_many(train, jobs, cache_dir, progress, "the linear baseline")
+    return LinearBaseline(blind=blind, per_qp=dict(zip(wanted, per_qp)))
+
+
+def anchor_filters(
+    train: PairedSet, *, kernels: Sequence[int] = ANCHOR_KERNELS, cache_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[int, LinearFilter]:
-    """``{qp: LinearFilter}`` fitted on ``train`` (every QP of it by default), read from the cache if there.
-
-    ``cache_dir`` is the cache root (default `trainers.cache.default_cache_root`).
-    """
-    wanted = tuple(sorted(train.qps if qps is None else {int(q) for q in qps}))
-    missing_qps = [q for q in wanted if q not in train.lr]
-    if missing_qps:
-        raise UserError(f"the linear baseline needs the training split at QP {missing_qps}, which has QPs {list(train.qps)}; load both splits with the same qps")
-    folder = _cache_folder(cache_dir)
-    out: dict[int, LinearFilter] = {}
-    todo: list[tuple[int, str]] = []
-    for qp in wanted:
-        key = filter_key(train, qp, kernel=kernel)
-        weights = _read_cached(folder / f"{key}.npz", key, kernel)
-        if weights is None:
-            todo.append((qp, key))
-        else:
-            out[qp] = _frozen_filter(qp, kernel, weights, key)
-    if todo:
-        from tqdm.auto import tqdm
-
-        for qp, key in tqdm(todo, desc=f"fitting the linear baseline on {len(train)} {train.split} images", unit="QP",
-                            disable=not progress, file=sys.stderr):
-            weights = fit_filter(train.lr[qp], train.hr, kernel=kernel, image_weights=lanczos_weights(train.lr[qp], train.hr))
-            if not np.isfinite(weights).all():
-                raise FloatingPointError(f"the linear baseline fit at QP {qp} produced non-finite weights")
-            _write_cached(folder / f"{key}.npz", key, weights)
-            out[qp] = _frozen_filter(qp, kernel, weights, key)
-    return {qp: out[qp] for qp in wanted}
+    """``{kernel: QP-blind filter}`` for the `fitted` anchors (pooled over every QP of ``train``)."""
+    jobs = [(train.qps, int(k)) for k in kernels]
+    return dict(zip((int(k) for k in kernels), _fit_many(train, jobs, cache_dir, progress, "the fitted anchors")))
 
 
-def _frozen_filter(qp: int, kernel: int, weights: np.ndarray, key: str) -> LinearFilter:
+def _frozen_filter(qps: tuple[int, ...], kernel: int, weights: np.ndarray, key: str) -> LinearFilter:
     weights = np.ascontiguousarray(weights, dtype=np.float64)
     weights.setflags(write=False)
-    return LinearFilter(qp=qp, kernel=kernel, weights=weights, key=key)
+    return LinearFilter(qps=tuple(qps), kernel=kernel, weights=weights, key=key)
+
+
+def load_fitted_anchors(model: nn.Module, train: PairedSet, *, cache_dir: str | Path | None = None) -> list[str]:
+    """Give every `FittedAnchor` of ``model`` the QP-blind filter of ``train`` at its kernel side.
+
+    The filters come from ``train.anchors`` (fitted once by `ProxyData.load`) or, when the split
+    carries none, from `anchor_filters` (the on-disk cache, else a fit now). Returns the filter keys
+    installed (empty for a network without a fitted anchor).
+    """
+    import torch
+
+    from search_space.network import fitted_anchors
+
+    anchors = fitted_anchors(model)
+    if not anchors:
+        return []
+    filters = dict(train.anchors or {})
+    missing = sorted({a.kernel for a in anchors} - set(filters))
+    if missing:
+        filters.update(anchor_filters(train, kernels=missing, cache_dir=cache_dir))
+    keys = []
+    for anchor in anchors:
+        weight, bias = filters[anchor.kernel].conv_parameters()
+        anchor.load_filter(torch.from_numpy(weight), torch.from_numpy(bias), key=filters[anchor.kernel].key)
+        keys.append(filters[anchor.kernel].key)
+    return keys
 
 
 # -- applying and scoring ---------------------------------------------------------------------------
@@ -386,18 +496,27 @@ def apply(filt: LinearFilter, lr: np.ndarray | torch.Tensor, *, dtype: torch.dty
     return y if batched else y[0]
 
 
-def score_linear_baseline(filters: Mapping[int, LinearFilter], pairs: PairedSet) -> LinearBaselineScores:
-    """PSNR-Y of the filters on every image and QP of ``pairs``, measured as a model's output is."""
+def _psnr_y_per_image(filt: LinearFilter, pairs: PairedSet, qp: int) -> tuple[float, ...]:
     from trainers.metrics import psnr, to_uint8
 
-    missing = [q for q in pairs.qps if q not in filters]
+    return tuple(psnr(to_uint8(apply(filt, lr)), hr, y=True) for lr, hr in zip(pairs.lr[qp], pairs.hr))
+
+
+def score_linear_baseline(baseline: LinearBaseline, pairs: PairedSet) -> LinearBaselineScores:
+    """PSNR-Y of the QP-blind filter and of the per-QP oracles on every image and QP of ``pairs``,
+    measured as a model's output is."""
+    missing = [q for q in pairs.qps if q not in baseline.blind.qps or q not in baseline.per_qp]
     if missing:
         raise UserError(f"no linear-baseline filter for QP {missing} of {pairs.source} [{pairs.split}]; fit it on a training split with those QPs")
-    scores = {qp: tuple(psnr(to_uint8(apply(filters[qp], lr)), hr, y=True) for lr, hr in zip(pairs.lr[qp], pairs.hr)) for qp in pairs.qps}
-    kernel = filters[pairs.qps[0]].kernel
-    return LinearBaselineScores(psnr_y=scores, filter_keys={qp: filters[qp].key for qp in pairs.qps}, kernel=kernel)
+    return LinearBaselineScores(
+        psnr_y={qp: _psnr_y_per_image(baseline.blind, pairs, qp) for qp in pairs.qps},
+        filter_key=baseline.blind.key,
+        oracle_psnr_y={qp: _psnr_y_per_image(baseline.per_qp[qp], pairs, qp) for qp in pairs.qps},
+        oracle_keys={qp: baseline.per_qp[qp].key for qp in pairs.qps},
+        kernel=baseline.blind.kernel,
+    )
 
 
-def attach_linear_baseline(pairs: PairedSet, filters: Mapping[int, LinearFilter]) -> PairedSet:
-    """A copy of the evaluation split ``pairs`` that carries the filters' scores (see `LinearBaselineScores`)."""
-    return dataclasses.replace(pairs, linear_baseline=score_linear_baseline(filters, pairs))
+def attach_linear_baseline(pairs: PairedSet, baseline: LinearBaseline) -> PairedSet:
+    """A copy of the evaluation split ``pairs`` that carries the baseline's scores (see `LinearBaselineScores`)."""
+    return dataclasses.replace(pairs, linear_baseline=score_linear_baseline(baseline, pairs))

@@ -31,6 +31,7 @@ from search_space.errors import UserError
 from search_space.network import build
 from trainers.data import PairedSet, PatchSampler
 from trainers.device_sampler import patch_sampler
+from trainers.linear_baseline import load_fitted_anchors
 from trainers.losses import build_loss, distillation_loss
 from trainers.recipe import Recipe, Stage, lr_at
 
@@ -76,7 +77,8 @@ def _strip_biases(model: nn.Module, arch: ArchConfig) -> tuple[nn.Module, ArchCo
     fresh = build(arch)
     old = model.state_dict()
     new_keys = fresh.state_dict()
-    carried = {k: v for k, v in old.items() if k in new_keys and new_keys[k].shape == v.shape}
+    # Extra state (a fitted anchor's fit key) has no shape: it is carried when present in both.
+    carried = {k: v for k, v in old.items() if k in new_keys and getattr(new_keys[k], "shape", None) == getattr(v, "shape", None)}
     missing = sorted(set(new_keys) - set(carried))
     if missing:
         raise RuntimeError(f"bias removal lost weights that the bias-free network needs: {missing[:5]}")
@@ -115,7 +117,7 @@ class Trainer:
         self.teacher_resolver = teacher_resolver or load_teacher_checkpoint
         torch.manual_seed(seed)
         self.arch = arch
-        self.model = build(arch).to(self.device)
+        self.model = self._build(arch)
         self.step = 0
         self.stage_index = -1
         self.last_loss = math.nan
@@ -127,6 +129,12 @@ class Trainer:
         #: When set, maps the global step to the lr used instead of the recipe's schedule (`lr_at`): the
         #: warmup-stable-decay runs of `trainers.continuation` need an lr that does not know the budget.
         self.lr_override: Callable[[int], float] | None = None
+
+    def _build(self, arch: ArchConfig) -> nn.Module:
+        """A fresh network for `arch` on the device; a fitted anchor holds the training split's filter."""
+        model = build(arch)
+        load_fitted_anchors(model, self.train_set)
+        return model.to(self.device)
 
     # -- stages -----------------------------------------------------------------------------------
 
@@ -145,7 +153,7 @@ class Trainer:
         stage = self.recipe.stages[index]
         if stage.init == "scratch" and index > 0 and not resumed:
             torch.manual_seed(self.seed + 7919 * index)
-            self.model = build(self.arch).to(self.device)
+            self.model = self._build(self.arch)
         if stage.remove_bias and self.arch.bias:
             model, self.arch = _strip_biases(self.model.cpu(), self.arch)
             self.model = model.to(self.device)
@@ -256,7 +264,7 @@ class Trainer:
                     "resume with the same config, or start in a new output folder"
                 )
         self.arch = ArchConfig.from_dict(state["arch"])
-        self.model = build(self.arch).to(self.device)
+        self.model = self._build(self.arch)
         self.model.load_state_dict(state["model"])
         self.step = int(state["step"])
         self.stage_index = -1

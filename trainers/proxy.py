@@ -14,6 +14,7 @@ sampler is a pure function of (seed, step).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import time
@@ -52,7 +53,8 @@ class ProxyData:
     """Training, validation and test pairs (decoded LR held in memory); no image is in two splits.
 
     ``val`` and ``test`` loaded by `load` carry the linear baseline fitted on ``train``
-    (`PairedSet.linear_baseline`). ``test`` is None when not loaded (a search trains and validates
+    (`PairedSet.linear_baseline`: the QP-blind filter and the per-QP oracles), ``train`` the
+    QP-blind filters of the `fitted` anchors (`PairedSet.anchors`). ``test`` is None when not loaded (a search trains and validates
     only); ``carved`` names the splits that were cut out of the training images.
     """
 
@@ -81,17 +83,18 @@ class ProxyData:
         baseline's filters are cached under ``cache_dir`` too, and scored once here on val and test.
         """
         from trainers.cache import LRCache
-        from trainers.linear_baseline import attach_linear_baseline, fit_linear_baseline
+        from trainers.linear_baseline import anchor_filters, attach_linear_baseline, fit_linear_baseline
 
         cache = LRCache(Path(cache_dir) if cache_dir is not None else None)
         splits = load_splits(
             train_source, val_source, test_source, qps=qps, cache=cache, workers=workers, load_test=load_test, progress=progress
         )
-        filters = fit_linear_baseline(splits.train, cache_dir=cache.root, progress=progress)
+        baseline = fit_linear_baseline(splits.train, cache_dir=cache.root, progress=progress)
+        anchors = anchor_filters(splits.train, cache_dir=cache.root, progress=progress)
         return cls(
-            train=splits.train,
-            val=attach_linear_baseline(splits.val, filters),
-            test=None if splits.test is None else attach_linear_baseline(splits.test, filters),
+            train=dataclasses.replace(splits.train, anchors=anchors),
+            val=attach_linear_baseline(splits.val, baseline),
+            test=None if splits.test is None else attach_linear_baseline(splits.test, baseline),
             carved=splits.carved,
         )
 

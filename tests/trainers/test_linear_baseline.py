@@ -28,14 +28,14 @@ def _known_filter(rng: np.random.Generator) -> np.ndarray:
 
 def test_least_squares_recovers_a_known_linear_degradation_exactly():
     rng = np.random.default_rng(0)
-    truth = lb.LinearFilter(qp=31, kernel=K, weights=_known_filter(rng), key="truth")
+    truth = lb.LinearFilter(qps=(31,), kernel=K, weights=_known_filter(rng), key="truth")
     lrs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((20, 24), (17, 31), (32, 16))]
     # HR = the known filter applied to the LR (replicate padding, pixel-shuffle), unrounded, 0..255 scale.
     hrs = [255.0 * lb.apply(truth, lr, dtype=torch.float64).permute(1, 2, 0).numpy() for lr in lrs]
     for image_weights in (None, [1.0, 5.0, 0.2]):  # per-image weighting cannot move an exact solution
         fitted = lb.fit_filter(lrs, hrs, image_weights=image_weights)
         np.testing.assert_allclose(fitted, truth.weights, atol=1e-6)
-        recovered = lb.LinearFilter(qp=31, kernel=K, weights=fitted, key="fit")
+        recovered = lb.LinearFilter(qps=(31,), kernel=K, weights=fitted, key="fit")
         for lr, hr in zip(lrs, hrs):  # outputs in the model's [0, 1] scale
             out = lb.apply(recovered, lr, dtype=torch.float64).permute(1, 2, 0).numpy()
             np.testing.assert_allclose(out, hr / 255.0, atol=1e-6)
@@ -79,10 +79,12 @@ def synthetic() -> tuple[PairedSet, PairedSet]:
 
 def test_the_cache_is_used_on_the_second_call_and_a_damaged_entry_is_refitted(synthetic, tmp_path, monkeypatch):
     train, _ = synthetic
-    first = lb.fit_linear_baseline(train, cache_dir=tmp_path)
+    baseline = lb.fit_linear_baseline(train, cache_dir=tmp_path)
+    first = baseline.per_qp
     files = sorted((tmp_path / "linear-baseline" / f"v{lb.FORMAT_VERSION}").glob("*.npz"))
-    assert [f.stem for f in files] == sorted(first[qp].key for qp in (31, 63))
-    assert first[31].key != first[63].key and first[31].key == lb.filter_key(train, 31)
+    assert [f.stem for f in files] == sorted([first[31].key, first[63].key, baseline.blind.key])
+    assert first[31].key != first[63].key and first[31].key == lb.filter_key(train, (31,))
+    assert baseline.blind.key == lb.filter_key(train, (63, 31)) and baseline.blind.qps == (31, 63)
 
     def no_fit(*args, **kwargs):
         raise AssertionError("fitted again although the cache holds the filter")
@@ -91,7 +93,7 @@ def test_the_cache_is_used_on_the_second_call_and_a_damaged_entry_is_refitted(sy
     monkeypatch.setattr(lb, "fit_filter", no_fit)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean hit warns about nothing
-        second = lb.fit_linear_baseline(train, cache_dir=tmp_path)
+        second = lb.fit_linear_baseline(train, cache_dir=tmp_path).per_qp
     for qp in (31, 63):
         np.testing.assert_array_equal(second[qp].weights, first[qp].weights)
 
@@ -100,7 +102,7 @@ def test_the_cache_is_used_on_the_second_call_and_a_damaged_entry_is_refitted(sy
     path = tmp_path / "linear-baseline" / f"v{lb.FORMAT_VERSION}" / f"{first[31].key}.npz"
     path.write_bytes(path.read_bytes()[:200])  # truncated
     with pytest.warns(CacheWarning, match="damaged"):
-        third = lb.fit_linear_baseline(train, cache_dir=tmp_path)
+        third = lb.fit_linear_baseline(train, cache_dir=tmp_path).per_qp
     assert len(fits) == 1
     np.testing.assert_array_equal(third[31].weights, first[31].weights)
     # A readable file with other numbers in it (bit rot, a hand edit) fails its checksum.
@@ -110,7 +112,7 @@ def test_the_cache_is_used_on_the_second_call_and_a_damaged_entry_is_refitted(sy
     with path.open("wb") as handle:
         np.savez(handle, **stored)
     with pytest.warns(CacheWarning, match="checksum"):
-        fourth = lb.fit_linear_baseline(train, cache_dir=tmp_path)
+        fourth = lb.fit_linear_baseline(train, cache_dir=tmp_path).per_qp
     assert len(fits) == 2
     np.testing.assert_array_equal(fourth[31].weights, first[31].weights)
 
@@ -118,22 +120,27 @@ def test_the_cache_is_used_on_the_second_call_and_a_damaged_entry_is_refitted(sy
 def test_the_key_follows_the_training_images_and_the_degradation(synthetic):
     train, val = synthetic
     other = PairedSet(names=train.names, hr=train.hr, lr=train.lr, spec=DegradeSpec(speed=9), source="x", split="train")
-    assert lb.filter_key(train, 31) != lb.filter_key(val, 31)
-    assert lb.filter_key(train, 31) != lb.filter_key(other, 31)
-    assert lb.filter_key(train, 31) != lb.filter_key(train, 31, kernel=5)
+    assert lb.filter_key(train, (31,)) != lb.filter_key(val, (31,))
+    assert lb.filter_key(train, (31,)) != lb.filter_key(other, (31,))
+    assert lb.filter_key(train, (31,)) != lb.filter_key(train, (31,), kernel=5)
+    assert lb.filter_key(train, (31,)) != lb.filter_key(train, (31, 63))
 
 
 def test_every_evaluation_reports_the_gain_over_the_linear_baseline(synthetic, tmp_path):
     train, val = synthetic
-    filters = lb.fit_linear_baseline(train, cache_dir=tmp_path)
-    scored = lb.attach_linear_baseline(val, filters)
+    baseline = lb.fit_linear_baseline(train, cache_dir=tmp_path)
+    scored = lb.attach_linear_baseline(val, baseline)
     assert val.linear_baseline is None and scored.linear_baseline is not None
-    # The baseline's own network scores exactly its stored PSNR: it is measured like a model.
-    report = evaluate(filters[31].module(), scored)
+    # The QP-blind filter's own network scores exactly its stored PSNR at every QP: it is measured
+    # like a model; and the per-QP oracle's network scores exactly the oracle column at its QP.
+    report = evaluate(baseline.blind.module(), scored)
+    for m in report.per_qp:
+        assert m.linear_psnr_y == pytest.approx(scored.linear_baseline.mean_psnr_y(m.qp)) and m.gain_linear_y == 0.0
     m31 = report.per_qp[0]
-    assert m31.linear_psnr_y == pytest.approx(scored.linear_baseline.mean_psnr_y(31)) and m31.gain_linear_y == 0.0
-    by_hand = np.mean([psnr(to_uint8(lb.apply(filters[31], lr)), hr, y=True) for lr, hr in zip(val.lr[31], val.hr)])
+    by_hand = np.mean([psnr(to_uint8(lb.apply(baseline.blind, lr)), hr, y=True) for lr, hr in zip(val.lr[31], val.hr)])
     assert m31.linear_psnr_y == pytest.approx(by_hand, abs=1e-12)
+    oracle = evaluate(baseline.per_qp[31].module(), scored).per_qp[0]
+    assert oracle.gain_linear_oracle_y == 0.0 and oracle.linear_oracle_psnr_y == scored.linear_baseline.mean_oracle_psnr_y(31)
 
     class Lanczos(torch.nn.Module):
         def forward(self, x):
@@ -143,17 +150,20 @@ def test_every_evaluation_reports_the_gain_over_the_linear_baseline(synthetic, t
     report = evaluate(Lanczos(), scored)
     d = report.to_dict()
     for qp, m in d["per_qp"].items():
-        assert {"psnr_y", "lanczos_psnr_y", "gain_y", "linear_psnr_y", "gain_linear_y"} <= set(m)
+        assert {"psnr_y", "lanczos_psnr_y", "gain_y", "linear_psnr_y", "gain_linear_y", "linear_oracle_psnr_y",
+                "gain_linear_oracle_y"} <= set(m)
         assert m["gain_linear_y"] == m["psnr_y"] - m["linear_psnr_y"]
+        assert m["gain_linear_oracle_y"] == m["psnr_y"] - m["linear_oracle_psnr_y"]
         assert m["gain_y"] == 0.0  # Lanczos over Lanczos: the existing numbers are unchanged
     gains = [d["per_qp"][q]["gain_linear_y"] for q in ("31", "63")]
     assert d["gain_linear_y"] == pytest.approx(np.mean(gains)) and d["delta_linear_y"] == pytest.approx(np.mean(gains))
     assert {"gain_y", "delta_y", "images", "dtype"} <= set(d)
     assert EvalReport.from_dict(d).to_dict() == d
-    assert "linear" in report.table() and "over the linear baseline" in report.table()
+    assert "oracle" in report.table() and "over the QP-blind linear baseline" in report.table()
     # A split without a fit reports None, and old records (no linear keys) still load.
     plain = evaluate(Lanczos(), val).to_dict()
     assert plain["gain_linear_y"] is None and plain["delta_linear_y"] is None and plain["per_qp"]["31"]["gain_linear_y"] is None
+    assert plain["gain_linear_oracle_y"] is None
     old = {k: v for k, v in plain.items() if "linear" not in k}
     old["per_qp"] = {q: {k: v for k, v in m.items() if "linear" not in k} for q, m in plain["per_qp"].items()}
     assert EvalReport.from_dict(old).per_qp[0].linear_psnr_y is None
@@ -170,6 +180,8 @@ def test_on_builtin_qp31_the_linear_baseline_beats_lanczos(builtin_qp31):
     linear = val.linear_baseline.mean_psnr_y(31)
     assert linear > lanczos + 0.05, (linear, lanczos)
     assert len(val.linear_baseline.psnr_y[31]) == len(val) == 11
+    # With one QP the QP-blind filter is the per-QP one.
+    assert val.linear_baseline.mean_oracle_psnr_y(31) == linear
 
 
 def test_proxy_data_load_carves_fits_on_train_and_says_so(tmp_path, rng_image):
@@ -183,6 +195,7 @@ def test_proxy_data_load_carves_fits_on_train_and_says_so(tmp_path, rng_image):
     assert "3 train (" in summary and "1 val (carved from train)" in summary and "1 test (carved from train)" in summary
     assert data.train.linear_baseline is None  # fitted on train, scored on val and test only
     for split in (data.val, data.test):
-        keys = split.linear_baseline.filter_keys
-        assert keys[31] == lb.filter_key(data.train, 31)
+        assert split.linear_baseline.filter_key == lb.filter_key(data.train, (31,))
+        assert split.linear_baseline.oracle_keys[31] == lb.filter_key(data.train, (31,))
+    assert sorted(data.train.anchors) == [3, 5, 7] and data.train.anchors[7].key == lb.filter_key(data.train, (31,))
     assert ProxyData.load(folder, qps=(31,), cache_dir=tmp_path / "cache", load_test=False, progress=False).test is None

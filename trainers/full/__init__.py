@@ -11,7 +11,8 @@ batches the uninterrupted one would have). At the end the folder holds:
 - `deploy.ts`: the fused deploy model as TorchScript (runs with torch alone, any input size
   divisible by the arch's down factor);
 - `metrics.json`: the final metrics on the *test* split (``final``, also under ``test``): per-QP
-  PSNR/SSIM, gain and Delta over Lanczos and over the linear baseline fitted on the training split;
+  PSNR/SSIM, gain and Delta over Lanczos and over the QP-blind linear baseline fitted on the training
+  split (and over the per-QP oracle filters);
   the final model's numbers on val (``val``), the data summary (``data``) and the validation history;
 - `validation.jsonl`: one line per periodic validation (on val), steps strictly increasing: a resumed
   run first rewrites it to the validations its checkpoint knows, so none is listed twice.
@@ -39,7 +40,7 @@ from torch import nn
 from search_space.arch import ArchConfig
 from search_space.configio import atomic_write, content_hash
 from search_space.errors import UserError
-from search_space.network import build, deploy
+from search_space.network import build, deploy, fitted_anchors
 from trainers.splits import image_keys
 from trainers.evaluate import evaluate
 from trainers.loop import Diverged, Trainer
@@ -138,6 +139,11 @@ def run_full(
         log(f"[full] resuming from step {trainer.step}/{config.steps} ({ckpt_path})")
     else:
         log(f"[full] {config.arch.summary()} | recipe {config.recipe.name} ({config.recipe.hash}) | {config.steps} steps | device {device}")
+    for anchor in fitted_anchors(trainer.model):
+        # An export's weights hold the filter of the search's data; a full run fits its own.
+        log(f"[full] fitted anchor: the {anchor.kernel}x{anchor.kernel} QP-blind least-squares filter of this run's own training "
+            f"split ({len(data.train)} images of {data.train.source}, QPs {list(data.train.qps)}; fit {anchor.fit_key}); "
+            "an export's weights hold the filter of the search's data, the same only if the data is")
     _restart_validation_log(out / VALIDATION_LOG, history)
 
     def checkpoint() -> None:
@@ -149,7 +155,7 @@ def run_full(
         history.append(entry)
         with (out / VALIDATION_LOG).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
-        linear = "" if report.gain_linear_y is None else f", {report.gain_linear_y:+.3f} dB over the linear baseline"
+        linear = "" if report.gain_linear_y is None else f", {report.gain_linear_y:+.3f} dB over the QP-blind linear baseline"
         log(f"[full] step {trainer.step}: val mean gain {report.gain_y:+.3f} dB over Lanczos{linear} ({device})")
         return entry
 
@@ -257,6 +263,7 @@ def _finish(trainer: Trainer, config: RunConfig, data: ProxyData, *, out: Path, 
         "device": device,
         "degradation": data.train.spec.hash,
         "data": _data_record(data),
+        "fitted_anchor": [{"kernel": a.kernel, "fit_key": a.fit_key} for a in fitted_anchors(fused)],
         "final_split": "test",
         "final": final.to_dict(),
         "test": final.to_dict(),
