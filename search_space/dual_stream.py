@@ -29,6 +29,12 @@ linear). This equals the training form for every input, negative ones included, 
 activations are in both. `fuse(clip=True)` adds ETDS's conv/ReLU clamp to [0, 1] (negated tail, ReLU,
 1x1 conv `1 - v`, ReLU): the form ETDS deploys and counts, equal to `clamp(training output, 0, 1)`.
 
+Online re-parameterization (`search_space.blocks.OnlineReparam`): in training mode with the switch on,
+`forward` runs the merged form, one conv per layer, whose kernels `_merged_convs()` builds every step
+from the live weights; `fuse()` builds its convs from the same `_merged_convs()`, so the two cannot
+drift. Exact at the borders: every merged conv is a 3x3 on zero-padded inputs, as are the convs it
+merges. `forward_streams` always runs the two streams apart (it also returns the residual output).
+
 Differences from the ETDS code: the cross convs K_r2b and K_b2r carry no bias (in ETDS K_r2b's bias
 is added to K_b's: two biases for one sum; the deploy conv is the same); K_b2r is optional (ETDS's
 "advanced residual" ablation, off by default as in ETDS); the Feature-Enhanced Module of
@@ -40,11 +46,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.blocks import Block, get_block, make_activation
+from search_space.blocks import LinearBlock, OnlineReparam, get_block, make_activation
 from search_space.blocks.base import zero_
-from search_space.blocks.fusion import add_bias, to_conv2d
+from search_space.blocks.fusion import Conv, add_bias, to_conv2d
 from search_space.errors import UserError
 
 __all__ = ["ANCHOR_SAFE_ACTIVATIONS", "SCALE", "DualStreamSR"]
@@ -56,7 +63,7 @@ ANCHOR_SAFE_ACTIVATIONS: tuple[str, ...] = ("relu", "lrelu", "prelu", "none")
 _COLORS = 3
 
 
-class DualStreamSR(nn.Module):
+class DualStreamSR(OnlineReparam, nn.Module):
     """ETDS's training form (x4, no unshuffle): a backbone of `channels` and a residual stream of
     `residual_channels` channels, merged by `fuse()` into plain convs of `channels + residual_channels`.
 
@@ -102,15 +109,20 @@ class DualStreamSR(nn.Module):
         self.acts = nn.ModuleList(make_activation(act, b) for _ in range(blocks + 1))
         self.residual_acts = nn.ModuleList(make_activation(act, r) for _ in range(blocks + 1))
         self.shuffle = nn.PixelShuffle(SCALE)
-        if blocks:  # fail here, not at deploy time; fuse() may build (and so randomly init) convs
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                _single_conv(self.body[0].fuse(), backbone_block)
+        if blocks:  # fail here, not at deploy time
+            _check_single_conv(self.body[0], backbone_block)
         self.reset_residual_stream_()
 
     # -- training form ------------------------------------------------------------------------------
 
     def forward(self, x: Tensor) -> Tensor:
         """LR RGB (N, 3, H, W) in [0, 1] -> (N, 3, 4H, 4W), not clamped."""
+        if self.runs_online():
+            _check_input(x)
+            *layers, tail = self._merged_convs()
+            for index, (weight, bias) in enumerate(layers):
+                x = self._merged_act_forward(index, F.conv2d(x, weight, bias, padding=1))
+            return self.shuffle(F.conv2d(x, *tail, padding=1))
         return self.forward_streams(x)[0]
 
     def forward_streams(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,8 +131,7 @@ class DualStreamSR(nn.Module):
         ETDS trains with `L(output, hr) + 0.5 * L(residual output, hr)` (etds_model.py,
         `interpolation_loss_weight` 0.5), so the residual stream stays a low-frequency image.
         """
-        if x.ndim != 4 or x.shape[1] != _COLORS:
-            raise UserError(f"the dual-stream network takes RGB batches shaped (N, 3, H, W), got {tuple(x.shape)}")
+        _check_input(x)
         b = self.acts[0](self.head(x))
         r = self.residual_acts[0](self.residual_head(x))
         for i, block in enumerate(self.body):
@@ -186,30 +197,48 @@ class DualStreamSR(nn.Module):
         `clamp(training output, 0, 1)`; its tail and 1x1 conv carry biases (the constant 1) even
         when `bias=False`.
         """
+        *merged, (weight, bias) = self._merged_convs()
         layers: list[nn.Module] = []
-        widths = (self.channels, self.residual_channels)
-        weight = torch.cat([self.head.weight, self.residual_head.weight])
-        bias = _cat_bias(self.head.bias, self.residual_head.bias, sizes=widths, like=weight)
-        layers += [to_conv2d((weight, bias)), self._merged_act(0)]
-        for i, block in enumerate(self.body):
-            kb = _single_conv(block.fuse(), self.backbone_block)
-            kr2b = self.residual_to_backbone[i].weight
-            kr = self.residual_body[i].weight
-            if self.backbone_to_residual:
-                kb2r = self.backbone_to_residual[i].weight
-            else:
-                kb2r = kr.new_zeros(self.residual_channels, self.channels, 3, 3)
-            weight = torch.cat([torch.cat([kb.weight, kr2b], dim=1), torch.cat([kb2r, kr], dim=1)])
-            bias = _cat_bias(kb.bias, self.residual_body[i].bias, sizes=widths, like=weight)
-            layers += [to_conv2d((weight, bias)), self._merged_act(i + 1)]
-        weight = torch.cat([self.tail.weight, self.residual_tail.weight], dim=1)
-        bias = add_bias(self.tail.bias, self.residual_tail.bias)
+        for index, conv in enumerate(merged):
+            layers += [to_conv2d(conv), self._merged_act(index)]
         if clip:
             layers += _clip_tail(weight, bias)
         else:
             layers.append(to_conv2d((weight, bias)))
         layers.append(nn.PixelShuffle(SCALE))
         return nn.Sequential(*layers)
+
+    def _merged_convs(self) -> list[Conv]:
+        """`(weight, bias)` of every merged conv, head first, tail last: differentiable in the weights.
+
+        Head: [head; residual_head] stacked along the output. Layer i: the block kernel
+        [[K_b, K_r2b], [K_b2r, K_r]] (K_b2r = 0 when absent). Tail: [tail, residual_tail] along the
+        input (the two shuffled outputs are summed, and the shuffle is linear).
+        """
+        widths = (self.channels, self.residual_channels)
+        weight = torch.cat([self.head.weight, self.residual_head.weight])
+        convs = [(weight, _cat_bias(self.head.bias, self.residual_head.bias, sizes=widths, like=weight))]
+        for i, block in enumerate(self.body):
+            kb, kb_bias = block.fused_kernel()
+            kr2b = self.residual_to_backbone[i].weight
+            kr = self.residual_body[i].weight
+            if self.backbone_to_residual:
+                kb2r = self.backbone_to_residual[i].weight
+            else:
+                kb2r = kr.new_zeros(self.residual_channels, self.channels, 3, 3)
+            weight = torch.cat([torch.cat([kb, kr2b], dim=1), torch.cat([kb2r, kr], dim=1)])
+            convs.append((weight, _cat_bias(kb_bias, self.residual_body[i].bias, sizes=widths, like=weight)))
+        weight = torch.cat([self.tail.weight, self.residual_tail.weight], dim=1)
+        convs.append((weight, add_bias(self.tail.bias, self.residual_tail.bias)))
+        return convs
+
+    def _merged_act_forward(self, index: int, z: Tensor) -> Tensor:
+        """Layer `index`'s two activations applied to the merged B + R channels, differentiably
+        (PReLU: the two slope vectors concatenated; the others are the same map on every channel)."""
+        backbone, residual = self.acts[index], self.residual_acts[index]
+        if isinstance(backbone, nn.PReLU):
+            return F.prelu(z, torch.cat([backbone.weight, residual.weight]))
+        return backbone(z)
 
     def _merged_act(self, index: int) -> nn.Module:
         backbone, residual = self.acts[index], self.residual_acts[index]
@@ -251,18 +280,18 @@ def _check_args(*, channels: int, residual_channels: int, blocks: int, act: str)
         )
 
 
-def _single_conv(fused: nn.Module, name: str) -> nn.Conv2d:
-    """The one 3x3 conv of a block's deploy form (built with act="none"), or a UserError."""
-    convs = [m for m in fused.modules() if isinstance(m, nn.Conv2d)]
-    others = [m for m in fused.modules() if not isinstance(m, (nn.Conv2d, nn.Sequential, nn.Identity))]
-    if len(convs) == 1 and not others and not isinstance(fused, Block):
-        conv = convs[0]
-        if conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.stride == (1, 1) and conv.groups == 1:
-            return conv
-    raise UserError(
-        f"block {name!r} does not fuse to a single dense 3x3 conv, so it cannot be a dual-stream backbone "
-        "kernel (each layer merges into one conv); use a block such as 'conv', 'rep' or 'ecb'"
-    )
+def _check_input(x: Tensor) -> None:
+    if x.ndim != 4 or x.shape[1] != _COLORS:
+        raise UserError(f"the dual-stream network takes RGB batches shaped (N, 3, H, W), got {tuple(x.shape)}")
+
+
+def _check_single_conv(block: nn.Module, name: str) -> None:
+    """A UserError unless `block` fuses to a single dense 3x3 conv (a `LinearBlock`)."""
+    if not isinstance(block, LinearBlock):
+        raise UserError(
+            f"block {name!r} does not fuse to a single dense 3x3 conv, so it cannot be a dual-stream backbone "
+            "kernel (each layer merges into one conv); use a block such as 'conv', 'rep' or 'ecb'"
+        )
 
 
 def _set_identity_(conv: nn.Conv2d, pairs: list[tuple[int, int]]) -> None:

@@ -15,10 +15,23 @@ from search_space.blocks import (
 from search_space.blocks.base import (
     ACTIVATIONS,
     Block,
+    LinearBlock,
+    OnlineReparam,
     get_block,
     list_blocks,
     make_activation,
     register_block,
+    set_online_reparam,
 )
 
-__all__ = ["ACTIVATIONS", "Block", "get_block", "list_blocks", "make_activation", "register_block"]
+__all__ = [
+    "ACTIVATIONS",
+    "Block",
+    "LinearBlock",
+    "OnlineReparam",
+    "get_block",
+    "list_blocks",
+    "make_activation",
+    "register_block",
+    "set_online_reparam",
+]

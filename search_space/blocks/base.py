@@ -8,6 +8,15 @@ borders included (see DESIGN.md and reference/blocks_and_protocol.md section 1.0
 A block also knows how to silence itself (`zero_output_()`): a network with an interpolation anchor
 starts with its last learned layer at exactly zero, so its output at step 0 is the anchor's. Only
 the block knows which of its tensors end each branch (and how to cancel a parameter-free identity).
+
+Online re-parameterization (`OnlineReparam`, `set_online_reparam`): a module whose branches are all
+linear equals one conv whose kernel is a function of the branch weights. In training mode with the
+switch on, it builds that kernel every step with the same differentiable algebra `fuse()` uses
+(`fused_kernel()`) and runs one conv: the same function of the same parameters, so the same loss
+and gradients (up to round-off), at the deploy network's cost. Off by default, so the training form
+stays the independent multi-branch reference the fusion tests compare `fuse()` against; the trainer
+switches it on (recipe key `online_reparam`). In eval mode the multi-branch form always runs: the
+proxy's fusion check compares the deploy model with it.
 """
 
 from __future__ import annotations
@@ -17,19 +26,24 @@ from abc import ABC, abstractmethod
 from typing import Callable, ClassVar, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from search_space.blocks.fusion import Conv, to_conv2d
 from search_space.errors import UserError
 
 __all__ = [
     "ACTIVATIONS",
     "Block",
+    "LinearBlock",
+    "OnlineReparam",
     "check_width",
     "get_block",
     "list_blocks",
     "make_activation",
     "register_block",
     "minus_identity_",
+    "set_online_reparam",
     "zero_",
 ]
 
@@ -89,6 +103,36 @@ def minus_identity_(conv: nn.Conv2d) -> None:
     index = torch.arange(out_ch, device=conv.weight.device)
     conv.weight[index, index, kh // 2, kw // 2] = -1.0
     zero_(conv.bias)
+
+
+class OnlineReparam:
+    """Mixin of modules that can run their linear branches as the one conv they fuse to.
+
+    `online_reparam` is a plain attribute (not a buffer): it is a way of computing, not a weight, so
+    state dicts, checkpoints and `deploy()` do not see it. `set_online_reparam` sets it on a tree.
+    """
+
+    #: Off by default: the multi-branch form is the reference (see the module docstring).
+    online_reparam: bool = False
+    training: bool
+
+    def runs_online(self) -> bool:
+        """True when this forward should run the fused kernel: switched on and in training mode."""
+        return self.online_reparam and self.training
+
+
+def set_online_reparam(module: nn.Module, enabled: bool) -> int:
+    """Switch online re-parameterization on or off for every `OnlineReparam` module in `module`.
+
+    Returns how many modules were switched (0: nothing in the model has linear branches to fuse).
+    Why a walk, not a global: two models in one process (a teacher, a comparison run) may differ.
+    """
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, OnlineReparam):
+            sub.online_reparam = bool(enabled)
+            count += 1
+    return count
 
 
 class Block(nn.Module, ABC):
@@ -153,6 +197,38 @@ class Block(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return f"{self.in_ch}->{self.out_ch}, bias={self.bias}, act={self.act_name}"
+
+
+class LinearBlock(OnlineReparam, Block):
+    """A block whose branches are all linear: `act(sum of branches)` at training, `act(one 3x3 conv)` at deploy.
+
+    Subclasses give the two computations of the same linear map: `forward_branches()` (the
+    multi-branch training form, before the activation) and `fused_kernel()` (the 3x3 conv, built
+    with differentiable ops from the live parameters). `fuse()` and the online forward both use
+    `fused_kernel()`, so the deploy conv and the kernel trained online cannot drift apart.
+    """
+
+    @abstractmethod
+    def forward_branches(self, x: Tensor) -> Tensor:
+        """The multi-branch training form, before the activation."""
+
+    @abstractmethod
+    def fused_kernel(self) -> Conv:
+        """`(weight (out, in, 3, 3), bias or None)` of the conv (`padding=1`) the branches sum to.
+
+        Differentiable in the branch parameters (no `no_grad`, no detach): the online forward
+        backpropagates through it.
+        """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.runs_online():
+            weight, bias = self.fused_kernel()
+            return self.act(F.conv2d(x, weight, bias, padding=1))
+        return self.act(self.forward_branches(x))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Module:
+        return nn.Sequential(to_conv2d(self.fused_kernel()), self._deploy_act())
 
 
 def register_block(name: str) -> Callable[[B], B]:

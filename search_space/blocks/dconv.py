@@ -20,8 +20,10 @@ Convolution"), and how each phrase maps to a branch here:
   The fold is exact with zero padding, borders included: a tap outside the image is 0 in both forms.
 
 Each branch has its own learnable weights (and bias when `bias=True`); the deploy bias is their sum.
-The training form computes every branch from explicit pixel differences/sums (not from the folded
-kernel), so the fusion test compares two independent computations.
+The multi-branch training form computes every branch from explicit pixel differences/sums (not
+from the folded kernel), so the fusion test compares two independent computations; with online
+re-parameterization on, training runs the folded kernel instead (`fused_kernel()`, shared with
+`fuse()`).
 
 Approximate: no code or factsheet for DConv is public (reference 1.9), so the exact weighting of
 each operator is our reading of the text above.
@@ -41,14 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, make_activation, register_block, zero_
+from search_space.blocks.base import LinearBlock, OnlineReparam, make_activation, register_block, zero_
 from search_space.blocks.fusion import (
     Conv,
-    add_branches,
+    add_bias,
     centre_taps,
     fold_directional_difference,
     fold_pixel_difference,
-    to_conv2d,
 )
 from search_space.errors import UserError
 
@@ -90,15 +91,22 @@ def _add_branch_parameters(module: nn.Module, in_ch: int, out_ch: int, kernel: i
     module.aggregate_bias = _optional_bias(out_ch, fan_window, bias)
 
 
-def _folded_branches(module: nn.Module) -> list[Conv]:
-    """The five branches of a decoupled conv as `(k x k kernel, bias)` pairs (P-pd, any kernel size)."""
-    return [
+def _folded_kernel(module: nn.Module) -> Conv:
+    """The five branches of a decoupled conv summed into one `(k x k kernel, bias)` (P-pd, P-par, any
+    kernel size). Differentiable: the online forward and `fuse()` both use it."""
+    branches = [
         (module.vanilla.weight, module.vanilla.bias),
         (fold_pixel_difference(module.central_weight, sign=-1.0), module.central_bias),
         (fold_directional_difference(module.horizontal_weight, direction="horizontal"), module.horizontal_bias),
         (fold_directional_difference(module.vertical_weight, direction="vertical"), module.vertical_bias),
         (fold_pixel_difference(module.aggregate_weight, sign=1.0), module.aggregate_bias),
     ]
+    weight = branches[0][0]
+    bias = branches[0][1]
+    for branch_weight, branch_bias in branches[1:]:
+        weight = weight + branch_weight
+        bias = add_bias(bias, branch_bias)
+    return weight, bias
 
 
 def _zero_branches(module: nn.Module) -> None:
@@ -107,7 +115,7 @@ def _zero_branches(module: nn.Module) -> None:
 
 
 @register_block("dconv")
-class DecoupledConvBlock(Block):
+class DecoupledConvBlock(LinearBlock):
     """Vanilla 3x3 + central/horizontal/vertical difference + aggregation branches, then `act`."""
 
     def __init__(self, in_ch: int, out_ch: int, *, bias: bool = True, act: str = "relu") -> None:
@@ -131,22 +139,20 @@ class DecoupledConvBlock(Block):
         diff = padded[..., :-2, :] - padded[..., 2:, :]  # x(top) - x(bottom) at every pixel
         return F.conv2d(diff, self.vertical_weight.unsqueeze(-2), self.vertical_bias, padding=(0, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_branches(self, x: Tensor) -> Tensor:
         y = self.vanilla(x)
         y = y + self._centre_sum(x, self.central_weight, self.central_bias, sign=-1.0)
         y = y + self._horizontal(x) + self._vertical(x)
-        y = y + self._centre_sum(x, self.aggregate_weight, self.aggregate_bias, sign=1.0)
-        return self.act(y)
+        return y + self._centre_sum(x, self.aggregate_weight, self.aggregate_bias, sign=1.0)
 
-    @torch.no_grad()
-    def fuse(self) -> nn.Module:
-        return nn.Sequential(to_conv2d(add_branches(*_folded_branches(self))), self._deploy_act())
+    def fused_kernel(self) -> Conv:
+        return _folded_kernel(self)
 
     def zero_output_(self) -> None:
         _zero_branches(self)
 
 
-class DecoupledStridedConv(nn.Module):
+class DecoupledStridedConv(OnlineReparam, nn.Module):
     """USTC Noah's strided DConv: five decoupled branches on a `kernel` x `kernel` window, stride `stride`.
 
     Default 4x4, stride 2, padding 1: an even H x W input gives exactly H/2 x W/2 (window rows
@@ -167,8 +173,9 @@ class DecoupledStridedConv(nn.Module):
     column, is the k = 3 case; a weight per mirrored pair would be the richer alternative). At k = 3,
     stride 1 this module computes what `dconv` computes with the same weights.
 
-    The training form reads every branch from explicit differences of the zero-padded window
-    (`F.unfold`), not from the folded kernel. `fuse()` folds them into one conv of the same geometry.
+    The multi-branch training form reads every branch from explicit differences of the zero-padded
+    window (`F.unfold`), not from the folded kernel. `fuse()` folds them into one conv of the same
+    geometry (`fused_kernel()`); with online re-parameterization on, training runs that conv.
     """
 
     def __init__(
@@ -203,6 +210,17 @@ class DecoupledStridedConv(nn.Module):
         return windows.view(x.shape[0], self.in_ch, self.kernel, self.kernel, -1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.runs_online():
+            weight, bias = self.fused_kernel()
+            return self.act(F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding))
+        return self.act(self.forward_branches(x))
+
+    def fused_kernel(self) -> Conv:
+        """`(kernel x kernel weight, bias or None)` of the one strided conv the branches sum to."""
+        return _folded_kernel(self)
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        """The multi-branch form, before the activation."""
         height, width = (
             (size + 2 * self.padding - self.kernel) // self.stride + 1 for size in x.shape[-2:]
         )
@@ -219,14 +237,12 @@ class DecoupledStridedConv(nn.Module):
         for branch_bias in (self.central_bias, self.horizontal_bias, self.vertical_bias, self.aggregate_bias):
             if branch_bias is not None:
                 y = y + branch_bias[:, None]
-        y = y.view(x.shape[0], self.out_ch, height, width) + self.vanilla(x)
-        return self.act(y)
+        return y.view(x.shape[0], self.out_ch, height, width) + self.vanilla(x)
 
     @torch.no_grad()
     def fuse(self) -> nn.Sequential:
         """`nn.Sequential(nn.Conv2d(in, out, kernel, stride, padding, bias=bias), act)`: fresh tensors."""
-        branches = _folded_branches(self)
-        weight = sum(w for w, _ in branches)
+        weight, bias = self.fused_kernel()
         conv = nn.Conv2d(
             self.in_ch,
             self.out_ch,
@@ -239,7 +255,8 @@ class DecoupledStridedConv(nn.Module):
         )
         conv.weight.copy_(weight)
         if conv.bias is not None:
-            conv.bias.copy_(sum(b for _, b in branches if b is not None))
+            assert bias is not None
+            conv.bias.copy_(bias)
         return nn.Sequential(conv, copy.deepcopy(self.act))
 
     def zero_output_(self) -> None:

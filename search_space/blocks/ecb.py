@@ -6,7 +6,8 @@ Five parallel branches, summed, then the activation:
 3-5. a 1x1 conv (in -> out) then a fixed depthwise edge filter (Sobel-x, Sobel-y, Laplacian) with a
    learnable per-channel scale and bias (the 1x1 has no bias here: it would cancel, see EdgeBranch).
 Fixed edge filters give the block cheap access to high frequencies, which is where SR gains live.
-All branches are linear, so the deploy form is one 3x3 conv plus the activation.
+All branches are linear, so the deploy form is one 3x3 conv plus the activation (a `LinearBlock`:
+online re-parameterization trains that conv's kernel as a function of the branches).
 
 `bias=False` removes every bias: the convs' and the edge branches' learnable bias. The per-channel
 scale of the edge branches stays; it multiplies the mask and creates no bias, so the deploy conv is
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, minus_identity_, register_block, zero_
+from search_space.blocks.base import LinearBlock, minus_identity_, register_block, zero_
 from search_space.blocks.fusion import (
     Conv,
     add_branches,
@@ -29,7 +30,6 @@ from search_space.blocks.fusion import (
     fuse_1x1_then_3x3,
     identity_kernel,
     pad_with_bias,
-    to_conv2d,
 )
 from search_space.blocks.rep import Conv1x1Conv3x3
 from search_space.errors import UserError
@@ -85,7 +85,7 @@ class EdgeBranch(nn.Module):
 
 
 @register_block("ecb")
-class ECBlock(Block):
+class ECBlock(LinearBlock):
     """Edge-oriented Convolution Block: five linear branches (+ optional identity), then `act`."""
 
     def __init__(
@@ -116,22 +116,21 @@ class ECBlock(Block):
         """Branch 2 (`equivalent()` gives its 3x3 conv, `last` its final conv); `rep_edge` overrides it."""
         return Conv1x1Conv3x3(in_ch, mid, out_ch, bias=bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_branches(self, x: Tensor) -> Tensor:
         y = self.conv3(x) + self.expand(x)
         for edge in self.edges:
             y = y + edge(x)
         if self.with_idt:
             y = y + x
-        return self.act(y)
+        return y
 
-    @torch.no_grad()
-    def fuse(self) -> nn.Module:
+    def fused_kernel(self) -> Conv:
         branches = [from_conv2d(self.conv3), self.expand.equivalent()]
         branches += [edge.equivalent() for edge in self.edges]
         if self.with_idt:
             weight = self.conv3.weight
             branches.append((identity_kernel(self.out_ch, dtype=weight.dtype, device=weight.device), None))
-        return nn.Sequential(to_conv2d(add_branches(*branches)), self._deploy_act())
+        return add_branches(*branches)
 
     def zero_output_(self) -> None:
         # Last stage of each branch: the 3x3, the expand path's last conv, each edge filter's scale and bias.

@@ -1,6 +1,7 @@
 """RepVGG-family blocks without BatchNorm: `rep`, `rep_expand` (Lanczos++ style), `rep_casr` (CASR).
 
-All three are linear sums of conv chains during training and one 3x3 conv (+ activation) at deploy.
+All three are linear sums of conv chains during training and one 3x3 conv (+ activation) at deploy
+(`LinearBlock`: with online re-parameterization on, training runs that one conv too).
 They are BN-free, as in the SR variants (CASR, RVSR, ECBSR), so the `bias` flag controls every
 bias of the training form and of the deploy conv. Reference: `blocks_and_protocol.md` 1.1-1.3.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, check_width, minus_identity_, register_block, zero_
+from search_space.blocks.base import LinearBlock, check_width, minus_identity_, register_block, zero_
 from search_space.blocks.fusion import (
     Conv,
     add_branches,
@@ -19,7 +20,6 @@ from search_space.blocks.fusion import (
     fuse_3x3_then_1x1,
     identity_kernel,
     pad_with_bias,
-    to_conv2d,
 )
 
 __all__ = ["Conv1x1Conv3x3", "RepBlock", "RepCASRBlock", "RepExpandBlock"]
@@ -51,7 +51,7 @@ class Conv1x1Conv3x3(nn.Module):
 
 
 @register_block("rep")
-class RepBlock(Block):
+class RepBlock(LinearBlock):
     """RepVGG without BN: `act(conv3x3(x) + conv1x1(x) + shortcut(x))`.
 
     The shortcut is the identity when `in_ch == out_ch`, otherwise a 1x1 conv (CASR's `conv1_res`),
@@ -64,19 +64,17 @@ class RepBlock(Block):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 1, bias=bias)
         self.shortcut = None if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1, bias=bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_branches(self, x: Tensor) -> Tensor:
         skip = x if self.shortcut is None else self.shortcut(x)
-        return self.act(self.conv3(x) + self.conv1(x) + skip)
+        return self.conv3(x) + self.conv1(x) + skip
 
-    @torch.no_grad()
-    def fuse(self) -> nn.Module:
+    def fused_kernel(self) -> Conv:
         weight = self.conv3.weight
         if self.shortcut is None:
             skip: Conv = (identity_kernel(self.out_ch, dtype=weight.dtype, device=weight.device), None)
         else:
             skip = from_conv2d(self.shortcut)
-        fused = add_branches(from_conv2d(self.conv3), from_conv2d(self.conv1), skip)
-        return nn.Sequential(to_conv2d(fused), self._deploy_act())
+        return add_branches(from_conv2d(self.conv3), from_conv2d(self.conv1), skip)
 
     def zero_output_(self) -> None:
         zero_(self.conv3.weight, self.conv3.bias, self.conv1.weight, self.conv1.bias)
@@ -87,7 +85,7 @@ class RepBlock(Block):
 
 
 @register_block("rep_expand")
-class RepExpandBlock(Block):
+class RepExpandBlock(LinearBlock):
     """Lanczos++ RepBlock: `act(reduce1x1(conv3x3(expand1x1(x))) + shortcut1x1(x))`.
 
     The 1x1 expands `in_ch -> expand * in_ch` (4x in the survey, Sec. 3.2), the 3x3 keeps that width
@@ -107,21 +105,19 @@ class RepExpandBlock(Block):
         self.reduce = nn.Conv2d(mid, out_ch, 1, bias=bias)
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1, bias=bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.reduce(self.body(x)) + self.shortcut(x))
+    def forward_branches(self, x: Tensor) -> Tensor:
+        return self.reduce(self.body(x)) + self.shortcut(x)
 
-    @torch.no_grad()
-    def fuse(self) -> nn.Module:
+    def fused_kernel(self) -> Conv:
         main = fuse_3x3_then_1x1(self.body.equivalent(), from_conv2d(self.reduce))
-        fused = add_branches(main, from_conv2d(self.shortcut))
-        return nn.Sequential(to_conv2d(fused), self._deploy_act())
+        return add_branches(main, from_conv2d(self.shortcut))
 
     def zero_output_(self) -> None:
         zero_(self.reduce.weight, self.reduce.bias, self.shortcut.weight, self.shortcut.bias)
 
 
 @register_block("rep_casr")
-class RepCASRBlock(Block):
+class RepCASRBlock(LinearBlock):
     """CASR RepBlockV5: `act(A(x) + B(x) + shortcut(x))`, A/B = 3x3 (in -> mid) then 1x1 (mid -> out).
 
     `mid_a=256`, `mid_b=128` are CASR's widths (fixed, independent of the channel count); they only
@@ -150,12 +146,11 @@ class RepCASRBlock(Block):
         )
         self.shortcut = None if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1, bias=bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_branches(self, x: Tensor) -> Tensor:
         skip = x if self.shortcut is None else self.shortcut(x)
-        return self.act(self.branch_a(x) + self.branch_b(x) + skip)
+        return self.branch_a(x) + self.branch_b(x) + skip
 
-    @torch.no_grad()
-    def fuse(self) -> nn.Module:
+    def fused_kernel(self) -> Conv:
         branches = [
             fuse_3x3_then_1x1(from_conv2d(seq[0]), from_conv2d(seq[1]))
             for seq in (self.branch_a, self.branch_b)
@@ -165,7 +160,7 @@ class RepCASRBlock(Block):
             branches.append((identity_kernel(self.out_ch, dtype=weight.dtype, device=weight.device), None))
         else:
             branches.append(from_conv2d(self.shortcut))
-        return nn.Sequential(to_conv2d(add_branches(*branches)), self._deploy_act())
+        return add_branches(*branches)
 
     @torch.no_grad()
     def zero_output_(self) -> None:

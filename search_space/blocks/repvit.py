@@ -16,7 +16,8 @@ reproduces the paper's 15.6 G):
     s = t * sigmoid(W2 relu(W1 mean_hw(t)))     timm SqueezeExcite(C, 0.25): C -> make_divisible(C/4, 8)
     y = s + W4 act(W3 s)                        FFN residual, 1x1 C -> 2C -> C, GELU in RVSR
 There is no residual around the squeeze-excite or around the whole block. Deploy: the RepConv is one
-3x3 conv; the squeeze-excite and the FFN stay 1x1 convs with their pooling and activations.
+3x3 conv; the squeeze-excite and the FFN stay 1x1 convs with their pooling and activations. Online
+re-parameterization fuses the RepConv alone (its branches are linear); the rest trains as deployed.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ import copy
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_space.blocks.base import (
     Block,
+    LinearBlock,
+    OnlineReparam,
     check_width,
     make_activation,
     minus_identity_,
@@ -116,7 +120,7 @@ class ExpandConvReduce(nn.Module):
         return fuse_3x3_then_1x1(self.body.equivalent(), from_conv2d(self.reduce))
 
 
-class RVSRRepConv(nn.Module):
+class RVSRRepConv(OnlineReparam, nn.Module):
     """RVSR's RepConv (see the module docstring), generalised to `in_ch != out_ch`.
 
     When the widths differ the identity is dropped (there is no identity to add) and nothing
@@ -133,13 +137,20 @@ class RVSRRepConv(nn.Module):
         self.identity = in_ch == out_ch
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.runs_online():
+            weight, bias = self.fused_kernel()
+            return F.conv2d(x, weight, bias, padding=1)
+        return self.forward_branches(x)
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        """The multi-branch form."""
         out = self.conv3(x) + self.conv1(x)
         for branch in self.branches:
             out = out + branch(x)
         return out + x if self.identity else out
 
-    def equivalent(self) -> Conv:
-        """The single 3x3 conv (`padding=1`) this module equals, border included."""
+    def fused_kernel(self) -> Conv:
+        """The single 3x3 conv (`padding=1`) this module equals, border included (differentiable)."""
         parts = [branch.equivalent() for branch in self.branches]
         parts += [from_conv2d(self.conv3), from_conv2d(self.conv1)]
         if self.identity:
@@ -161,7 +172,7 @@ class RVSRRepConv(nn.Module):
 
 
 @register_block("rep_rvsr")
-class RVSRRepConvBlock(Block):
+class RVSRRepConvBlock(LinearBlock):
     """`act(RepConv(x))`: RVSR's RepConv as a standalone re-parameterizable 3x3 block.
 
     In RVSR it appears without an activation (the tail's `RepConv -> 1x1`; use `act="none"` for
@@ -177,12 +188,11 @@ class RVSRRepConvBlock(Block):
         self.ratio = ratio
         self.repconv = RVSRRepConv(in_ch, out_ch, ratio=ratio, bias=bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.repconv(x))
+    def forward_branches(self, x: Tensor) -> Tensor:
+        return self.repconv.forward_branches(x)
 
-    @torch.no_grad()
-    def fuse(self) -> nn.Module:
-        return nn.Sequential(to_conv2d(self.repconv.equivalent()), self._deploy_act())
+    def fused_kernel(self) -> Conv:
+        return self.repconv.fused_kernel()
 
     def zero_output_(self) -> None:
         self.repconv.zero_output_()
@@ -262,7 +272,7 @@ class RepViTBlock(Block):
     @torch.no_grad()
     def fuse(self) -> nn.Module:
         return RepViTDeploy(
-            to_conv2d(self.mixer.equivalent()),
+            to_conv2d(self.mixer.fused_kernel()),
             copy.deepcopy(self.se),
             copy.deepcopy(self.ffn_in),
             self._deploy_act(),

@@ -19,6 +19,11 @@ Nothing fuses across the pooling, the multiply or the activations, so the deploy
 convs (3x3, depthwise 3x3 at the pooled size, 1x1, 3x3, 1x1) and parameter-free glue modules; its MACs
 are not proportional to the area (the depthwise conv runs at floor(h/8) x floor(w/8)).
 
+Online re-parameterization has nothing to do here: the training form already is the deploy form. The
+one adjacent linear pair, `out` (1x1) then CCM's `expand` (3x3, zero-padded), is not one conv at the
+border when it has biases (the ring would need `out`'s bias, reference 1.0 P-13), and the deploy form
+keeps both convs; fusing them for training alone would save about 1/14 of the pair's MACs.
+
 Sizes the code does not handle: `adaptive_max_pool2d` to `h // 8` gives an empty map below 8 pixels and
 the interpolation then fails; here the pooled size is at least 1 (a global max), which equals the code
 wherever the code runs. An odd C cannot be chunked into the code's `C // 2`-channel depthwise conv; here

@@ -12,7 +12,8 @@ intermediate ring equal to the 1x1 bias, which is what makes the fused 3x3 exact
 
 The attention is parameter-free and odd-symmetric; the activations and the attention sit between
 the convs, so fusion stops there: the deploy form (`SPABDeploy`) keeps three 3x3 convs and the
-non-linear glue. The block's `act` is the in-block activation (SiLU in SPAN, the default here);
+non-linear glue. Online re-parameterization fuses each Conv3XC on its own (its linear part), so a
+SPAB trains as three 3x3 convs too. The block's `act` is the in-block activation (SiLU in SPAN, the default here);
 nothing is applied after the block. `in_ch == out_ch` is required by the residual.
 
 `bias=False` removes every bias of the Conv3XC convs (SPAN always keeps them), so the deploy
@@ -28,7 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_space.blocks.base import Block, check_width, make_activation, register_block, zero_
+from search_space.blocks.base import (
+    Block,
+    LinearBlock,
+    OnlineReparam,
+    check_width,
+    make_activation,
+    register_block,
+    zero_,
+)
 from search_space.blocks.fusion import (
     Conv,
     add_branches,
@@ -41,8 +50,11 @@ from search_space.blocks.fusion import (
 __all__ = ["Conv3XC", "Conv3XCBlock", "SPABDeploy", "SPABlock", "SPABlockNoAttention"]
 
 
-class Conv3XC(nn.Module):
-    """SPAN's re-parameterizable conv: `reduce(conv3(expand(pad0(x)))) + skip(x)`, gain `g`."""
+class Conv3XC(OnlineReparam, nn.Module):
+    """SPAN's re-parameterizable conv: `reduce(conv3(expand(pad0(x)))) + skip(x)`, gain `g`.
+
+    With online re-parameterization on, training runs the one 3x3 conv it equals (`fused_kernel()`).
+    """
 
     def __init__(self, in_ch: int, out_ch: int, *, gain: int = 2, bias: bool = True) -> None:
         super().__init__()
@@ -52,17 +64,24 @@ class Conv3XC(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.runs_online():
+            weight, bias = self.fused_kernel()
+            return F.conv2d(x, weight, bias, padding=1)
+        return self.forward_branches(x)
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        """The multi-branch form."""
         return self.reduce(self.conv(self.expand(F.pad(x, (1, 1, 1, 1))))) + self.skip(x)
 
-    def equivalent(self) -> Conv:
-        """The single 3x3 conv (`padding=1`) this module equals."""
+    def fused_kernel(self) -> Conv:
+        """The single 3x3 conv (`padding=1`) this module equals (differentiable)."""
         main = fuse_1x1_then_3x3(from_conv2d(self.expand), from_conv2d(self.conv))
         main = fuse_3x3_then_1x1(main, from_conv2d(self.reduce))
         return add_branches(main, from_conv2d(self.skip))
 
 
 @register_block("conv3xc")
-class Conv3XCBlock(Block):
+class Conv3XCBlock(LinearBlock):
     """SPAN's Conv3XC as a block of its own (then `act`): SPAN trains its head (`conv_1`, 3 -> C) and
     the conv before its feature concatenation (`conv_2`) this way (hongyuanyu/SPAN span_arch.py), so
     it is the `end_block` of the `xiaomimm` preset. Fuses into one 3x3 conv."""
@@ -73,12 +92,11 @@ class Conv3XCBlock(Block):
         self.gain = gain
         self.conv = Conv3XC(in_ch, out_ch, gain=gain, bias=bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.conv(x))
+    def forward_branches(self, x: Tensor) -> Tensor:
+        return self.conv.forward_branches(x)
 
-    @torch.no_grad()
-    def fuse(self) -> nn.Module:
-        return nn.Sequential(to_conv2d(self.conv.equivalent()), self._deploy_act())
+    def fused_kernel(self) -> Conv:
+        return self.conv.fused_kernel()
 
     def zero_output_(self) -> None:
         # Both branches end in a 1x1 (reduce, skip): zero them and the sum is exactly 0.
@@ -157,7 +175,7 @@ class SPABlock(Block):
 
     @torch.no_grad()
     def fuse(self) -> nn.Module:
-        c1, c2, c3 = (to_conv2d(conv.equivalent()) for conv in (self.c1, self.c2, self.c3))
+        c1, c2, c3 = (to_conv2d(conv.fused_kernel()) for conv in (self.c1, self.c2, self.c3))
         acts = (self._deploy_act(), copy.deepcopy(self.act2))
         return SPABDeploy((c1, c2, c3), acts, attention=self.attention)
 
