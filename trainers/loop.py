@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from search_space.arch import ArchConfig
+from search_space.blocks import set_online_reparam
 from search_space.errors import UserError
 from search_space.network import build
 from trainers.data import PairedSet, PatchSampler
@@ -157,6 +158,7 @@ class Trainer:
         if stage.remove_bias and self.arch.bias:
             model, self.arch = _strip_biases(self.model.cpu(), self.arch)
             self.model = model.to(self.device)
+        set_online_reparam(self.model, self.recipe.online_reparam)  # train linear branches as one conv
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt_cls = torch.optim.AdamW if stage.optimizer == "adamw" else torch.optim.Adam
         self._optimizer = opt_cls(params, lr=stage.lr, weight_decay=stage.weight_decay)

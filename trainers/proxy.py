@@ -144,6 +144,7 @@ class TrialResult:
     eval: EvalReport | None = None  # on val: what the search selects on
     degradation: str | None = None
     test_eval: EvalReport | None = None  # on test (when the data has one): what a front reports
+    online_reparam: bool | None = None  # trained as fused convs (recipe key); None: recorded before the key
     deploy_state: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -177,6 +178,7 @@ class TrialResult:
             "eval": None if self.eval is None else self.eval.to_dict(),
             "degradation": self.degradation,
             "test_eval": None if self.test_eval is None else self.test_eval.to_dict(),
+            "online_reparam": self.online_reparam,
         }
 
     @classmethod
@@ -230,7 +232,7 @@ def result_fields(arch: ArchConfig, recipe: Recipe, data: ProxyData, *, seed: in
                   device: str) -> dict[str, Any]:
     """The `TrialResult` fields that say what was trained, the same for a success and a failure."""
     return dict(arch_hash=arch.arch_hash, recipe_hash=recipe.hash, seed=seed, steps=steps, threads=threads, device=device,
-                degradation=data.train.spec.hash)
+                degradation=data.train.spec.hash, online_reparam=recipe.online_reparam)
 
 
 def failed_result(exc: BaseException, *, arch: ArchConfig, trainer: Trainer | None, started: float,

@@ -29,6 +29,11 @@ Decisions:
 - `name` and `description` are labels, not content: they are excluded from `Recipe.hash`, so a
   renamed copy of a recipe trains, caches and compares as the same recipe.
 - Step milestones are fractions of the stage, for the same reason the budget is not fixed.
+- `online_reparam` (top level, default true): train every linear multi-branch block as the one conv
+  it fuses to (`search_space.blocks.set_online_reparam`); false trains the multi-branch form, for
+  comparison. Same function, different round-off, so false is a different recipe (its own hash);
+  at the default it is left out of `to_dict()` and of the hash, so recipes written before the key
+  existed keep their hashes (as `ArchConfig.arch_hash` leaves version-2 fields at their defaults out).
 """
 
 from __future__ import annotations
@@ -334,10 +339,14 @@ class Recipe:
     name: str
     stages: tuple[Stage, ...]
     description: str = ""
+    #: Train linear multi-branch blocks as their fused conv (see the module docstring).
+    online_reparam: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise UserError(f"a recipe needs a non-empty name, got {self.name!r}")
+        if not isinstance(self.online_reparam, bool):
+            raise UserError(f"recipe {self.name!r}: online_reparam must be true or false, got {self.online_reparam!r}")
         if not isinstance(self.description, str):
             raise UserError(f"recipe {self.name!r}: description must be a string, got {self.description!r}")
         stages = tuple(self.stages) if isinstance(self.stages, (list, tuple)) else ()
@@ -346,15 +355,25 @@ class Recipe:
 
     @property
     def hash(self) -> str:
-        """First 12 hex digits of sha256 over the canonical JSON of the stages (labels excluded)."""
-        return content_hash([s.to_dict() for s in self.stages])
+        """First 12 hex digits of sha256 over the canonical JSON of the stages (labels excluded).
+
+        `online_reparam` enters only when it is off, so the default keeps the hashes recipes had
+        before the key existed (studies and checkpoints are keyed by them)."""
+        stages = [s.to_dict() for s in self.stages]
+        if self.online_reparam:
+            return content_hash(stages)
+        return content_hash({"stages": stages, "online_reparam": False})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Name, description, stages, and `online_reparam` only when it is off (one spelling per recipe)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "stages": [s.to_dict() for s in self.stages],
         }
+        if not self.online_reparam:
+            out["online_reparam"] = False
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> Recipe:
@@ -374,7 +393,12 @@ class Recipe:
             Stage.from_dict(s, where=f"{where}, stage {i}") for i, s in enumerate(raw_stages, start=1)
         )
         _check_stages(stages, where=where)  # first, so that errors name the file
-        return cls(name=data["name"], stages=stages, description=data.get("description", ""))
+        return cls(
+            name=data["name"],
+            stages=stages,
+            description=data.get("description", ""),
+            online_reparam=data.get("online_reparam", True),
+        )
 
     def stage_bounds(self, total_steps: int) -> list[tuple[int, int]]:
         """Integer `[start, end)` step ranges per stage that tile `range(total_steps)` exactly.
