@@ -284,9 +284,15 @@ def _fuse_and_evaluate(trainer: Trainer, data: ProxyData, *, train_seconds: floa
         fuse_max_rel_err=fuse_err,
         eval=report,
         test_eval=test_report,
-        deploy_state={k: v.clone() for k, v in fused.state_dict().items()} if keep_weights else None,
+        deploy_state=_copy_state(fused) if keep_weights else None,
         **common,
     )
+
+
+def _copy_state(model: nn.Module) -> dict[str, Any]:
+    """A detached copy of ``model``'s state dict: tensors cloned, extra state (a fitted anchor's fit
+    key, a small dict) copied as is."""
+    return {k: v.clone() if isinstance(v, torch.Tensor) else dict(v) for k, v in model.state_dict().items()}
 
 
 def proxy_train(

@@ -1,0 +1,218 @@
+"""Does what is learned on one data source carry over to photographs? (issue 24, item 2)
+
+Fits the linear filters (per-QP oracle and QP-blind, kernels 3, 5, 7: the QP-blind ones are also the
+`fitted` anchors at step 0) and proxy-trains a few designs (three presets with a fitted 7x7 anchor,
+and archs sampled from the `rtsr` study's space) on each training source (`builtin`, `photos`), and
+scores everything on the *test* split of every source, per image: gain over Lanczos in PSNR-Y (dB,
+mean of the QPs), with a 95 % t-interval over the test images. Every job's row is appended to
+`--out` (JSON lines), so a killed run resumes; the Markdown table is rebuilt from all rows.
+
+    python benchmarks/transfer.py                                # builtin and photos, 300 steps
+    python benchmarks/transfer.py --steps 100 --sampled 2 --out /tmp/t.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SOURCES = ("builtin", "photos")
+PRESETS = ("casr", "urpnet", "anunet")
+FILTER_KERNELS = (3, 5, 7)
+_DATA: dict[str, Any] = {}
+
+
+def _load(source: str, qps: tuple[int, ...]) -> Any:
+    from trainers.proxy import ProxyData
+
+    if source not in _DATA:
+        _DATA[source] = ProxyData.load(source, qps=qps, progress=False)
+    return _DATA[source]
+
+
+def _init_worker(qps: tuple[int, ...], sources: tuple[str, ...]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    for source in sources:
+        _load(source, qps)
+
+
+def per_image_gains(predict: Callable[[np.ndarray], Any], pairs: Any) -> list[float]:
+    """Per test image: mean over QPs of PSNR-Y(prediction) - PSNR-Y(Lanczos), in dB, measured as
+    `trainers.evaluate` does (8-bit output, no border crop)."""
+    from trainers.metrics import lanczos_upscale, psnr, to_uint8
+
+    gains = np.zeros(len(pairs))
+    for qp in pairs.qps:
+        for i, (lr, hr) in enumerate(zip(pairs.lr[qp], pairs.hr)):
+            gains[i] += psnr(to_uint8(predict(lr)), hr, y=True) - psnr(lanczos_upscale(lr), hr, y=True)
+    return list(gains / len(pairs.qps))
+
+
+def _score(predict: Callable[[np.ndarray], Any], qps: tuple[int, ...], sources: tuple[str, ...]) -> dict[str, list[float]]:
+    return {source: per_image_gains(predict, _load(source, qps).test) for source in sources}
+
+
+def _filter_job(job: dict[str, Any]) -> dict[str, Any]:
+    from trainers import linear_baseline as lb
+
+    qps, sources = tuple(job["qps"]), tuple(job["sources"])
+    train = _load(job["train"], qps).train
+    if job["kind"] == "oracle":
+        filters = lb.fit_per_qp_filters(train, kernel=job["kernel"])
+        scores = {}
+        for source in sources:
+            test = _load(source, qps).test
+            total = np.zeros(len(test))
+            for qp in qps:  # each QP scored with its own filter: the oracle knows the QP
+                one = dataclasses.replace(test, lr={qp: test.lr[qp]})
+                total += np.array(per_image_gains(lambda lr, f=filters[qp]: lb.apply(f, lr), one))
+            scores[source] = list(total / len(qps))
+    else:
+        blind = lb.fit_pooled_filter(train, kernel=job["kernel"])
+        scores = _score(lambda lr: lb.apply(blind, lr), qps, sources)
+    return {**job, "ok": True, "gains": scores}
+
+
+def _design_job(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from search_space.arch import ArchConfig
+    from search_space.network import build, deploy
+    from trainers.proxy import proxy_train
+
+    qps, sources = tuple(job["qps"]), tuple(job["sources"])
+    arch = ArchConfig.from_dict(job["arch"])
+    t0 = time.perf_counter()
+    result = proxy_train(arch, job["recipe"], _load(job["train"], qps), steps=job["steps"], seed=job["seed"], threads=1)
+    row = {**job, "ok": result.ok, "reason": result.reason, "train_s": time.perf_counter() - t0}
+    if result.ok:
+        net = deploy(build(arch))
+        net.load_state_dict(result.deploy_state)
+
+        def predict(lr: np.ndarray) -> Any:
+            x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).unsqueeze(0).float() / 255.0
+            with torch.inference_mode():
+                return net(x)[0]
+
+        row["gains"] = _score(predict, qps, sources)
+    return row
+
+
+def _run(job: dict[str, Any]) -> dict[str, Any]:
+    return _design_job(job) if job["kind"] == "design" else _filter_job(job)
+
+
+def _job_key(job: dict[str, Any]) -> str:
+    return json.dumps({k: job[k] for k in ("kind", "name", "kernel", "train", "steps", "seed", "recipe", "qps")}, sort_keys=True)
+
+
+def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from nas.calibrate.panel import sample_stratified
+    from nas.study import load_study
+    from search_space.presets import get_preset
+
+    common = {"qps": list(args.qps), "sources": list(args.sources), "steps": None, "seed": args.seed, "recipe": None}
+    jobs = []
+    for train in args.sources:
+        jobs.append({**common, "kind": "oracle", "name": "linear 7x7 per QP (oracle)", "kernel": 7, "train": train})
+        for k in FILTER_KERNELS:
+            jobs.append({**common, "kind": "blind", "name": f"linear {k}x{k} QP-blind = fitted{k} at step 0", "kernel": k,
+                         "train": train})
+    designs = [(f"{p} +fitted7", dataclasses.replace(get_preset(p).arch, global_residual="fitted7")) for p in args.presets]
+    sampled = sample_stratified(load_study("rtsr"), n=args.sampled, seed=args.seed) if args.sampled else []
+    designs += [(f"s{i:02d} {a.summary()}", a) for i, a in enumerate(sampled)]
+    for train in args.sources:
+        for name, arch in designs:
+            jobs.append({**common, "kind": "design", "name": name, "kernel": None, "train": train, "arch": arch.to_dict(),
+                         "steps": args.steps, "recipe": args.recipe})
+    return jobs
+
+
+def _cell(values: list[float] | None) -> str:
+    from reports.stats import mean_interval
+
+    if not values:
+        return "-"
+    iv = mean_interval(values)
+    return f"{iv.estimate:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"
+
+
+def render(rows: list[dict[str, Any]], sources: tuple[str, ...]) -> str:
+    """One row per (thing, training source); one column per test source."""
+    head = "| what | trained on | " + " | ".join(f"{s} test: gain vs Lanczos [dB], 95 % CI" for s in sources) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(sources)]
+    order = {"oracle": 0, "blind": 1, "design": 2}
+    for r in sorted(rows, key=lambda r: (order[r["kind"]], r["name"], SOURCES.index(r["train"]) if r["train"] in SOURCES else 9)):
+        what = r["name"] + (f" ({r['steps']} steps)" if r["kind"] == "design" else "")
+        if not r["ok"]:
+            lines.append(f"| {what} | {r['train']} | failed: {r['reason']} |" + " |" * (len(sources) - 1))
+            continue
+        lines.append(f"| {what} | {r['train']} | " + " | ".join(_cell(r["gains"].get(s)) for s in sources) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
+    parser.add_argument("--presets", nargs="*", default=list(PRESETS))
+    parser.add_argument("--sampled", type=int, default=4, help="archs sampled from the rtsr study's space (by MACs)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--recipe", default="proxy")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--qps", nargs="+", type=int, default=[31, 63])
+    parser.add_argument("--workers", type=int, default=2, help="parallel processes, one torch thread each")
+    parser.add_argument("--out", default="benchmarks/results/transfer_cpu.jsonl", help="JSON lines, appended (resumable)")
+    parser.add_argument("--md", default="benchmarks/results/transfer_cpu.md", help="the Markdown table (rewritten)")
+    args = parser.parse_args()
+    args.qps, args.sources = tuple(args.qps), tuple(args.sources)
+
+    from nas.latency import device_name_for
+
+    for source in args.sources:  # prepare (encode, fit) once here, not in every worker at the same time
+        print(_load(source, args.qps).summary(), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
+    have = {_job_key(r) for r in done}
+    jobs = _jobs(args)
+    todo = [j for j in jobs if _job_key(j) not in have]
+    device = f"{device_name_for('cpu').split(' (')[0]} (1 torch thread per job, {args.workers} jobs at once)"
+    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} already in {out}; device {device}", flush=True)
+    with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker, initargs=(args.qps, args.sources)) as pool:
+        futures = {pool.submit(_run, j): j for j in todo}
+        for fut in as_completed(futures):
+            row = fut.result()
+            row["device"] = device
+            with out.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            done.append(row)
+            gains = row.get("gains", {})
+            print(f"{row['name'][:48]:<48} on {row['train']:<7}: " + ", ".join(f"{s} test {_cell(g)}" for s, g in gains.items())
+                  + (f" ({row['train_s']:.0f} s)" if "train_s" in row else ""), flush=True)
+    wanted = {_job_key(j) for j in jobs}
+    table = render([r for r in done if _job_key(r) in wanted], args.sources)
+    header = (f"# Transfer: trained on one source, scored on each source's test split\n\n"
+              f"Command: `python benchmarks/transfer.py {' '.join(sys.argv[1:])}`. QPs {list(args.qps)}; gain = mean over "
+              f"the QPs of PSNR-Y minus Lanczos' PSNR-Y per test image (dB; 8-bit output, no border crop), 95 % t-interval "
+              f"over the test images. Designs: recipe `{args.recipe}`, {args.steps} steps, seed {args.seed}; a fitted anchor "
+              f"holds the QP-blind filter of the training source. Device: {device}.\n\n")
+    Path(args.md).write_text(header + table + "\n")
+    print("\n" + table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
