@@ -398,18 +398,11 @@ class SearchDriver:
     # -- setup ------------------------------------------------------------------------------------
 
     def _resolve_device(self, executor: Any, previous: dict[str, Any] | None) -> str:
-        if self.requested_device in ("cpu", "cuda"):
-            kind = self.requested_device
-        elif previous is not None:
-            kind = previous["device_kind"]
-        else:
-            kind = "cuda" if executor.has_gpu() else "cpu"
-        if kind == "cuda" and not executor.has_gpu():
-            raise UserError(
-                "--device cuda: the Ray cluster has no GPU; run on a GPU machine (or join a cluster with GPUs via "
-                "--address), or use --device cpu (CPU numbers are labelled cpu)"
-            )
-        return kind
+        from nas.device import choose_device
+
+        return choose_device(self.requested_device, has_cuda=executor.has_gpu(),
+                             recorded=None if previous is None else previous.get("device_kind"), where="the Ray cluster",
+                             fix="run on a GPU machine (or join a cluster with GPUs via --address), or ")
 
     def _connect_storage(self) -> Any:
         """The `--storage` database, connected now (None for the default journal); a UserError that
@@ -483,7 +476,7 @@ class SearchDriver:
             self._enqueue_warm_start(study)
 
         self.log.device_name, self.log.budget_ms = device_name, budget_ms
-        ctx = RunContext(spec=spec, run_dir=self.run_dir, study=study, executor=executor, data=data,
+        ctx = RunContext(spec=spec, run_dir=self.run_dir, optuna_study=study, executor=executor, data=data,
                          data_ref=executor.put(data), recipes=recipes, kind=kind, device_name=device_name,
                          protocol=protocol, cache=LatencyCache(self.latency_path), slot=slot, budget_ms=budget_ms, log=self.log)
         scheduler = TrialScheduler(ctx)
@@ -531,12 +524,13 @@ class SearchDriver:
         """Trials RUNNING in storage belong to a driver that died: fail them and queue them again."""
         from optuna.trial import TrialState
 
-        storage = study._storage
+        from nas.optuna_compat import set_frozen_user_attr
+
         orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for t in orphans:
             reason = "the driver stopped while this trial ran (killed or interrupted); re-queued"
-            storage.set_trial_user_attr(t._trial_id, Key.FAILURE_REASON, reason)
-            storage.set_trial_user_attr(t._trial_id, Key.REQUEUED, True)
+            set_frozen_user_attr(study, t, Key.FAILURE_REASON, reason)
+            set_frozen_user_attr(study, t, Key.REQUEUED, True)
             study.tell(t.number, state=TrialState.FAIL)
             if t.params:
                 study.enqueue_trial(dict(t.params), user_attrs=retry_attrs(t.number, t.user_attrs))

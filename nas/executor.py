@@ -47,9 +47,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["Executor", "NodeLostError", "RayExecutor", "TaskError", "latency_batch", "probe_device", "resolve_ray_address",
+from nas.task import JSONDict, LatencyOutcome, TrainOutcome, TrainRequest
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
+
+    from nas.latency import LatencyResult
+    from trainers.proxy import ProxyData, TrialResult
+
+__all__ = ["Executor", "NodeLostError", "Opaque", "TaskHandle", "RayExecutor", "TaskError", "latency_batch", "probe_device", "resolve_ray_address",
            "train_one"]
 
 #: Set to a folder to put local Ray's session files there (default: a fresh folder in the system temp).
@@ -62,25 +70,34 @@ PROBE_TIMEOUT_S = 3.0
 _TASK_NOTES = "rtsr-tasks"
 
 
-class Executor(Protocol):
-    """What the scheduler needs from a place that runs tasks: Ray (`RayExecutor`), or in-process.
+#: An opaque reference to a submitted task (`ray.ObjectRef`, `nas.local_executor.TaskRef`, the fake's
+#: int): hashable, only ever handed back to the executor that made it.
+TaskHandle = Any
+#: An opaque latency slot (`_Slot` here, `LocalSlot`, the fake's marker) or data reference (`put`).
+Opaque = Any
 
-    References returned by `submit_*` are opaque; `wait` returns those that finished, and `get`
-    returns a task's value or raises `TaskError` (a `UserError` raised inside passes through). The
-    tests' in-process implementation is `nas.testing.FakeExecutor`."""
+
+class Executor(Protocol):
+    """What the scheduler needs from a place that runs tasks: Ray (`RayExecutor`), a process pool
+    (`nas.local_executor.LocalExecutor`), or in-process (`nas.testing.FakeExecutor`).
+
+    References returned by `submit_*` are opaque (hashable: the scheduler keys its dicts by them);
+    `wait` returns those that finished, and `get` returns a task's wire value (`TrainOutcome.to_dict()`,
+    a list of `LatencyOutcome.to_dict()`, a probe's label) or raises `TaskError` (a `UserError`
+    raised inside passes through). A latency slot and a data reference are opaque too."""
 
     def start(self) -> Executor: ...
     def shutdown(self) -> None: ...
     def cluster_resources(self) -> dict[str, float]: ...
     def has_gpu(self) -> bool: ...
-    def latency_slot(self, device_kind: str) -> Any: ...
-    def probe(self, *, slot: Any, device: str, threads: int) -> str: ...
-    def put(self, value: Any) -> Any: ...
-    def submit_train(self, *, payload: dict[str, Any], data_ref: Any, num_cpus: int, num_gpus: float) -> Any: ...
-    def submit_latency(self, *, slot: Any, archs: list[dict[str, Any]], device: str, protocol: dict[str, Any], threads: int) -> Any: ...
-    def wait(self, refs: Sequence[Any], *, timeout_s: float) -> list[Any]: ...
-    def get(self, ref: Any, *, timeout_s: float | None = None) -> Any: ...
-    def cancel(self, ref: Any) -> None: ...
+    def latency_slot(self, device_kind: str) -> Opaque: ...
+    def probe(self, *, slot: Opaque, device: str, threads: int) -> str: ...
+    def put(self, value: object) -> Opaque: ...
+    def submit_train(self, *, request: TrainRequest, data_ref: Opaque, num_cpus: int, num_gpus: float) -> TaskHandle: ...
+    def submit_latency(self, *, slot: Opaque, archs: list[JSONDict], device: str, protocol: JSONDict, threads: int) -> TaskHandle: ...
+    def wait(self, refs: Sequence[TaskHandle], *, timeout_s: float) -> list[TaskHandle]: ...
+    def get(self, ref: TaskHandle, *, timeout_s: float | None = None) -> Opaque: ...
+    def cancel(self, ref: TaskHandle) -> None: ...
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,17 +107,17 @@ class Executor(Protocol):
 
 def train_one(
     *,
-    arch: dict[str, Any],
-    recipe: dict[str, Any],
-    data: Any,
+    arch: JSONDict,
+    recipe: JSONDict,
+    data: ProxyData,
     steps: int,
     seed: int,
     threads: int,
     device: str,
-    rung: dict[str, Any] | None = None,
+    rung: JSONDict | None = None,
     checkpoint: bytes | None = None,
-) -> dict[str, Any]:
-    """Proxy-train one architecture; returns `TrialResult.to_dict()` plus the fused weights' bytes.
+) -> JSONDict:
+    """Proxy-train one architecture: the fields of a `TrainRequest`; returns `TrainOutcome.to_dict()`.
 
     With `rung` ({"rung_steps", "plan"}: successive halving) it trains warmup-stable-decay up to
     `rung_steps`, continuing `checkpoint` when given (`trainers.continuation.train_rung`), and also
@@ -113,7 +130,8 @@ def train_one(
     if device.startswith("cuda") and torch.cuda.is_available():
         device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES to the GPU it assigned
     started = time.perf_counter()
-    extra: dict[str, Any] = {}
+    result: TrialResult
+    extra: JSONDict = {}
     if rung is None:
         from trainers.proxy import proxy_train
 
@@ -126,13 +144,13 @@ def train_one(
                              plan=WSDPlan(**rung["plan"]), seed=seed, threads=threads, device=device, checkpoint=checkpoint)
         result = outcome.result
         extra = {"checkpoint": outcome.checkpoint, "decay_steps": outcome.decay_steps, "resumed_from": outcome.resumed_from}
-    return {
+    return TrainOutcome.from_dict({
         "result": result.to_dict(),
         "weights": result.deploy_state_bytes(),
         "host": socket.gethostname(),
         "task_seconds": time.perf_counter() - started,
         **extra,
-    }
+    }).to_dict()
 
 
 def _set_threads(device: str, threads: int) -> None:
@@ -150,10 +168,8 @@ def probe_device(*, device: str, threads: int) -> str:
     return device_name_for(device)
 
 
-def latency_batch(
-    *, archs: Sequence[dict[str, Any]], device: str, protocol: dict[str, Any], threads: int
-) -> list[dict[str, Any]]:
-    """Time a batch of architectures; one entry per arch: {"ok": True, "latency": ...} or an error.
+def latency_batch(*, archs: Sequence[JSONDict], device: str, protocol: JSONDict, threads: int) -> list[JSONDict]:
+    """Time a batch of architectures; one `LatencyOutcome.to_dict()` per arch (a result or a reason).
 
     One `measure_latency_batch` call: on cpu the archs are timed interleaved (A B C A B C ...), so
     load drift during the batch spreads over all of them instead of biasing the later ones; on cuda
@@ -164,20 +180,20 @@ def latency_batch(
     _set_threads(device, threads)
     proto = LatencyProtocol.from_dict(protocol)
     configs = [ArchConfig.from_dict(arch) for arch in archs]
-    results: list[Any]
+    results: Sequence[LatencyResult | Exception]
     try:
         results = measure_latency_batch(
             configs, device=device, protocol=proto, names=[c.summary() for c in configs], errors="return"
         )
     except Exception as exc:  # noqa: BLE001 - a device problem fails every arch, each with the reason
         results = [exc] * len(configs)
-    out: list[dict[str, Any]] = []
+    out: list[LatencyOutcome] = []
     for config, result in zip(configs, results):
         if isinstance(result, Exception):
-            out.append({"ok": False, "arch_hash": config.arch_hash, "reason": f"latency: {type(result).__name__}: {result}"})
+            out.append(LatencyOutcome(arch_hash=config.arch_hash, reason=f"latency: {type(result).__name__}: {result}"))
         else:
-            out.append({"ok": True, "arch_hash": config.arch_hash, "latency": result.to_dict()})
-    return out
+            out.append(LatencyOutcome(arch_hash=config.arch_hash, latency=result.to_dict()))
+    return [o.to_dict() for o in out]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -400,23 +416,23 @@ class RayExecutor:
             resources = {"num_cpus": int(node["Resources"]["CPU"])}
         return _Slot(node_id=node["NodeID"], resources=resources)
 
-    def _pinned(self, slot: _Slot) -> dict[str, Any]:
+    def _pinned(self, slot: _Slot) -> dict[str, object]:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         return dict(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=slot.node_id, soft=False), **slot.resources)
 
     # -- submitting -----------------------------------------------------------------------------
 
-    def put(self, value: Any) -> Any:
+    def put(self, value: object) -> ObjectRef:
         import ray
 
         return ray.put(value)
 
-    def submit_train(self, *, payload: dict[str, Any], data_ref: Any, num_cpus: int, num_gpus: float) -> Any:
+    def submit_train(self, *, request: TrainRequest, data_ref: ObjectRef, num_cpus: int, num_gpus: float) -> ObjectRef:
         assert self._train is not None, "call start() first"
-        return self._train.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(payload, data_ref)
+        return self._train.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(request.to_dict(), data_ref)
 
-    def submit_latency(self, *, slot: _Slot, archs: list[dict[str, Any]], device: str, protocol: dict[str, Any], threads: int) -> Any:
+    def submit_latency(self, *, slot: _Slot, archs: list[JSONDict], device: str, protocol: JSONDict, threads: int) -> ObjectRef:
         assert self._latency is not None, "call start() first"
         return self._latency.options(**self._pinned(slot)).remote(archs, device, protocol, threads)
 
@@ -426,7 +442,7 @@ class RayExecutor:
         ref = self._probe.options(**self._pinned(slot)).remote(device, threads)
         return self.get(ref, timeout_s=timeout_s)
 
-    def wait(self, refs: Sequence[Any], *, timeout_s: float) -> list[Any]:
+    def wait(self, refs: Sequence[ObjectRef], *, timeout_s: float) -> list[ObjectRef]:
         import ray
 
         if not refs:
@@ -434,7 +450,7 @@ class RayExecutor:
         ready, _ = ray.wait(list(refs), num_returns=1, timeout=timeout_s)
         return ready
 
-    def get(self, ref: Any, *, timeout_s: float | None = None) -> Any:
+    def get(self, ref: ObjectRef, *, timeout_s: float | None = None) -> Opaque:
         """The task's value; `UserError` raised inside passes through, anything else is a `TaskError`."""
         import ray
 
@@ -475,7 +491,7 @@ class RayExecutor:
         except Exception:  # noqa: BLE001 - cannot even ask the cluster about our node: it is gone
             return True
 
-    def _keep_worker_logs(self, ref: Any, exc: Exception) -> str | None:
+    def _keep_worker_logs(self, ref: ObjectRef, exc: Exception) -> str | None:
         """Copy a dead worker's Ray logs to `log_dir` (shutdown deletes a local session); the reason naming them.
 
         None when there is nowhere to keep them or the task ran on another node (its logs stay there)."""
@@ -510,7 +526,7 @@ class RayExecutor:
         return _first_line(f"{type(exc).__name__}: the worker (pid {pid}) died while running this task; its Ray logs are "
                            f"kept in {dest}" + (f" (last stderr line: {last})" if last else ""), limit=600)
 
-    def cancel(self, ref: Any) -> None:
+    def cancel(self, ref: ObjectRef) -> None:
         import ray
 
         try:
@@ -574,12 +590,12 @@ def _noting_worker(entry: str) -> Iterator[None]:
             note.unlink(missing_ok=True)
 
 
-def _train_entry(payload: dict[str, Any], data: Any) -> dict[str, Any]:
+def _train_entry(payload: JSONDict, data: ProxyData) -> JSONDict:
     with _noting_worker("train"):
         return train_one(data=data, **payload)
 
 
-def _latency_entry(archs: list[dict[str, Any]], device: str, protocol: dict[str, Any], threads: int) -> list[dict[str, Any]]:
+def _latency_entry(archs: list[JSONDict], device: str, protocol: JSONDict, threads: int) -> list[JSONDict]:
     with _noting_worker("latency"):
         return latency_batch(archs=archs, device=device, protocol=protocol, threads=threads)
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nas.executor import TaskError, _first_line, latency_batch, probe_device, train_one
+from nas.task import JSONDict, TrainRequest
 from search_space.errors import UserError
 
 if TYPE_CHECKING:
@@ -72,10 +73,10 @@ _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 # Worker side: the data `put` by the driver, received once per process by the pool's initializer.
 # --------------------------------------------------------------------------------------------------
 
-_WORKER_DATA: dict[int, Any] = {}
+_WORKER_DATA: dict[int, object] = {}
 
 
-def _init_worker(data: dict[int, Any]) -> None:
+def _init_worker(data: dict[int, object]) -> None:
     """Keep the data; leave Ctrl-C to the driver (whose `shutdown` stops us); die with the driver."""
     global _WORKER_DATA
     _WORKER_DATA = data
@@ -90,15 +91,15 @@ def _exit_when_orphaned(parent: int) -> None:
     os._exit(1)
 
 
-def _train_entry(data_key: int, payload: dict[str, Any]) -> dict[str, Any]:
-    return train_one(data=_WORKER_DATA[data_key], **payload)
+def _train_entry(data_key: int, payload: JSONDict) -> JSONDict:
+    return train_one(data=_WORKER_DATA[data_key], **payload)  # type: ignore[arg-type]  # the ProxyData `put` by the driver
 
 
-def _latency_entry(kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+def _latency_entry(kwargs: JSONDict) -> list[JSONDict]:
     return latency_batch(**kwargs)
 
 
-def _probe_entry(kwargs: dict[str, Any]) -> str:
+def _probe_entry(kwargs: JSONDict) -> str:
     return probe_device(**kwargs)
 
 
@@ -133,7 +134,7 @@ class _Pool:
 class TaskRef:
     """An opaque task reference (hashable by identity, as the scheduler keys its dicts by refs)."""
 
-    future: Future
+    future: Future[Any]
     pool: _Pool
     what: str
 
@@ -151,7 +152,7 @@ class LocalExecutor:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise UserError(f"the local executor needs at least 1 worker process, got workers={workers!r}; pass --workers N")
         self.workers = workers
-        self._data: dict[int, Any] = {}
+        self._data: dict[int, object] = {}
         self._pool: _Pool | None = None
         self._pools: list[_Pool] = []  # every pool ever started (a replaced one may still be finishing)
         self._tasks: list[TaskRef] = []
@@ -231,7 +232,7 @@ class LocalExecutor:
 
     # -- submitting -----------------------------------------------------------------------------
 
-    def put(self, value: Any) -> DataRef:
+    def put(self, value: object) -> DataRef:
         """Keep ``value`` for the tasks; each worker process receives it once, when it starts."""
         ref = DataRef(key=len(self._data))
         self._data[ref.key] = value
@@ -256,31 +257,31 @@ class LocalExecutor:
             return task
         raise AssertionError("unreachable")
 
-    def submit_train(self, *, payload: dict[str, Any], data_ref: Any, num_cpus: int, num_gpus: float) -> TaskRef:
+    def submit_train(self, *, request: TrainRequest, data_ref: DataRef, num_cpus: int, num_gpus: float) -> TaskRef:
         """One training; ``num_gpus`` is ignored (every worker may use the GPU), ``num_cpus`` too
-        (the payload's ``threads`` sets the task's torch threads)."""
+        (the request's ``threads`` sets the task's torch threads)."""
         if not isinstance(data_ref, DataRef) or data_ref.key not in self._data:
             raise TypeError(f"data_ref must come from this executor's put(), got {data_ref!r}")
-        return self._submit(_train_entry, data_ref.key, payload, what="training")
+        return self._submit(_train_entry, data_ref.key, request.to_dict(), what="training")
 
-    def submit_latency(self, *, slot: Any, archs: list[dict[str, Any]], device: str, protocol: dict[str, Any], threads: int) -> TaskRef:
+    def submit_latency(self, *, slot: LocalSlot, archs: list[JSONDict], device: str, protocol: JSONDict, threads: int) -> TaskRef:
         kwargs = dict(archs=archs, device=device, protocol=protocol, threads=threads)
         return self._submit(_latency_entry, kwargs, what="latency")
 
-    def probe(self, *, slot: Any, device: str, threads: int, timeout_s: float = 300.0) -> str:
+    def probe(self, *, slot: LocalSlot, device: str, threads: int, timeout_s: float = 300.0) -> str:
         """The latency device label as a worker sees it (the workers are where timing happens)."""
         return self.get(self._submit(_probe_entry, dict(device=device, threads=threads), what="probe"), timeout_s=timeout_s)
 
     # -- results --------------------------------------------------------------------------------
 
-    def wait(self, refs: Sequence[Any], *, timeout_s: float) -> list[Any]:
+    def wait(self, refs: Sequence[TaskRef], *, timeout_s: float) -> list[TaskRef]:
         """The refs of ``refs`` that have finished (at least one unless ``timeout_s`` passed), in order."""
         if not refs:
             return []
         done, _ = wait_futures([r.future for r in refs], timeout=timeout_s, return_when=FIRST_COMPLETED)
         return [r for r in refs if r.future in done]
 
-    def get(self, ref: Any, *, timeout_s: float | None = None) -> Any:
+    def get(self, ref: TaskRef, *, timeout_s: float | None = None) -> Any:
         """The task's value; `UserError` raised inside passes through, anything else is a `TaskError`."""
         try:
             return ref.future.result(timeout=timeout_s)
@@ -297,7 +298,7 @@ class LocalExecutor:
         except Exception as exc:  # noqa: BLE001 - whatever a task raised is the trial's failure reason
             raise TaskError(_first_line(f"{type(exc).__name__}: {exc}")) from None
 
-    def cancel(self, ref: Any) -> None:
+    def cancel(self, ref: TaskRef) -> None:
         """Best effort: a task that has not started is dropped; a running one runs on until `shutdown`."""
         ref.future.cancel()
 

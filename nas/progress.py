@@ -10,13 +10,16 @@ say everything. Every number carries its unit and the latency device.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from nas.trial_record import Key, TrialStatus
 from trainers.terminal import is_terminal
 
 if TYPE_CHECKING:
-    from nas.trial_endings import PendingTrial
+    from tqdm import tqdm
+
+    from nas.run_context import PendingTrial
+    from nas.task import JSONDict
 
 __all__ = ["TrialLog", "fmt_duration"]
 
@@ -43,7 +46,7 @@ class TrialLog:
         self.device_name = ""
         self.budget_ms: float | None = None
         self.best_gain: float | None = None
-        self.bar: Any = None
+        self.bar: tqdm[None] | None = None
 
     def print(self, text: str) -> None:
         try:
@@ -83,7 +86,7 @@ class TrialLog:
 
     # -- one line per trial -----------------------------------------------------------------------
 
-    def trial(self, p: PendingTrial, *, status: TrialStatus | str, gain: float | None, extra: dict[str, Any], done: int) -> None:
+    def trial(self, p: PendingTrial, *, status: TrialStatus | str, gain: float | None, extra: JSONDict, done: int) -> None:
         """The line of a trial that ended (`status` may be a longer label, e.g. 'crashed, retry 1/2 queued')."""
         lat = p.attrs.get(Key.LATENCY_MS)
         parts = [f"trial {p.trial.number:>4}"]

@@ -24,13 +24,17 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nas.halving import HalvingSpec, promotable, rung_study_name
+from nas.task import JSONDict, RungRequest, TrainOutcome, TrainRequest
 from nas.trial_record import Key, TrialStatus, eval_attrs, linear_metric
 
 if TYPE_CHECKING:
-    from nas.scheduler import RunContext
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from nas.run_context import RunContext
 
 __all__ = ["RungJob", "RungLadder", "mean_report"]
 
@@ -52,10 +56,10 @@ class RungJob:
     started: float = 0.0
 
 
-def mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
+def mean_report(reports: list[JSONDict]) -> JSONDict:
     """The element-wise mean of evaluation reports of the same shape (numbers averaged, rest from the first)."""
     first = reports[0]
-    out: dict[str, Any] = {}
+    out: JSONDict = {}
     for key, value in first.items():
         others = [r.get(key) for r in reports]
         if isinstance(value, dict) and all(isinstance(o, dict) for o in others):
@@ -72,22 +76,24 @@ def mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
 class RungLadder:
     """Rung results and promotions of one halving run (see the module docstring)."""
 
-    def __init__(self, ctx: RunContext, spec: HalvingSpec, plan: dict[str, Any]) -> None:
+    def __init__(self, ctx: RunContext, spec: HalvingSpec, plan: JSONDict) -> None:
         import optuna
+
+        from nas.optuna_compat import storage_of
 
         self.ctx = ctx
         self.spec = spec
         self.plan = plan  # trainers.continuation.WSDPlan as a dict (sent with every task)
-        storage = ctx.study._storage
-        self.studies = {
-            k: optuna.create_study(study_name=rung_study_name(ctx.study.study_name, k), storage=storage,
+        storage = storage_of(ctx.optuna_study)
+        self.studies: dict[int, optuna.Study] = {
+            k: optuna.create_study(study_name=rung_study_name(ctx.optuna_study.study_name, k), storage=storage,
                                    directions=["maximize", "minimize"], load_if_exists=True)
             for k in range(1, spec.rungs)
         }
         self.results: dict[int, dict[int, tuple[float, float]]] = {k: {} for k in range(spec.rungs)}
-        self.attrs: dict[int, dict[int, dict[str, Any]]] = {k: {} for k in range(spec.rungs)}
+        self.attrs: dict[int, dict[int, JSONDict]] = {k: {} for k in range(spec.rungs)}
         self.taken: dict[int, set[int]] = {k: set() for k in range(spec.rungs)}  # rung k: sources with a rung-k job or record
-        self.sources: dict[int, Any] = {}  # rung-0 FrozenTrials by number (params, distributions, attrs)
+        self.sources: dict[int, FrozenTrial] = {}  # rung-0 trials by number (params, distributions, attrs)
         self.queue: deque[RungJob] = deque()
         self.running = 0
 
@@ -111,7 +117,7 @@ class RungLadder:
 
     def load(self) -> None:
         """Re-read every rung result from storage (a resumed run promotes from where it stopped)."""
-        for t in self.ctx.study.get_trials(deepcopy=False):
+        for t in self.ctx.optuna_study.get_trials(deepcopy=False):
             self.note_rung0(t)
         for k, study in self.studies.items():
             for t in study.get_trials(deepcopy=False):
@@ -126,7 +132,7 @@ class RungLadder:
         if done:
             self.ctx.log.print(f"resume: {done} rung result(s) above rung 0 already recorded")
 
-    def note_rung0(self, t: Any) -> None:
+    def note_rung0(self, t: FrozenTrial) -> None:
         """A finished sampler trial: a rung-0 result if it trained here, is feasible and kept a checkpoint."""
         a = t.user_attrs
         if (t.state.name == "COMPLETE" and a.get(Key.STATUS) == TrialStatus.OK and a.get(Key.FEASIBLE)
@@ -173,22 +179,16 @@ class RungLadder:
 
     # -- tasks --------------------------------------------------------------------------------------
 
-    def payload(self, job: RungJob) -> dict[str, Any]:
+    def request(self, job: RungJob) -> TrainRequest:
         """The training task of `job`: the rung-0 trial's arch and recipe, continued from its checkpoint."""
         src = self.attrs[0][job.source]
         checkpoint = None if job.resume is None else (self.ctx.run_dir / job.resume).read_bytes()
-        return {
-            "arch": src.get(Key.TRAINED_ARCH) or src[Key.ARCH],
-            "recipe": self.ctx.recipes[self.ctx.spec.proxy.recipe].to_dict(),
-            "steps": self.spec.steps(job.rung),
-            "seed": job.seed,
-            "threads": self.ctx.spec.proxy.threads,
-            "device": self.ctx.kind,
-            "rung": {"rung_steps": self.spec.steps(job.rung), "plan": self.plan},
-            "checkpoint": checkpoint,
-        }
+        steps = self.spec.steps(job.rung)
+        return TrainRequest(arch=src.get(Key.TRAINED_ARCH) or src[Key.ARCH], recipe=self.ctx.recipes[self.ctx.spec.proxy.recipe].to_dict(),
+                            steps=steps, seed=job.seed, threads=self.ctx.spec.proxy.threads, device=self.ctx.kind,
+                            rung=RungRequest(rung_steps=steps, plan=self.plan), checkpoint=checkpoint)
 
-    def finished(self, job: RungJob, out: dict[str, Any] | None, *, error: str | None = None) -> None:
+    def finished(self, job: RungJob, out: TrainOutcome | None, *, error: str | None = None) -> None:
         """A rung task returned (`out`) or crashed (`error`): record it, retry it, or fail the promotion."""
         if error is not None:
             if job.attempt < self.ctx.spec.budget.max_retries:
@@ -198,18 +198,18 @@ class RungLadder:
                 self._fail(job, f"training task crashed: {error}")
             return
         assert out is not None
-        res = out["result"]
-        gain = (res.get("eval") or {}).get(self.ctx.spec.objectives.gain)
-        if res.get("status") != "ok" or gain is None or not math.isfinite(gain):
-            self._fail(job, res.get("reason") or f"{self.ctx.spec.objectives.gain} is {gain!r}")
+        gain = out.metric(self.ctx.spec.objectives.gain)
+        if not out.ok or out.eval is None or gain is None or not math.isfinite(gain):
+            self._fail(job, out.reason or f"{self.ctx.spec.objectives.gain} is {gain!r}")
             return
-        part = {"seed": job.seed, "eval": res["eval"], "test_eval": res.get("test_eval"), "decay_steps": out.get("decay_steps"),
-                "train_seconds": res.get("train_seconds"), "eval_seconds": res.get("eval_seconds"),
-                "final_loss": res.get("final_loss"), "fuse_max_rel_err": res.get("fuse_max_rel_err"), "host": out.get("host")}
-        if job.seed == self.ctx.spec.seed and out.get("weights") is not None:
-            part["weights"] = self._save(self._rel("weights", job.source, job.rung, ".pt"), out["weights"])
+        part: JSONDict = {"seed": job.seed, "eval": out.eval, "test_eval": out.test_eval, "decay_steps": out.decay_steps,
+                          "train_seconds": out.train_seconds, "eval_seconds": out.eval_seconds, "final_loss": out.final_loss,
+                          "fuse_max_rel_err": out.fuse_max_rel_err, "host": out.host}
+        if job.seed == self.ctx.spec.seed and out.weights is not None:
+            part["weights"] = self._save(self._rel("weights", job.source, job.rung, ".pt"), out.weights)
         if job.rung < self.spec.top:
-            part["checkpoint"] = self._save(self.checkpoint_path(job.source, job.rung), out["checkpoint"])
+            if out.checkpoint is not None:
+                part["checkpoint"] = self._save(self.checkpoint_path(job.source, job.rung), out.checkpoint)
             self._record(job.source, job.rung, [part])
             return
         from search_space.configio import atomic_write
@@ -233,19 +233,19 @@ class RungLadder:
 
     # -- records ------------------------------------------------------------------------------------
 
-    def _base_attrs(self, source: int, rung: int) -> dict[str, Any]:
+    def _base_attrs(self, source: int, rung: int) -> JSONDict:
         attrs = {k: v for k, v in self.attrs[0][source].items() if k not in _OUTCOME_KEYS}
         attrs.update({Key.RUNG: rung, Key.RUNG_STEPS: self.spec.steps(rung), Key.STEPS: self.spec.steps(rung),
                       Key.SOURCE_TRIAL: source})
         return attrs
 
-    def _history(self, source: int, rung: int, gain: float, gain_linear: float | None) -> list[dict[str, Any]]:
+    def _history(self, source: int, rung: int, gain: float, gain_linear: float | None) -> list[JSONDict]:
         linear = linear_metric(self.ctx.spec.objectives.gain)
         out = [{"rung": k, "steps": self.spec.steps(k), "gain": self.results[k][source][0],
                 "gain_linear": self.attrs[k][source].get(linear)} for k in range(rung)]
         return out + [{"rung": rung, "steps": self.spec.steps(rung), "gain": gain, "gain_linear": gain_linear}]
 
-    def _record(self, source: int, rung: int, parts: list[dict[str, Any]]) -> None:
+    def _record(self, source: int, rung: int, parts: list[JSONDict]) -> None:
         """Add the rung-`rung` trial of `source` (seeds averaged) to the rung's study."""
         from optuna.trial import TrialState, create_trial
 
@@ -292,14 +292,14 @@ class RungLadder:
         self.queue = deque(j for j in self.queue if not (j.source == job.source and j.rung == job.rung))
         self._log(job, f"failed: {reason}")
 
-    def _add_trial(self, source: int, rung: int, trial: Any) -> None:
+    def _add_trial(self, source: int, rung: int, trial: FrozenTrial) -> None:
         self.studies[rung].add_trial(trial)
         self.taken[rung].add(source)
 
-    def front_study(self) -> tuple[Any, str]:
+    def front_study(self) -> tuple[optuna.Study, str]:
         """The study whose front is shown (the top rung; the highest one reached, said so), and a note."""
         reached = max((k for k in range(self.spec.rungs) if self.results[k]), default=0)
-        study = self.ctx.study if reached == 0 else self.studies[reached]
+        study = self.ctx.optuna_study if reached == 0 else self.studies[reached]
         what = f"rung {reached} of 0-{self.spec.top}, {self.spec.steps(reached)} steps"
         if reached == self.spec.top:
             seeds = self.spec.top_seeds

@@ -8,7 +8,7 @@ the Optuna study from the copy; `run.json` is read as plain JSON. Everything a r
 needs is flattened into `TrialRecord`s, so callers do not depend on Optuna's trial objects or on the
 driver's user-attr spelling (beyond this module).
 
-The Pareto front is `nas.pareto.pareto_front` (COMPLETE, trained (status "ok"), feasible,
+The Pareto front is `nas.pareto.pareto_front` (COMPLETE, trained (`TrialStatus.OK`), feasible,
 non-dominated for max gain / min latency), the same one the driver writes to `pareto.txt`, so the
 front in a dashboard, in `pareto.txt` and in an export always agree. Trials are `TrialRecord`s
 (`nas.trial_record`), the one definition of what a trial stores.

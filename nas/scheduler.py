@@ -43,10 +43,11 @@ import json
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from nas.trial_endings import SKIPPED_GAIN_DB, PendingTrial, TrialEndings
+from nas.run_context import PendingTrial, RunContext
+from nas.task import JSONDict, LatencyOutcome, RungRequest, TrainOutcome, TrainRequest
+from nas.trial_endings import SKIPPED_GAIN_DB, TrialEndings
 from nas.trial_record import (
     Key,
     TrialSetup,
@@ -59,13 +60,9 @@ from nas.trial_record import (
 from search_space.arch import ArchConfig
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from nas.executor import Executor
-    from nas.latency import LatencyCache, LatencyProtocol, LatencyResult
-    from nas.progress import TrialLog
+    from nas.executor import TaskHandle
+    from nas.latency import LatencyResult
     from nas.promotion import RungJob, RungLadder
-    from nas.study import Study
 
 __all__ = ["LOOKAHEAD_PER_WORKER", "SKIPPED_GAIN_DB", "RunContext", "TrialScheduler"]
 
@@ -74,38 +71,18 @@ LOOKAHEAD_PER_WORKER = 2
 _POLL_S = 0.5
 
 
-@dataclass
-class RunContext:
-    """What the scheduler works with, opened by the driver: the study, the data, the device."""
-
-    spec: Study
-    run_dir: Path
-    study: Any  # optuna.Study
-    executor: Executor
-    data: Any  # ProxyData; the driver's own copy (eval-time ablation arms are evaluated here)
-    data_ref: Any  # the executor's handle of the same data
-    recipes: dict[str, Any]  # recipe name/path -> Recipe ([proxy] recipe, plus each ablation arm's)
-    kind: str  # "cpu" | "cuda"
-    device_name: str
-    protocol: LatencyProtocol
-    cache: LatencyCache
-    slot: Any
-    budget_ms: float | None
-    log: TrialLog = field(repr=False, default=None)  # type: ignore[assignment]
-
-
 class TrialScheduler:
     """Keeps `workers` trainings busy until the trial budget is done (see the module docstring)."""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.spec = ctx.spec
-        self.study = ctx.study
+        self.optuna_study = ctx.optuna_study
         self.executor = ctx.executor
         self.recipe = ctx.recipes[self.spec.proxy.recipe]
         self.ready: deque[PendingTrial] = deque()
-        self.latency_job: tuple[Any, list[PendingTrial]] | None = None
-        self.inflight: dict[Any, PendingTrial | RungJob] = {}  # task reference -> a rung-0 trial or a promotion
+        self.latency_job: tuple[TaskHandle, list[PendingTrial]] | None = None
+        self.inflight: dict[TaskHandle, PendingTrial | RungJob] = {}  # task reference -> a rung-0 trial or a promotion
         self.trained: dict[str, int] = {}  # training key -> number of a trained COMPLETE trial
         self.active: set[str] = set()  # training keys queued or being trained now
         self.followers: dict[str, list[PendingTrial]] = {}  # same training as an active one: wait for it
@@ -139,7 +116,7 @@ class TrialScheduler:
     def training_key(self, arch_hash: str, recipe_hash: str, seed: int) -> str:
         """What makes two trainings the same (eval dtype is not part of it: weights are shared)."""
         s = self.spec
-        budget: Any = s.proxy.steps if s.halving is None else dataclasses.asdict(s.halving)
+        budget: int | JSONDict = s.proxy.steps if s.halving is None else dataclasses.asdict(s.halving)
         return json.dumps([arch_hash, recipe_hash, budget, seed, s.data.train, s.data.val_source, list(s.data.qps), self.ctx.kind])
 
     def _key(self, p: PendingTrial) -> str:
@@ -148,11 +125,11 @@ class TrialScheduler:
     def load_history(self) -> None:
         """Count the trials already done and remember trained ones (a resumed run copies, not retrains)."""
         done = 0
-        for t in self.study.get_trials(deepcopy=False):
+        for t in self.optuna_study.get_trials(deepcopy=False):
             a = t.user_attrs
             if counts_against_budget(state=t.state.name, attrs=a):
                 done += 1
-            if is_front_candidate(state=t.state.name, attrs=a, values=t.values):
+            if is_front_candidate(state=t.state.name, attrs=a, values=t.values) and t.values is not None:
                 self.ctx.log.note_best(t.values[0])
             if t.state.name == "COMPLETE" and a.get(Key.STATUS) == TrialStatus.OK and a.get(Key.ARCH_HASH):
                 key = self.training_key(a[Key.ARCH_HASH], a.get(Key.RECIPE_HASH, self.recipe.hash), int(a.get(Key.SEED, self.spec.seed)))
@@ -240,7 +217,7 @@ class TrialScheduler:
             assert self.ladder is not None
             job.started = time.perf_counter()
             gpus = self.spec.proxy.gpus if self.ctx.kind == "cuda" else 0
-            ref = self.executor.submit_train(payload=self.ladder.payload(job), data_ref=self.ctx.data_ref,
+            ref = self.executor.submit_train(request=self.ladder.request(job), data_ref=self.ctx.data_ref,
                                              num_cpus=self.spec.proxy.threads, num_gpus=gpus)
             self.inflight[ref] = job
             self.ladder.running += 1
@@ -253,13 +230,13 @@ class TrialScheduler:
     def _waiting(self) -> int:
         from optuna.trial import TrialState
 
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        return len(self.optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def _ask(self) -> PendingTrial:
         """Ask one trial: a sampled architecture, or (ablations) the queued (arm, seed) pair's."""
         from search_space.ranges import suggest
 
-        trial = self.study.ask()
+        trial = self.optuna_study.ask()
         ab = self.spec.ablation
         if ab is None:
             arch = suggest(trial, self.spec.search)
@@ -278,12 +255,13 @@ class TrialScheduler:
         from nas.deployment import deployed_arch, plain_equivalent
         from search_space.cost import cost
 
-        p.deploy_arch = deployed_arch(p.arch, p.recipe)
+        deploy = deployed_arch(p.arch, p.recipe)
         if self.spec.ablation is not None:
-            p.deploy_arch = plain_equivalent(p.deploy_arch)  # arms that deploy alike share a latency
-        c = cost(p.deploy_arch)
+            deploy = plain_equivalent(deploy)  # arms that deploy alike share a latency
+        p.deploy_arch = deploy
+        c = cost(deploy)
         setup = TrialSetup(
-            arch=p.arch, deploy_arch=p.deploy_arch, recipe_name=p.recipe.name, recipe_hash=p.recipe.hash,
+            arch=p.arch, deploy_arch=deploy, recipe_name=p.recipe.name, recipe_hash=p.recipe.hash,
             steps=self.rung0_steps, seed=p.seed, qps=tuple(self.spec.data.qps),
             data={"train": self.spec.data.train, "val": self.spec.data.val_source},
             macs=int(c.macs), params=int(c.params), device_kind=self.ctx.kind, latency_device=self.ctx.device_name,
@@ -303,14 +281,14 @@ class TrialScheduler:
         for _ in range(n):
             p = self._ask()
             self._setup(p)
-            hit = self.ctx.cache.get(p.deploy_arch.arch_hash, self.ctx.protocol, self.ctx.device_name)
+            hit = self.ctx.cache.get(p.deployed.arch_hash, self.ctx.protocol, self.ctx.device_name)
             if hit is not None:
                 self._with_latency(p, hit)
             else:
                 misses.append(p)
         if misses:
             # Unique archs only: duplicates in one batch share one measurement.
-            archs = list({p.deploy_arch.arch_hash: p.deploy_arch.to_dict() for p in misses}.values())
+            archs = list({p.deployed.arch_hash: p.deployed.to_dict() for p in misses}.values())
             ref = self.executor.submit_latency(
                 slot=self.ctx.slot, archs=archs, device=self.ctx.kind, protocol=self.ctx.protocol.to_dict(),
                 threads=self.spec.latency.cpu_threads,
@@ -336,23 +314,24 @@ class TrialScheduler:
             for p in pending:
                 self.endings.crashed(p, f"latency task: {exc}")
             return
-        by_hash: dict[str, dict[str, Any]] = {}
-        for item in results:
-            arch_hash = str(item.get("arch_hash"))
-            if item.get("ok"):
-                res = LatencyResult.from_dict(item["latency"])
-                if res.device_name != self.ctx.device_name:  # never mix devices within one run
-                    item = {"ok": False, "reason": f"latency measured on {res.device_name!r}, not the run's {self.ctx.device_name!r}"}
-                else:
-                    self.ctx.cache.put(res)
-                    item = {"ok": True, "result": res}
-            by_hash[arch_hash] = item
-        for p in pending:
-            entry = by_hash.get(p.deploy_arch.arch_hash)
-            if entry is None or not entry.get("ok"):
-                self.endings.fail(p, (entry or {}).get("reason") or "latency not measured")
+        by_hash: dict[str, LatencyOutcome | LatencyResult] = {}
+        for item in map(LatencyOutcome.from_dict, results):
+            if item.latency is None:
+                by_hash[item.arch_hash] = item
+                continue
+            res = LatencyResult.from_dict(item.latency)
+            if res.device_name != self.ctx.device_name:  # never mix devices within one run
+                by_hash[item.arch_hash] = LatencyOutcome(
+                    arch_hash=item.arch_hash, reason=f"latency measured on {res.device_name!r}, not the run's {self.ctx.device_name!r}")
             else:
-                self._with_latency(p, entry["result"])
+                self.ctx.cache.put(res)
+                by_hash[item.arch_hash] = res
+        for p in pending:
+            entry = by_hash.get(p.deployed.arch_hash)
+            if isinstance(entry, LatencyResult):
+                self._with_latency(p, entry)
+            else:
+                self.endings.fail(p, (entry.reason if entry is not None else None) or "latency not measured")
 
     def _with_latency(self, p: PendingTrial, res: LatencyResult) -> None:
         """Record latency and constraints; then skip, copy a duplicate, or queue for training."""
@@ -403,7 +382,7 @@ class TrialScheduler:
 
     def _copy_duplicate(self, p: PendingTrial, number: int) -> None:
         """Same training as trial `number`: copy its result, or re-evaluate its weights in p's dtype."""
-        original = self.study.get_trials(deepcopy=False)[number]
+        original = self.optuna_study.get_trials(deepcopy=False)[number]
         src = original.user_attrs
         if src.get(Key.EVAL_DTYPE, "float32") != p.eval_dtype:
             kept = {k: src[k] for k in (Key.TRAIN_SECONDS, Key.FINAL_LOSS, Key.TRAINED_ARCH) if k in src}
@@ -419,21 +398,14 @@ class TrialScheduler:
     # -- training ---------------------------------------------------------------------------------
 
     def _submit_training(self, p: PendingTrial) -> None:
-        payload = {
-            "arch": p.arch.to_dict(),
-            "recipe": p.recipe.to_dict(),
-            "steps": self.rung0_steps,
-            "seed": p.seed,
-            "threads": self.spec.proxy.threads,
-            "device": self.ctx.kind,
-        }
-        if self.ladder is not None:
-            payload["rung"] = {"rung_steps": self.rung0_steps, "plan": self.ladder.plan}
+        rung = None if self.ladder is None else RungRequest(rung_steps=self.rung0_steps, plan=self.ladder.plan)
+        request = TrainRequest(arch=p.arch.to_dict(), recipe=p.recipe.to_dict(), steps=self.rung0_steps, seed=p.seed,
+                               threads=self.spec.proxy.threads, device=self.ctx.kind, rung=rung)
         gpus = self.spec.proxy.gpus if self.ctx.kind == "cuda" else 0
-        ref = self.executor.submit_train(payload=payload, data_ref=self.ctx.data_ref, num_cpus=self.spec.proxy.threads, num_gpus=gpus)
+        ref = self.executor.submit_train(request=request, data_ref=self.ctx.data_ref, num_cpus=self.spec.proxy.threads, num_gpus=gpus)
         self.inflight[ref] = p
 
-    def _finish_training(self, ref: Any) -> None:
+    def _finish_training(self, ref: TaskHandle) -> None:
         p = self.inflight.pop(ref)
         if not isinstance(p, PendingTrial):
             self._finish_rung_job(p, ref)
@@ -443,55 +415,56 @@ class TrialScheduler:
         finally:
             self._release_followers(self._key(p))
 
-    def _handle_training(self, p: PendingTrial, ref: Any) -> None:
+    def _handle_training(self, p: PendingTrial, ref: TaskHandle) -> None:
         from nas.executor import NodeLostError, TaskError
 
         try:
-            out = self.executor.get(ref)
+            wire = self.executor.get(ref)
         except NodeLostError:
             self.inflight[ref] = p  # still held: `loop` re-queues it with the rest
             raise
         except TaskError as exc:
             self.endings.crashed(p, f"training task: {exc}")
             return
-        res = out["result"]
-        extra: dict[str, Any] = {
-            Key.TRAIN_SECONDS: res.get("train_seconds"),
-            Key.EVAL_SECONDS: res.get("eval_seconds"),
-            Key.FINAL_LOSS: res.get("final_loss"),
-            Key.FUSE_MAX_REL_ERR: res.get("fuse_max_rel_err"),
-            Key.DEGRADATION: res.get("degradation"),
-            Key.TRAIN_HOST: out.get("host"),
+        out = TrainOutcome.from_dict(wire)
+        extra: JSONDict = {
+            Key.TRAIN_SECONDS: out.train_seconds,
+            Key.EVAL_SECONDS: out.eval_seconds,
+            Key.FINAL_LOSS: out.final_loss,
+            Key.FUSE_MAX_REL_ERR: out.fuse_max_rel_err,
+            Key.DEGRADATION: out.degradation,
+            Key.TRAIN_HOST: out.host,
         }
         # Compared as configs, not dicts: a run started before ArchConfig version 2 stored dicts
         # without the version-2 keys, which are the same networks.
-        if res.get("arch") and ArchConfig.from_dict(res["arch"]) != p.arch:
-            extra[Key.TRAINED_ARCH] = res["arch"]  # e.g. a recipe stage removed the biases
-        if res.get("status") != "ok" or res.get("eval") is None:
-            self.endings.fail(p, res.get("reason") or "training failed without a reason", extra=extra)
+        if out.arch and ArchConfig.from_dict(out.arch) != p.arch:
+            extra[Key.TRAINED_ARCH] = out.arch  # e.g. a recipe stage removed the biases
+        if not out.ok or out.eval is None:
+            self.endings.fail(p, out.reason or "training failed without a reason", extra=extra)
             return
-        ev = res["eval"]
-        gain = ev.get(self.spec.objectives.gain)
+        gain = out.eval.get(self.spec.objectives.gain)
         if gain is None or not math.isfinite(gain):
             self.endings.fail(p, f"{self.spec.objectives.gain} is {gain!r}", extra=extra)
             return
-        extra.update(eval_attrs(ev, test=res.get("test_eval")))
-        if out.get("weights") is not None:
-            extra[Key.WEIGHTS] = self.endings.save_weights(p, out["weights"])
+        extra.update(eval_attrs(out.eval, test=out.test_eval))
+        if out.weights is not None:
+            extra[Key.WEIGHTS] = self.endings.save_weights(p, out.weights)
         if p.eval_dtype != "float32":  # an eval-time arm that had to train its weights itself
             self.trained.setdefault(self._key(p), p.trial.number)
             extra[Key.WEIGHTS_OF] = p.trial.number
-            self.endings.reevaluate(p, weights=extra.get(Key.WEIGHTS), arch=res.get("arch") or p.attrs[Key.ARCH], extra=extra)
+            self.endings.reevaluate(p, weights=extra.get(Key.WEIGHTS), arch=out.arch or p.attrs[Key.ARCH], extra=extra)
             return
-        if self.ladder is not None and out.get("checkpoint") is not None:
-            extra.update({Key.RUNG: 0, Key.RUNG_STEPS: self.rung0_steps, Key.DECAY_STEPS: out.get("decay_steps"),
-                          Key.CHECKPOINT: self.endings.save_file(self.ladder.checkpoint_path(p.trial.number, 0), out["checkpoint"])})
+        if self.ladder is not None and out.checkpoint is not None:
+            extra.update({Key.RUNG: 0, Key.RUNG_STEPS: self.rung0_steps, Key.DECAY_STEPS: out.decay_steps,
+                          Key.CHECKPOINT: self.endings.save_file(self.ladder.checkpoint_path(p.trial.number, 0), out.checkpoint)})
         self.endings.complete(p, gain=float(gain), status=TrialStatus.OK, extra=extra)
         self.trained.setdefault(self._key(p), p.trial.number)
         if self.ladder is not None:
-            self.ladder.note_rung0(self.study._storage.get_trial(p.trial._trial_id))
+            from nas.optuna_compat import frozen_trial
 
-    def _finish_rung_job(self, job: RungJob, ref: Any) -> None:
+            self.ladder.note_rung0(frozen_trial(self.optuna_study, p.trial))
+
+    def _finish_rung_job(self, job: RungJob, ref: TaskHandle) -> None:
         from nas.executor import NodeLostError, TaskError
 
         assert self.ladder is not None
@@ -505,7 +478,7 @@ class TrialScheduler:
         except TaskError as exc:
             self.ladder.finished(job, None, error=str(exc))
             return
-        self.ladder.finished(job, out)
+        self.ladder.finished(job, TrainOutcome.from_dict(out))
 
     # -- Ctrl-C -----------------------------------------------------------------------------------
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
-
 from nas.executor import Executor, TaskError
+from nas.task import JSONDict, LatencyOutcome, TaskStatus, TrainRequest
 
 __all__ = ["FAKE_DEVICE", "FAKE_LINEAR_OFFSET_DB", "FAKE_TEST_OFFSET_DB", "FakeExecutor", "fake_checkpoint", "fake_training_output"]
 
@@ -26,7 +25,7 @@ FAKE_LINEAR_OFFSET_DB = 0.125
 FAKE_TEST_OFFSET_DB = 0.25
 
 
-def _fake_report(gain: float, qps: Sequence[int]) -> dict[str, Any]:
+def _fake_report(gain: float, qps: Sequence[int]) -> JSONDict:
     lin = gain - FAKE_LINEAR_OFFSET_DB
     per_qp = {str(q): {"qp": q, "psnr_y": 30 + gain, "psnr_rgb": 29.0, "ssim_y": 0.9, "lanczos_psnr_y": 30.0,
                        "lanczos_psnr_rgb": 29.0, "lanczos_ssim_y": 0.9, "gain_y": gain,
@@ -35,21 +34,21 @@ def _fake_report(gain: float, qps: Sequence[int]) -> dict[str, Any]:
             "images": 1, "dtype": "float32"}
 
 
-def fake_checkpoint(payload: dict[str, Any]) -> bytes:
+def fake_checkpoint(payload: JSONDict) -> bytes:
     """The checkpoint a fake rung training returns: names the steps, the seed and what it continued."""
     resumed = payload.get("checkpoint")
     return json.dumps({"steps": payload["rung"]["rung_steps"], "seed": payload["seed"],
                        "continued": None if resumed is None else resumed.decode()}).encode()
 
 
-def fake_training_output(payload: dict[str, Any], gain: float, *, qps: Sequence[int] = (31, 63), weights: bytes = b"w") -> dict[str, Any]:
+def fake_training_output(payload: JSONDict, gain: float, *, qps: Sequence[int] = (31, 63), weights: bytes = b"w") -> JSONDict:
     """What `nas.executor.train_one` returns for a training that reached `gain` dB at every QP on val
     (and `gain - FAKE_TEST_OFFSET_DB` on test); a rung training (successive halving) also returns a
     `fake_checkpoint` and its decay length."""
-    result = {"status": "ok", "reason": None, "arch": payload["arch"], "train_seconds": 0.1, "eval_seconds": 0.1,
+    result = {"status": TaskStatus.OK.value, "reason": None, "arch": payload["arch"], "train_seconds": 0.1, "eval_seconds": 0.1,
               "final_loss": 0.01, "fuse_max_rel_err": 0.0, "degradation": "x",
               "eval": _fake_report(gain, qps), "test_eval": _fake_report(gain - FAKE_TEST_OFFSET_DB, qps)}
-    out: dict[str, Any] = {"result": result, "weights": weights, "host": "fake", "task_seconds": 0.1}
+    out: JSONDict = {"result": result, "weights": weights, "host": "fake", "task_seconds": 0.1}
     if payload.get("rung"):
         out.update(checkpoint=fake_checkpoint(payload), decay_steps=max(1, payload["rung"]["rung_steps"] // 5), resumed_from=0)
     return out
@@ -67,9 +66,9 @@ class FakeExecutor:
     def __init__(
         self,
         *,
-        train: Callable[[dict[str, Any]], dict[str, Any]],
-        latency_ms: Callable[[dict[str, Any]], Sequence[float]],
-        crash: Callable[[dict[str, Any]], bool] | None = None,
+        train: Callable[[JSONDict], JSONDict],
+        latency_ms: Callable[[JSONDict], Sequence[float]],
+        crash: Callable[[JSONDict], bool] | None = None,
         device_name: str = FAKE_DEVICE,
         resources: dict[str, float] | None = None,
     ) -> None:
@@ -78,9 +77,9 @@ class FakeExecutor:
         self.crash = crash
         self.device_name = device_name
         self.resources = dict(resources or {"CPU": 2.0})
-        self.payloads: list[dict[str, Any]] = []
+        self.payloads: list[JSONDict] = []
         self._ids = itertools.count()
-        self._results: dict[int, Any] = {}
+        self._results: dict[int, object] = {}
 
     def factory(self, *, address: str | None = None) -> Executor:
         return self
@@ -97,21 +96,21 @@ class FakeExecutor:
     def has_gpu(self) -> bool:
         return self.resources.get("GPU", 0) >= 1
 
-    def latency_slot(self, device_kind: str) -> Any:
+    def latency_slot(self, device_kind: str) -> str:
         return "slot"
 
-    def probe(self, *, slot: Any, device: str, threads: int) -> str:
+    def probe(self, *, slot: object, device: str, threads: int) -> str:
         return self.device_name
 
-    def put(self, value: Any) -> Any:
+    def put(self, value: object) -> object:
         return value
 
-    def _ref(self, value: Any) -> int:
+    def _ref(self, value: object) -> int:
         ref = next(self._ids)
         self._results[ref] = value
         return ref
 
-    def submit_latency(self, *, slot: Any, archs: list[dict[str, Any]], device: str, protocol: dict[str, Any], threads: int) -> int:
+    def submit_latency(self, *, slot: object, archs: list[JSONDict], device: str, protocol: JSONDict, threads: int) -> int:
         from nas.latency import LatencyProtocol, LatencyResult, summarize_times
         from search_space.arch import ArchConfig
 
@@ -120,23 +119,25 @@ class FakeExecutor:
             times = tuple(float(ms) for ms in self.latency_ms(arch))
             res = LatencyResult(stats=summarize_times(list(times)), times_ms=times, protocol=LatencyProtocol.from_dict(protocol),
                                 device_name=self.device_name, arch_hash=ArchConfig.from_dict(arch).arch_hash)
-            out.append({"ok": True, "arch_hash": res.arch_hash, "latency": res.to_dict()})
+            out.append(LatencyOutcome(arch_hash=res.arch_hash, latency=res.to_dict()).to_dict())
         return self._ref(out)
 
-    def submit_train(self, *, payload: dict[str, Any], data_ref: Any, num_cpus: int, num_gpus: float) -> int:
+    def submit_train(self, *, request: TrainRequest, data_ref: object, num_cpus: int, num_gpus: float) -> int:
+        """Runs the scripted `train` on the request's wire form (`TrainRequest.to_dict()`, kept in `payloads`)."""
+        payload = request.to_dict()
         self.payloads.append(payload)
         if self.crash is not None and self.crash(payload):
             return self._ref(TaskError("WorkerCrashedError: the worker died unexpectedly"))
         return self._ref(self.train(payload))
 
-    def wait(self, refs: Sequence[Any], *, timeout_s: float) -> list[Any]:
+    def wait(self, refs: Sequence[int], *, timeout_s: float) -> list[int]:
         return [refs[0]] if refs else []
 
-    def get(self, ref: Any, *, timeout_s: float | None = None) -> Any:
+    def get(self, ref: int, *, timeout_s: float | None = None) -> object:
         value = self._results.pop(ref)
         if isinstance(value, Exception):
             raise value
         return value
 
-    def cancel(self, ref: Any) -> None:
+    def cancel(self, ref: int) -> None:
         self._results.pop(ref, None)

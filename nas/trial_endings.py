@@ -12,38 +12,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nas.trial_record import Key, TrialStatus, retry_attrs
 
 if TYPE_CHECKING:
-    from nas.scheduler import RunContext
+    from nas.run_context import PendingTrial, RunContext
+    from nas.task import JSONDict
 
-__all__ = ["SKIPPED_GAIN_DB", "PendingTrial", "TrialEndings"]
+__all__ = ["SKIPPED_GAIN_DB", "TrialEndings"]
 
 #: Gain told for a trial that was not trained because it broke a constraint: "no better than
 #: Lanczos". It is never shown as a result: such trials are infeasible and carry status "skipped".
 SKIPPED_GAIN_DB = 0.0
-
-
-@dataclass
-class PendingTrial:
-    """A trial the scheduler asked and has not told yet."""
-
-    trial: Any  # optuna.Trial
-    arch: Any  # ArchConfig: what is trained
-    started: float
-    recipe: Any = None
-    seed: int = 0
-    eval_dtype: str = "float32"
-    deploy_arch: Any = None  # what is deployed, counted and timed (bias removal may differ from `arch`)
-    attrs: dict[str, Any] = field(default_factory=dict)  # the trial's record so far
-
-    def __post_init__(self) -> None:
-        if self.deploy_arch is None:
-            self.deploy_arch = self.arch
 
 
 class TrialEndings:
@@ -56,7 +38,7 @@ class TrialEndings:
     def _elapsed(self, p: PendingTrial) -> float:
         return time.perf_counter() - p.started
 
-    def _set(self, p: PendingTrial, attrs: dict[str, Any]) -> None:
+    def _set(self, p: PendingTrial, attrs: JSONDict) -> None:
         for key, value in attrs.items():
             p.trial.set_user_attr(key, value.value if isinstance(value, TrialStatus) else value)
 
@@ -71,21 +53,21 @@ class TrialEndings:
         atomic_write(self.ctx.run_dir / rel, data)
         return rel
 
-    def complete(self, p: PendingTrial, *, gain: float, status: TrialStatus, extra: dict[str, Any]) -> None:
+    def complete(self, p: PendingTrial, *, gain: float, status: TrialStatus, extra: JSONDict) -> None:
         extra = {**extra, Key.STATUS: status, Key.TRIAL_SECONDS: self._elapsed(p)}
         self._set(p, extra)
-        self.ctx.study.tell(p.trial, [gain, float(p.attrs[Key.LATENCY_MS])])
+        self.ctx.optuna_study.tell(p.trial, [gain, float(p.attrs[Key.LATENCY_MS])])
         self.done += 1
         if status in (TrialStatus.OK, TrialStatus.DUPLICATE) and p.attrs.get(Key.FEASIBLE):
             self.ctx.log.note_best(gain)
         self.ctx.log.trial(p, status=status, gain=gain, extra=extra, done=self.done)
 
-    def fail(self, p: PendingTrial, reason: str, *, extra: dict[str, Any] | None = None) -> None:
+    def fail(self, p: PendingTrial, reason: str, *, extra: JSONDict | None = None) -> None:
         from optuna.trial import TrialState
 
         extra = {**(extra or {}), Key.STATUS: TrialStatus.FAILED, Key.FAILURE_REASON: reason, Key.TRIAL_SECONDS: self._elapsed(p)}
         self._set(p, extra)
-        self.ctx.study.tell(p.trial, state=TrialState.FAIL)
+        self.ctx.optuna_study.tell(p.trial, state=TrialState.FAIL)
         self.done += 1
         self.ctx.log.trial(p, status=TrialStatus.FAILED, gain=None, extra=extra, done=self.done)
 
@@ -98,7 +80,7 @@ class TrialEndings:
         retry = retries < max_retries and bool(p.trial.params)
         attrs = {Key.STATUS: TrialStatus.CRASHED, Key.FAILURE_REASON: reason, Key.REQUEUED: retry, Key.TRIAL_SECONDS: self._elapsed(p)}
         self._set(p, attrs)
-        self.ctx.study.tell(p.trial, state=TrialState.FAIL)
+        self.ctx.optuna_study.tell(p.trial, state=TrialState.FAIL)
         if retry:
             self._enqueue_again(p)
             label = f"crashed, retry {retries + 1}/{max_retries} queued"
@@ -116,20 +98,20 @@ class TrialEndings:
 
         try:
             self._set(p, {Key.FAILURE_REASON: f"{reason}; re-queued", Key.REQUEUED: True})
-            self.ctx.study.tell(p.trial, state=TrialState.FAIL)
+            self.ctx.optuna_study.tell(p.trial, state=TrialState.FAIL)
             self._enqueue_again(p, spend_retry=spend_retry)
         except Exception:  # noqa: BLE001 - best effort; a rerun recovers RUNNING trials anyway
             pass
 
     def _enqueue_again(self, p: PendingTrial, *, spend_retry: bool = True) -> None:
         if p.trial.params:
-            frozen = self.ctx.study.get_trials(deepcopy=False)[p.trial.number]
+            frozen = self.ctx.optuna_study.get_trials(deepcopy=False)[p.trial.number]
             attrs = retry_attrs(frozen.number, frozen.user_attrs)
             if not spend_retry:
                 attrs[Key.RETRIES] = int(frozen.user_attrs.get(Key.RETRIES, 0))
-            self.ctx.study.enqueue_trial(dict(p.trial.params), user_attrs=attrs)
+            self.ctx.optuna_study.enqueue_trial(dict(p.trial.params), user_attrs=attrs)
 
-    def reevaluate(self, p: PendingTrial, *, weights: Any, arch: dict[str, Any], extra: dict[str, Any]) -> None:
+    def reevaluate(self, p: PendingTrial, *, weights: bytes | str | Path | None, arch: JSONDict, extra: JSONDict) -> None:
         """Evaluate fused weights (bytes, or a path in the run dir) in p's eval dtype, here in the driver.
 
         Used by eval-time ablation arms: the same trained weights, another inference dtype. It runs

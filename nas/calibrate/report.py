@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from nas.calibrate.runner import blocked, tasks_left
+from nas.calibrate.runner import Record, blocked, tasks_left
 from nas.calibrate.spec import Task, budget_label
 from nas.calibrate.stats import (
     PAIR_THRESHOLD_DB,
@@ -27,6 +27,7 @@ from nas.calibrate.stats import (
     pairwise_accuracy,
     spearman,
 )
+from nas.task import JSONDict, TaskStatus
 
 if TYPE_CHECKING:
     from nas.calibrate.spec import CalibrationSpec
@@ -37,16 +38,16 @@ TARGET_SPEARMAN = 0.6
 GROUPS = ("space", "panel")
 
 
-def _gain(records: dict[str, dict[str, Any]], task: Task, field: str = "gain") -> float | None:
+def _gain(records: dict[str, Record], task: Task, field: str = "gain") -> float | None:
     record = records.get(task.key)
-    return None if record is None or record.get("status") != "ok" else record.get(field)
+    return None if record is None or record.get("status") != TaskStatus.OK else record.get(field)
 
 
 def _group_names(spec: CalibrationSpec, group: str) -> list[str]:
     return [p.name for p in spec.panel if group == "panel" or p.source == "sampled"]
 
 
-def _rung_stats(spec: CalibrationSpec, records: dict[str, dict[str, Any]], names: list[str], index: int) -> dict[str, Any]:
+def _rung_stats(spec: CalibrationSpec, records: dict[str, Record], names: list[str], index: int) -> JSONDict:
     long_steps, steps = spec.long_steps, spec.budgets[index]
     rows = []
     for name in names:
@@ -63,7 +64,7 @@ def _rung_stats(spec: CalibrationSpec, records: dict[str, dict[str, Any]], names
             "spearman": rho.to_dict(), "kendall": tau.to_dict(), "pairwise": pairwise_accuracy(xs, ys).to_dict(), "front": front}
 
 
-def _noise(spec: CalibrationSpec, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _noise(spec: CalibrationSpec, records: dict[str, Record]) -> JSONDict:
     pairs = []
     for name in spec.noise:
         a = _gain(records, Task(name, spec.long_steps, spec.seed, None))
@@ -77,14 +78,14 @@ def _noise(spec: CalibrationSpec, records: dict[str, dict[str, Any]]) -> dict[st
             "mean_abs_diff_db": sum(diffs) / len(diffs) if diffs else None, "max_abs_diff_db": max(diffs) if diffs else None}
 
 
-def _presets_vs_table1(spec: CalibrationSpec, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _presets_vs_table1(spec: CalibrationSpec, records: dict[str, Record]) -> list[JSONDict]:
     presets = [p for p in spec.panel if p.source == "preset" and p.table1_delta_db is not None]
     out = []
     for index, steps in enumerate(spec.budgets):
         rows = []
         for p in presets:
             record = records.get(Task(p.name, steps, spec.seed, None).key)
-            if record is None or record.get("status") != "ok":
+            if record is None or record.get("status") != TaskStatus.OK:
                 continue
             ours = (record.get("val") or {}).get("delta_y")
             rows.append((p.name, record["gain"] if ours is None else ours, p.table1_delta_db))
@@ -98,14 +99,14 @@ def _none(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def _arch_rows(spec: CalibrationSpec, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _arch_rows(spec: CalibrationSpec, records: dict[str, Record]) -> list[JSONDict]:
     rows = []
     for p in spec.panel:
         val = {str(s): _gain(records, Task(p.name, s, spec.seed, None)) for s in spec.budgets}
         test = {str(s): _gain(records, Task(p.name, s, spec.seed, None), "test_gain") for s in spec.budgets}
         seconds = sum((records.get(Task(p.name, s, spec.seed, None).key) or {}).get("train_seconds") or 0.0 for s in spec.budgets)
         failed = [r.get("reason") for s in spec.budgets if (r := records.get(Task(p.name, s, spec.seed, None).key))
-                  and r.get("status") != "ok"]
+                  and r.get("status") != TaskStatus.OK]
         rows.append({"name": p.name, "source": p.source, "summary": p.arch.summary(), "macs_g": p.macs / 1e9,
                      "params_k": p.params / 1e3, "val_gain_db": val, "test_gain_db": test,
                      "long_seed2_gain_db": _gain(records, Task(p.name, spec.long_steps, spec.seed + 1, None)),
@@ -113,8 +114,8 @@ def _arch_rows(spec: CalibrationSpec, records: dict[str, dict[str, Any]]) -> lis
     return rows
 
 
-def summarize(spec: CalibrationSpec, records: dict[str, dict[str, Any]], *, device_name: str, command: str,
-              data: str = "", recipe: str = "") -> dict[str, Any]:
+def summarize(spec: CalibrationSpec, records: dict[str, Record], *, device_name: str, command: str,
+              data: str = "", recipe: str = "") -> JSONDict:
     """Everything `calibration.json` holds (module docstring); `records` maps `Task.key` to a result record."""
     groups = {g: [_rung_stats(spec, records, _group_names(spec, g), i) for i in range(len(spec.rungs))] for g in GROUPS}
     primary_group = "space" if groups["space"][spec.decider]["n"] >= 3 else "panel"
@@ -145,7 +146,7 @@ def _f(value: float | None, spec: str = "+.3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _stats_table(rows: Sequence[dict[str, Any]], long_label: str) -> list[str]:
+def _stats_table(rows: Sequence[JSONDict], long_label: str) -> list[str]:
     out = [f"| budget vs {long_label} | n archs | Spearman [95 % CI] | Kendall tau-b [95 % CI] | pairwise accuracy (pairs) | "
            "long-front archs recovered | hypervolume ratio |", "|---|---:|---|---|---|---|---:|"]
     for r in rows:
@@ -156,7 +157,7 @@ def _stats_table(rows: Sequence[dict[str, Any]], long_label: str) -> list[str]:
     return out
 
 
-def render_markdown(summary: dict[str, Any]) -> str:
+def render_markdown(summary: JSONDict) -> str:
     """The text report printed at the end and written as `calibration.md`."""
     b, p = summary["budgets"], summary["primary"]
     long_label = b["labels"][-1]

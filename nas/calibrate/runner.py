@@ -12,15 +12,21 @@ then recorded as crashed. Results are saved by `CalibrationStore.save` before th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nas.calibrate.spec import budget_label
+from nas.task import JSONDict, RungRequest, TaskStatus, TrainOutcome, TrainRequest
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from nas.calibrate.spec import CalibrationSpec, Task
     from nas.calibrate.store import CalibrationStore
-    from nas.executor import Executor
+    from nas.executor import Executor, Opaque, TaskHandle
     from trainers.recipe import Recipe
+
+#: A calibration record (`make_record`), stored as JSON: its keys are written out below.
+Record = JSONDict
 
 __all__ = ["CalibrationRunner", "blocked", "crashed_record", "load_records", "make_record", "previous_task", "tasks_left"]
 
@@ -28,7 +34,7 @@ _WAIT_S = 5.0
 _OVERHEAD_GMACS = 0.5  # per-step cost that does not scale with MACs (data, optimizer), in GMAC equivalents
 
 
-def _metrics(report: dict[str, Any] | None) -> dict[str, Any] | None:
+def _metrics(report: JSONDict | None) -> JSONDict | None:
     if report is None:
         return None
     per_qp = {qp: m.get("gain_y") for qp, m in (report.get("per_qp") or {}).items()}
@@ -36,29 +42,29 @@ def _metrics(report: dict[str, Any] | None) -> dict[str, Any] | None:
             "per_qp_gain_y": per_qp}
 
 
-def make_record(task: Task, out: dict[str, Any], *, spec: CalibrationSpec) -> dict[str, Any]:
+def make_record(task: Task, out: TrainOutcome, *, spec: CalibrationSpec) -> Record:
     """The JSON record of one finished task: the study's gain on val (selection) and test, and the rest."""
-    result = out["result"]
     metric = spec.study.objectives.gain
-    val, test = _metrics(result.get("eval")), _metrics(result.get("test_eval"))
-    ok = result.get("status") == "ok" and val is not None
+    val, test = _metrics(out.eval), _metrics(out.test_eval)
+    ok = out.status is TaskStatus.OK and val is not None
     return {
         "name": task.name, "seed": task.seed, "steps": task.steps, "continued_from_steps": task.after,
-        "budget_index": spec.budgets.index(task.steps), "status": "ok" if ok else "failed", "reason": result.get("reason"),
-        "metric": metric, "gain": val.get(metric) if ok else None, "test_gain": (test or {}).get(metric) if ok else None,
-        "val": val, "test": test, "train_seconds": result.get("train_seconds"), "eval_seconds": result.get("eval_seconds"),
-        "task_seconds": out.get("task_seconds"), "host": out.get("host"), "device": result.get("device"),
-        "decay_steps": out.get("decay_steps"), "resumed_from": out.get("resumed_from"), "final_loss": result.get("final_loss"),
+        "budget_index": spec.budgets.index(task.steps), "status": (TaskStatus.OK if ok else TaskStatus.FAILED).value,
+        "reason": out.reason, "metric": metric, "gain": val.get(metric) if ok and val is not None else None,
+        "test_gain": (test or {}).get(metric) if ok else None,
+        "val": val, "test": test, "train_seconds": out.train_seconds, "eval_seconds": out.eval_seconds,
+        "task_seconds": out.task_seconds, "host": out.host, "device": out.device,
+        "decay_steps": out.decay_steps, "resumed_from": out.resumed_from, "final_loss": out.final_loss,
     }
 
 
-def crashed_record(task: Task, *, spec: CalibrationSpec, reason: str) -> dict[str, Any]:
+def crashed_record(task: Task, *, spec: CalibrationSpec, reason: str) -> Record:
     return {"name": task.name, "seed": task.seed, "steps": task.steps, "continued_from_steps": task.after,
-            "budget_index": spec.budgets.index(task.steps), "status": "crashed", "reason": reason,
+            "budget_index": spec.budgets.index(task.steps), "status": TaskStatus.CRASHED.value, "reason": reason,
             "metric": spec.study.objectives.gain, "gain": None, "test_gain": None}
 
 
-def load_records(spec: CalibrationSpec, store: CalibrationStore) -> dict[str, dict[str, Any]]:
+def load_records(spec: CalibrationSpec, store: CalibrationStore) -> dict[str, Record]:
     """The saved record of every finished task, by `Task.key`."""
     return {t.key: record for t in spec.tasks() if (record := store.load(t)) is not None}
 
@@ -70,16 +76,16 @@ def previous_task(tasks: Sequence[Task], task: Task) -> Task | None:
     return next(t for t in tasks if t.name == task.name and t.seed == task.seed and t.steps == task.after)
 
 
-def blocked(tasks: Sequence[Task], records: dict[str, dict[str, Any]], task: Task) -> bool:
+def blocked(tasks: Sequence[Task], records: dict[str, Record], task: Task) -> bool:
     """A task after a budget that failed or crashed: it can never run."""
     prev = previous_task(tasks, task)
     if prev is None:
         return False
     record = records.get(prev.key)
-    return blocked(tasks, records, prev) or (record is not None and record["status"] != "ok")
+    return blocked(tasks, records, prev) or (record is not None and record["status"] != TaskStatus.OK)
 
 
-def tasks_left(tasks: Sequence[Task], records: dict[str, dict[str, Any]]) -> int:
+def tasks_left(tasks: Sequence[Task], records: dict[str, Record]) -> int:
     """Tasks neither done nor blocked."""
     return sum(1 for t in tasks if t.key not in records and not blocked(tasks, records, t))
 
@@ -87,7 +93,7 @@ def tasks_left(tasks: Sequence[Task], records: dict[str, dict[str, Any]]) -> int
 class CalibrationRunner:
     """Trains every task of a `CalibrationSpec` that its store does not hold yet (module docstring)."""
 
-    def __init__(self, spec: CalibrationSpec, store: CalibrationStore, *, executor: Executor, data_ref: Any, recipe: Recipe,
+    def __init__(self, spec: CalibrationSpec, store: CalibrationStore, *, executor: Executor, data_ref: Opaque, recipe: Recipe,
                  workers: int, log: Callable[[str], None], device_name: str, progress: bool = False) -> None:
         self.spec, self.store, self.executor, self.data_ref = spec, store, executor, data_ref
         self.recipe_dict = recipe.to_dict()
@@ -95,9 +101,9 @@ class CalibrationRunner:
         self.workers, self.log, self.device_name, self.progress = workers, log, device_name, progress
         self.tasks = spec.tasks()
         self.records = load_records(spec, store)
-        self.inflight: dict[Any, tuple[Task, int]] = {}  # ref -> (task, attempt)
+        self.inflight: dict[TaskHandle, tuple[Task, int]] = {}  # ref -> (task, attempt)
         self.trained = 0  # tasks finished by this process
-        self._bar: Any = None
+        self._bar: tqdm[None] | None = None
 
     # -- what to run ----------------------------------------------------------------------------
 
@@ -121,7 +127,7 @@ class CalibrationRunner:
             if t.key in self.records or t.key in running or self.blocked(t):
                 continue
             prev = self._previous(t)
-            if prev is None or (self.records.get(prev.key, {}).get("status") == "ok" and self.store.checkpoint_path(prev).exists()):
+            if prev is None or (self.records.get(prev.key, {}).get("status") == TaskStatus.OK and self.store.checkpoint_path(prev).exists()):
                 out.append(t)
         return sorted(out, key=lambda t: (-self._work(t), self.tasks.index(t)))
 
@@ -130,24 +136,18 @@ class CalibrationRunner:
 
     # -- running --------------------------------------------------------------------------------
 
-    def payload(self, task: Task) -> dict[str, Any]:
+    def request(self, task: Task) -> TrainRequest:
         prev = self._previous(task)
-        return {
-            "arch": self.spec.arch(task.name).arch.to_dict(),
-            "recipe": self.recipe_dict,
-            "steps": task.steps,
-            "seed": task.seed,
-            "threads": self.spec.study.proxy.threads,
-            "device": self.spec.device_kind,
-            "rung": {"rung_steps": task.steps, "plan": {"warmup_steps": self.plan.warmup_steps, "horizon": self.plan.horizon,
-                                                        "decay": self.plan.decay}},
-            "checkpoint": None if prev is None else self.store.checkpoint(prev),
-        }
+        plan = {"warmup_steps": self.plan.warmup_steps, "horizon": self.plan.horizon, "decay": self.plan.decay}
+        return TrainRequest(arch=self.spec.arch(task.name).arch.to_dict(), recipe=self.recipe_dict, steps=task.steps,
+                            seed=task.seed, threads=self.spec.study.proxy.threads, device=self.spec.device_kind,
+                            rung=RungRequest(rung_steps=task.steps, plan=plan),
+                            checkpoint=None if prev is None else self.store.checkpoint(prev))
 
     def _submit(self, task: Task, attempt: int = 0) -> None:
         proxy = self.spec.study.proxy
         gpus = proxy.gpus if self.spec.device_kind == "cuda" else 0
-        ref = self.executor.submit_train(payload=self.payload(task), data_ref=self.data_ref, num_cpus=proxy.threads, num_gpus=gpus)
+        ref = self.executor.submit_train(request=self.request(task), data_ref=self.data_ref, num_cpus=proxy.threads, num_gpus=gpus)
         self.inflight[ref] = (task, attempt)
 
     def run(self) -> int:
@@ -167,7 +167,7 @@ class CalibrationRunner:
                 self._bar.close()
         return self.trained
 
-    def _finish(self, ref: Any) -> None:
+    def _finish(self, ref: TaskHandle) -> None:
         from nas.executor import TaskError
 
         task, attempt = self.inflight.pop(ref)
@@ -181,16 +181,17 @@ class CalibrationRunner:
                 return
             record, checkpoint = crashed_record(task, spec=self.spec, reason=f"training task crashed: {exc}"), None
         else:
-            record, checkpoint = make_record(task, out, spec=self.spec), out.get("checkpoint")
-        self.store.save(task, record, checkpoint if record["status"] == "ok" else None)
+            outcome = TrainOutcome.from_dict(out)
+            record, checkpoint = make_record(task, outcome, spec=self.spec), outcome.checkpoint
+        self.store.save(task, record, checkpoint if record["status"] == TaskStatus.OK else None)
         self.records[task.key] = record
         self.trained += 1
         self._report(task, record)
 
-    def _report(self, task: Task, record: dict[str, Any]) -> None:
+    def _report(self, task: Task, record: Record) -> None:
         label = budget_label(self.spec, record["budget_index"])
         head = f"[{len(self.records)}/{len(self.tasks)}] {task.name} {label}, seed {task.seed}"
-        if record["status"] != "ok":
+        if record["status"] != TaskStatus.OK:
             self.log(f"{head}: {record['status']} ({record['reason']})")
         else:
             test = "n/a" if record["test_gain"] is None else f"{record['test_gain']:+.3f} dB"

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from nas.executor import TaskError, train_one
+from nas.task import TrainRequest
 from nas.local_executor import LocalExecutor
 from search_space.arch import ArchConfig
 from search_space.errors import UserError
@@ -98,7 +99,7 @@ def test_training_through_the_pool_matches_in_process(data):
     here = train_one(data=data, **PAYLOAD)
     assert here["result"]["status"] == "ok", here["result"]["reason"]
     with LocalExecutor(workers=1) as ex:
-        ref = ex.submit_train(payload=PAYLOAD, data_ref=ex.put(data), num_cpus=1, num_gpus=0.5)
+        ref = ex.submit_train(request=TrainRequest.from_dict(PAYLOAD), data_ref=ex.put(data), num_cpus=1, num_gpus=0.5)
         assert ex.wait([ref], timeout_s=120) == [ref]
         there = ex.get(ref)
         facts = ex.get(ex._submit(_worker_facts))
@@ -139,7 +140,7 @@ def test_a_dead_worker_fails_its_tasks_and_the_next_pool_runs(data):
             ex.get(dying, timeout_s=60)
         with pytest.raises(TaskError, match="worker process died"):
             ex.get(queued, timeout_s=60)  # it waited in the broken pool: it fails too
-        ref = ex.submit_train(payload=PAYLOAD, data_ref=data_ref, num_cpus=1, num_gpus=0)
+        ref = ex.submit_train(request=TrainRequest.from_dict(PAYLOAD), data_ref=data_ref, num_cpus=1, num_gpus=0)
         assert ex.get(ref, timeout_s=120)["result"]["status"] == "ok"  # the fresh pool has the data
         assert ex.get(ex._submit(_sleep, 0.0)) != first  # a new process
 
