@@ -21,6 +21,7 @@ from search_space.configio import reject_unknown_keys
 from search_space.errors import UserError
 
 if TYPE_CHECKING:
+    from nas.task import JSONDict
     from search_space.arch import ArchConfig
 
 __all__ = ["ABLATION_METRICS", "EVAL_DTYPES", "EXPECTATIONS", "AblationSpec", "Arm", "Claim"]
@@ -114,8 +115,8 @@ class Arm:
             raise UserError(f"{where}: {err}") from None
         return arch
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name}
+    def to_dict(self) -> JSONDict:
+        d: JSONDict = {"name": self.name}
         if self.preset is not None:
             d["preset"] = self.preset
         if self.arch is not None:
@@ -200,7 +201,7 @@ class Claim:
             return "%"
         return {"latency_ms": "ms", "macs_g": "G", "params_k": "k"}.get(self.metric, "dB")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         """JSON-ready (infinite bounds as the strings 'inf' / '-inf', which `from_dict` reads back)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if d["arm"] is None:
@@ -327,8 +328,8 @@ class AblationSpec:
         ordered = sorted(self.arms, key=lambda a: (a.name != self.reference, a.eval_dtype != "float32"))
         return [(arm.name, seed) for seed in self.seeds for arm in ordered]
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"reference": self.reference, "seeds": list(self.seeds)}
+    def to_dict(self) -> JSONDict:
+        d: JSONDict = {"reference": self.reference, "seeds": list(self.seeds)}
         if self.factor:
             d["factor"] = self.factor
         d["arms"] = [a.to_dict() for a in self.arms]

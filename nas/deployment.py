@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from search_space.errors import UserError
 
 if TYPE_CHECKING:
+    from nas.task import JSONDict
     from search_space.arch import ArchConfig
     from trainers.recipe import Recipe
 
@@ -60,8 +61,8 @@ def plain_equivalent(arch: ArchConfig) -> ArchConfig:
     return candidate if _deploy_signature(candidate) == _deploy_signature(arch) else arch
 
 
-def evaluate_weights(*, weights: bytes | Path, arch: dict[str, Any], data: Any, dtype: str, device: str, threads: int,
-                     splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, Any] | None]:
+def evaluate_weights(*, weights: bytes | Path, arch: JSONDict, data: Any, dtype: str, device: str, threads: int,
+                     splits: tuple[str, ...] = ("val", "test")) -> dict[str, JSONDict | None]:
     """`EvalReport.to_dict()` of fused weights (`torch.save` bytes or a file) of `arch` on each of
     `data`'s `splits` ('val', 'test'; None for a split the data does not have).
 

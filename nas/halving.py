@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from search_space.errors import UserError
 
@@ -45,7 +44,7 @@ def rung_study_name(main: str, rung: int) -> str:
     return main if rung == 0 else f"{main}@rung{rung}"
 
 
-def _int(key: str, value: Any, *, minimum: int) -> int:
+def _int(key: str, value: object, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"[halving] {key} must be an integer >= {minimum}, got {value!r}")
     return value

@@ -9,9 +9,12 @@ the front from here, so they always agree. It is computed here rather than by Op
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nas.trial_record import Key, is_front_candidate, linear_metric
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 __all__ = ["non_dominated", "pareto_front", "render_pareto_table"]
 
@@ -29,7 +32,7 @@ def non_dominated(points: Sequence[tuple[float, float]]) -> list[int]:
     return keep
 
 
-def pareto_front(trials: Iterable[Any]) -> list[Any]:
+def pareto_front(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """The non-dominated front candidates among Optuna trials, sorted by latency (then gain, number)."""
     pool = [t for t in trials if is_front_candidate(state=t.state.name, attrs=t.user_attrs, values=t.values)]
     front = [pool[i] for i in non_dominated([(t.values[0], t.values[1]) for t in pool])]
@@ -37,11 +40,11 @@ def pareto_front(trials: Iterable[Any]) -> list[Any]:
     return front
 
 
-def _signed(value: Any) -> str:
+def _signed(value: float | None) -> str:
     return "-" if value is None else f"{float(value):+.3f}"
 
 
-def render_pareto_table(front: Sequence[Any], *, gain_name: str, latency_name: str, device_name: str, note: str = "") -> str:
+def render_pareto_table(front: Sequence[FrozenTrial], *, gain_name: str, latency_name: str, device_name: str, note: str = "") -> str:
     """A plain-text table of the front (one row per Optuna trial), as printed at the end of a run.
 
     The front is selected on val (the objective); the table also reports each trial on the test

@@ -28,13 +28,19 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.halving import rung_study_name
 from nas.pareto import pareto_front
 from nas.storage import is_redacted, open_rdb_storage, redact
 from nas.trial_record import TRAINED_STATUSES, Key, TrialRecord, TrialStatus, finite_or_none
 from search_space.errors import UserError
+
+if TYPE_CHECKING:
+    from nas.task import JSONDict
+    import optuna
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
 
 __all__ = ["TRAINED_STATUSES", "RunState", "TrialRecord", "load_run", "write_output"]
 
@@ -46,7 +52,7 @@ class RunState:
     run_dir: Path
     info: Mapping[str, Any]
     trials: tuple[TrialRecord, ...]  # rung 0: the sampler study's trials (all trials of a single-fidelity run)
-    frozen: tuple[Any, ...] = field(repr=False, default=())  # Optuna FrozenTrials of `trials` (for optuna tools)
+    frozen: tuple[FrozenTrial, ...] = field(repr=False, default=())  # Optuna FrozenTrials of `trials` (for optuna tools)
     upper_rungs: Mapping[int, tuple[TrialRecord, ...]] = field(repr=False, default_factory=dict)  # halving: rung k >= 1
 
     # -- the study ----------------------------------------------------------------------------------
@@ -195,7 +201,7 @@ class RunState:
             return True
         return self.budget_trials is not None and self.finished < self.budget_trials
 
-    def optuna_study(self, *, numbers: Iterable[int] | None = None) -> Any:
+    def optuna_study(self, *, numbers: Iterable[int] | None = None) -> optuna.Study:
         """An in-memory Optuna study holding copies of this run's COMPLETE trials (all, or those
         in `numbers`), for Optuna's analysis tools; never connected to the run's storage."""
         import optuna
@@ -212,7 +218,7 @@ class RunState:
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_run_json(run_dir: Path) -> dict[str, Any]:
+def _read_run_json(run_dir: Path) -> JSONDict:
     if not run_dir.exists():
         raise UserError(f"run directory {str(run_dir)!r} does not exist; pass --run with the folder nas.run wrote (e.g. runs/rtsr)")
     if not run_dir.is_dir():
@@ -240,14 +246,14 @@ def _copy_journal(src: Path, dst: Path) -> None:
     dst.write_bytes(data[: cut + 1] if cut >= 0 else b"")
 
 
-def _rung_trials(storage: Any, main: str) -> dict[int, list[Any]]:
+def _rung_trials(storage: BaseStorage, main: str) -> dict[int, list[FrozenTrial]]:
     """The trials of each rung study (k >= 1) of `main` in `storage` (a URL or a storage object).
 
     Rung k's study exists only once a trial reached rung k - 1, so the rungs are numbered without gaps."""
     import optuna
 
     names = set(optuna.get_all_study_names(storage=storage))
-    out: dict[int, list[Any]] = {}
+    out: dict[int, list[FrozenTrial]] = {}
     while rung_study_name(main, len(out) + 1) in names:
         rung = len(out) + 1
         study = optuna.load_study(study_name=rung_study_name(main, rung), storage=storage)
@@ -260,7 +266,7 @@ def _is_halving(info: Mapping[str, Any]) -> bool:
     return isinstance(study, Mapping) and isinstance(study.get("halving"), Mapping)
 
 
-def _frozen_trials(run_dir: Path, info: Mapping[str, Any], storage: str | None) -> dict[int, list[Any]]:
+def _frozen_trials(run_dir: Path, info: Mapping[str, Any], storage: str | None) -> dict[int, list[FrozenTrial]]:
     """The Optuna trials of each rung: {0: the sampler study's} plus rung k >= 1 for a halving run."""
     import optuna
 
@@ -332,7 +338,7 @@ def load_run(run_dir: str | os.PathLike[str], *, storage: str | None = None) -> 
     return RunState(run_dir=root, info=info, trials=rungs.pop(0), frozen=tuple(frozen), upper_rungs=rungs)
 
 
-def _records(frozen: list[Any], *, rung: int, front: bool) -> tuple[TrialRecord, ...]:
+def _records(frozen: list[FrozenTrial], *, rung: int, front: bool) -> tuple[TrialRecord, ...]:
     """The records of one rung's Optuna trials, by number; `front`: flag this rung's Pareto trials.
 
     A rung k >= 1 record that does not say its rung yet (attributes of an unfinished trial may be

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from search_space.errors import UserError
+
+if TYPE_CHECKING:
+    from optuna.storages import RDBStorage
 
 __all__ = ["REDACTED", "has_password", "is_redacted", "open_rdb_storage", "redact", "url_for_run_json", "without_redacted_password"]
 
@@ -79,7 +82,7 @@ def _sqlite_file(url: str) -> str | None:
     return db if db and db != ":memory:" and not db.startswith("file:") else None
 
 
-def open_rdb_storage(url: str, *, source: str = "--storage", create: bool = True) -> Any:
+def open_rdb_storage(url: str, *, source: str = "--storage", create: bool = True) -> RDBStorage:
     """Connect to the Optuna RDB storage at `url` now; a UserError that names the fix if it cannot.
 
     Called before any data is loaded or any worker started, so a wrong URL, an unreachable server, a

@@ -13,12 +13,15 @@ tools (`optuna-dashboard`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from nas.task import JSONDict
+    from optuna.trial import FrozenTrial
+
     from nas.latency import LatencyResult
     from search_space.arch import ArchConfig
 
@@ -135,7 +138,7 @@ def counts_against_budget(*, state: str, attrs: Mapping[str, Any]) -> bool:
     return state == "COMPLETE" or (state == "FAIL" and not attrs.get(Key.REQUEUED))
 
 
-def is_front_candidate(*, state: str, attrs: Mapping[str, Any], values: Any) -> bool:
+def is_front_candidate(*, state: str, attrs: Mapping[str, Any], values: Sequence[float] | None) -> bool:
     """What a Pareto front may show: COMPLETE, trained in this run (status ok), feasible, with values.
 
     A duplicate is left out (it repeats its original, which is already a candidate)."""
@@ -147,9 +150,9 @@ def is_front_candidate(*, state: str, attrs: Mapping[str, Any], values: Any) -> 
     )
 
 
-def retry_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
+def retry_attrs(number: int, attrs: Mapping[str, Any]) -> JSONDict:
     """The attributes a re-queued trial starts with: where it came from, and what it must keep."""
-    out: dict[str, Any] = {Key.RETRY_OF: number, Key.RETRIES: int(attrs.get(Key.RETRIES, 0)) + 1}
+    out: JSONDict = {Key.RETRY_OF: number, Key.RETRIES: int(attrs.get(Key.RETRIES, 0)) + 1}
     for key in (Key.PRESET, Key.ARM, Key.SEED):
         if key in attrs:
             out[key] = attrs[key]
@@ -174,8 +177,8 @@ class TrialSetup:
     latency_device: str
     retries: int
 
-    def to_attrs(self) -> dict[str, Any]:
-        attrs: dict[str, Any] = {
+    def to_attrs(self) -> JSONDict:
+        attrs: JSONDict = {
             Key.ARCH: self.arch.to_dict(),
             Key.ARCH_HASH: self.arch.arch_hash,
             Key.ARCH_SUMMARY: self.arch.summary(),
@@ -198,7 +201,7 @@ class TrialSetup:
         return attrs
 
 
-def latency_attrs(result: LatencyResult) -> dict[str, Any]:
+def latency_attrs(result: LatencyResult) -> JSONDict:
     """The `Key.LATENCY` record of a measurement: statistics (spread included) with their device,
     protocol and software stack."""
     return {
@@ -225,7 +228,7 @@ def linear_metric(gain_metric: str) -> str:
     return {Key.GAIN_Y: Key.GAIN_LINEAR_Y, Key.DELTA_Y: Key.DELTA_LINEAR_Y}.get(gain_metric, gain_metric)
 
 
-def split_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
+def split_metrics(report: Mapping[str, Any]) -> JSONDict:
     """Per-QP metrics and summary gains of one evaluation (`EvalReport.to_dict()`), keyed as stored."""
     return {
         Key.PER_QP: report["per_qp"],
@@ -237,7 +240,7 @@ def split_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def eval_attrs(report: Mapping[str, Any], *, test: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def eval_attrs(report: Mapping[str, Any], *, test: Mapping[str, Any] | None = None) -> JSONDict:
     """The outcome attributes of an evaluation on val (`EvalReport.to_dict()`), plus `Key.TEST`
     when the test split was evaluated too."""
     attrs = split_metrics(report)
@@ -246,7 +249,7 @@ def eval_attrs(report: Mapping[str, Any], *, test: Mapping[str, Any] | None = No
     return attrs
 
 
-def finite_or_none(value: Any) -> float | None:
+def finite_or_none(value: object) -> float | None:
     """`value` as a finite float, or None (missing, not a number, NaN or infinite)."""
     try:
         out = float(value)
@@ -276,7 +279,7 @@ class TrialRecord:
     completed: str | None = None  # ISO time
 
     @classmethod
-    def from_frozen(cls, t: Any, *, pareto: bool) -> TrialRecord:
+    def from_frozen(cls, t: FrozenTrial, *, pareto: bool) -> TrialRecord:
         """The record of an Optuna FrozenTrial (`pareto`: whether it is on the run's front)."""
         attrs = dict(t.user_attrs)
         state = t.state.name
@@ -404,7 +407,7 @@ class TrialRecord:
         return str(value) if value else None
 
 
-def _status(value: Any) -> TrialStatus | str:
+def _status(value: object) -> TrialStatus | str:
     try:
         return TrialStatus(str(value))
     except ValueError:

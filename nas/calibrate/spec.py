@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from search_space.configio import content_hash
 from search_space.errors import UserError
 
 if TYPE_CHECKING:
+    from nas.task import JSONDict
     from nas.calibrate.panel import PanelArch
     from nas.study import Study
     from trainers.continuation import WSDPlan
@@ -145,7 +146,7 @@ class CalibrationSpec:
         out += [Task(name, self.long_steps, self.seed + 1, None) for name in self.noise]
         return out
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> JSONDict:
         """Everything a resumed run must share (not workers, executor or where results go)."""
         return {
             "format": FORMAT,

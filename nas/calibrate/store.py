@@ -19,12 +19,13 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from search_space.configio import atomic_write, diff_keys
 from search_space.errors import UserError
 
 if TYPE_CHECKING:
+    from nas.task import JSONDict
     from nas.calibrate.spec import CalibrationSpec, Task
 
 __all__ = ["RUN_FILE", "CalibrationStore"]
@@ -93,13 +94,13 @@ class CalibrationStore:
         atomic_write(path, json.dumps(doc, indent=2) + "\n")
         return resuming
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> list[JSONDict]:
         path = self.root / RUN_FILE
         return json.loads(path.read_text(encoding="utf-8")).get("history", []) if path.exists() else []
 
     # -- results --------------------------------------------------------------------------------
 
-    def load(self, task: Task) -> dict[str, Any] | None:
+    def load(self, task: Task) -> JSONDict | None:
         path = self.result_path(task)
         if not path.exists():
             return None
@@ -112,7 +113,7 @@ class CalibrationStore:
         path = self.checkpoint_path(task)
         return path.read_bytes() if path.exists() else None
 
-    def save(self, task: Task, record: dict[str, Any], checkpoint: bytes | None) -> None:
+    def save(self, task: Task, record: JSONDict, checkpoint: bytes | None) -> None:
         """Checkpoint first, then the record that makes the result count."""
         if checkpoint is not None:
             atomic_write(self.checkpoint_path(task), checkpoint)

@@ -26,12 +26,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.deployment import removes_bias
 from nas.runstate import RunState, load_run, write_output
 from nas.trial_record import Key, TrialRecord, TrialStatus
 from search_space.errors import UserError
+
+if TYPE_CHECKING:
+    from nas.task import JSONDict
+    from search_space.arch import ArchConfig
+    from trainers.recipe import Recipe
+    from trainers.runconfig import RunConfig
 
 __all__ = ["DEFAULT_RECIPE", "ExportResult", "export_file_stem", "export_trials", "run_config_for"]
 
@@ -68,7 +74,7 @@ def _check_exportable(t: TrialRecord, state: RunState) -> None:
         raise UserError(f"{where} has no trained result (state {t.state}, status {t.status}); {hint}")
 
 
-def _export_arch(t: TrialRecord, recipe: Any) -> Any:
+def _export_arch(t: TrialRecord, recipe: Recipe) -> ArchConfig:
     """The architecture to train in full (see the module docstring: the one that was timed)."""
     from search_space.arch import ArchConfig
 
@@ -78,7 +84,7 @@ def _export_arch(t: TrialRecord, recipe: Any) -> Any:
     return trained if removes_bias(recipe) else deployed
 
 
-def _check_patches(recipe: Any, arch: Any, *, trial: int) -> None:
+def _check_patches(recipe: Recipe, arch: ArchConfig, *, trial: int) -> None:
     """The network only accepts inputs divisible by its down factor: so must every training patch.
 
     Checked here because otherwise `trainers.full` stops at its first step, possibly hours later
@@ -93,11 +99,11 @@ def _check_patches(recipe: Any, arch: Any, *, trial: int) -> None:
         )
 
 
-def _provenance(t: TrialRecord, state: RunState, *, weights_name: str | None) -> dict[str, Any]:
+def _provenance(t: TrialRecord, state: RunState, *, weights_name: str | None) -> JSONDict:
     a = t.attrs
     study = state.study
     lat = dict(a.get(Key.LATENCY) or {})
-    prov: dict[str, Any] = {
+    prov: JSONDict = {
         "source": "nas.export",
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "study": state.study_name,
@@ -155,7 +161,7 @@ def _provenance(t: TrialRecord, state: RunState, *, weights_name: str | None) ->
     return prov
 
 
-def run_config_for(t: TrialRecord, state: RunState, *, recipe: Any, steps: int | None = None, weights_name: str | None = None) -> Any:
+def run_config_for(t: TrialRecord, state: RunState, *, recipe: Recipe, steps: int | None = None, weights_name: str | None = None) -> RunConfig:
     """The `RunConfig` that trains trial `t` in full with `recipe` (see the module docstring)."""
     from trainers.runconfig import RunConfig
 
@@ -163,7 +169,7 @@ def run_config_for(t: TrialRecord, state: RunState, *, recipe: Any, steps: int |
     arch = _export_arch(t, recipe)
     _check_patches(recipe, arch, trial=t.source_trial)
     data = state.study.get("data", {})
-    kwargs: dict[str, Any] = {
+    kwargs: JSONDict = {
         "arch": arch,
         "recipe": recipe,
         "seed": int(state.study.get("seed", 0)),

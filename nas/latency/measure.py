@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -27,6 +27,10 @@ from nas.latency.protocol import LatencyProtocol, device_kind_of
 from nas.latency.software import UNKNOWN_STACK_KEY, SoftwareStack
 from nas.latency.stats import LatencyStats, spread_of, summarize_times
 from search_space.errors import UserError
+
+if TYPE_CHECKING:
+    from nas.task import JSONDict
+    from search_space.arch import ArchConfig
 
 __all__ = ["LatencyResult", "device_name_for", "measure_latency", "measure_latency_batch"]
 
@@ -53,7 +57,7 @@ class LatencyResult:
     torch_version: str = ""
     cudnn_version: int | None = None
     timestamp: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: JSONDict = field(default_factory=dict)
     #: None only for records written before the stack was stored: they are never reused from the cache.
     software: SoftwareStack | None = None
 
@@ -106,7 +110,7 @@ class LatencyResult:
     def protocol_hash(self) -> str:
         return self.protocol.protocol_hash
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         """The stored form (one `latency.jsonl` record, a trial's latency attribute): keep keys stable."""
         return {
             "name": self.name,
@@ -131,7 +135,7 @@ class LatencyResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LatencyResult:
+    def from_dict(cls, data: JSONDict) -> LatencyResult:
         """Inverse of `to_dict`; derived fields (kind, dtype, hash, description) are recomputed.
 
         Records from before the spread and the software stack were stored still load: their IQR
@@ -206,7 +210,7 @@ def device_name_for(device: str | torch.device) -> str:
     return f"cpu: {_cpu_processor_name()} ({n} thread{'s' if n != 1 else ''})"
 
 
-def _as_deploy_model(model_or_arch: Any) -> tuple[nn.Module, str | None]:
+def _as_deploy_model(model_or_arch: nn.Module | ArchConfig) -> tuple[nn.Module, str | None]:
     """A private copy of the deploy model and the arch hash (None for a bare module)."""
     if isinstance(model_or_arch, nn.Module):
         # Copy: .half()/.to() work in place, and the caller's model must stay as it was.
@@ -226,7 +230,7 @@ def _count_params(model: nn.Module) -> int:
 
 
 def measure_latency(
-    model_or_arch: Any,
+    model_or_arch: nn.Module | ArchConfig,
     *,
     device: str | torch.device = "cuda",
     protocol: LatencyProtocol | None = None,
@@ -246,7 +250,7 @@ def measure_latency(
 
 
 def measure_latency_batch(
-    items: Sequence[Any],
+    items: Sequence[nn.Module | ArchConfig],
     *,
     device: str | torch.device = "cuda",
     protocol: LatencyProtocol | None = None,
@@ -357,7 +361,7 @@ class _Prepared:
 
 
 def _prepare(
-    model_or_arch: Any, *, protocol: LatencyProtocol, dev: torch.device, name: str | None, arch_hash: str | None
+    model_or_arch: nn.Module | ArchConfig, *, protocol: LatencyProtocol, dev: torch.device, name: str | None, arch_hash: str | None
 ) -> _Prepared:
     """Build (or copy) the deploy model, check it fits the input, move it and freeze it for timing."""
     u = getattr(model_or_arch, "down_factor", 1)

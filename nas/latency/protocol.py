@@ -11,12 +11,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from search_space.configio import content_hash, reject_unknown_keys
 from search_space.errors import UserError
+
+if TYPE_CHECKING:
+    from nas.task import JSONDict
 
 __all__ = ["BACKENDS", "DEVICE_KINDS", "DTYPES", "PROTOCOL_VERSION", "LatencyProtocol", "device_kind_of"]
 
@@ -89,7 +92,7 @@ class LatencyProtocol:
     # -- standard protocols ------------------------------------------------------------------------
 
     @classmethod
-    def challenge(cls, **overrides: Any) -> LatencyProtocol:
+    def challenge(cls, **overrides: object) -> LatencyProtocol:
         """The AIS 2024 / NTIRE23 GPU protocol: fp16, 540x960, 50 warm-ups, 100 CUDA-event runs.
 
         It follows the AIS 2024 RTSR benchmark (the NTIRE23-RTSR `demo/runtime_demo.py` script; the
@@ -102,12 +105,12 @@ class LatencyProtocol:
         H x W = 540 x 960, the real frame orientation, with the same pixel count. `channels_last`
         is a separate, labelled backend; the challenge uses the ordinary contiguous layout.
         """
-        values: dict[str, Any] = dict(device_kind="cuda", dtype="float16", input_hw=(540, 960), warmup=50, runs=100)
+        values: JSONDict = dict(device_kind="cuda", dtype="float16", input_hw=(540, 960), warmup=50, runs=100)
         values.update(overrides)
         return cls(**values)
 
     @classmethod
-    def cpu(cls, **overrides: Any) -> LatencyProtocol:
+    def cpu(cls, **overrides: object) -> LatencyProtocol:
         """The time-bounded CPU protocol: fp32, 540x960, 2 warm-ups, at most 10 runs or 20 s.
 
         fp32 because fp16 convolutions on CPU are slow or unsupported, so an fp16 CPU number would
@@ -117,28 +120,28 @@ class LatencyProtocol:
         multi-threaded runs then mostly time how long OpenMP workers wait to be scheduled (a 24x24
         CASR forward took about 420 ms on 2 busy threads and a few ms on one).
         """
-        values: dict[str, Any] = dict(
+        values: JSONDict = dict(
             device_kind="cpu", dtype="float32", input_hw=(540, 960), warmup=2, runs=10, time_budget_s=20.0
         )
         values.update(overrides)
         return cls(**values)
 
     @classmethod
-    def default_for(cls, device: str | torch.device, **overrides: Any) -> LatencyProtocol:
+    def default_for(cls, device: str | torch.device, **overrides: object) -> LatencyProtocol:
         """The standard protocol for a device (`cuda`, `cuda:1`, `cpu`)."""
         kind = device_kind_of(device)
         return cls.challenge(**overrides) if kind == "cuda" else cls.cpu(**overrides)
 
     # -- identity ----------------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         """The stored form (JSON-ready); its content hash is `protocol_hash`, so keep it stable."""
         d = dataclasses.asdict(self)
         d["input_hw"] = list(self.input_hw)
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LatencyProtocol:
+    def from_dict(cls, data: JSONDict) -> LatencyProtocol:
         """Inverse of `to_dict`; unknown keys are a `UserError` that lists the valid ones."""
         if not isinstance(data, dict):
             raise UserError(f"latency protocol must be a mapping, got {type(data).__name__}")

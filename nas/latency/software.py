@@ -9,12 +9,16 @@ records both (`run.json`), so a resumed run refuses to mix stacks just as it ref
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nas.latency.protocol import device_kind_of
+
+if TYPE_CHECKING:
+    from nas.task import JSONDict
 
 __all__ = ["UNKNOWN_STACK_KEY", "SoftwareStack", "software_stack_for"]
 
@@ -54,12 +58,12 @@ class SoftwareStack:
             parts.append(f"cuDNN {self.cudnn}")
         return ", ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         """The stored form (a latency record's and run.json's `software`)."""
         return {"torch": self.torch, "cuda": self.cuda, "cudnn": self.cudnn}
 
     @classmethod
-    def from_dict(cls, data: Any) -> SoftwareStack:
+    def from_dict(cls, data: Mapping[str, Any]) -> SoftwareStack:
         """Inverse of `to_dict`; a malformed value raises TypeError (the record reader reports it)."""
         if not isinstance(data, dict) or not isinstance(data.get("torch"), str):
             raise TypeError(f"software stack must be a mapping with a 'torch' version string, got {data!r}")
@@ -67,6 +71,6 @@ class SoftwareStack:
         return cls(torch=data["torch"], cuda=data.get("cuda"), cudnn=int(cudnn) if cudnn is not None else None)
 
 
-def software_stack_for(device: Any) -> SoftwareStack:
+def software_stack_for(device: str | torch.device) -> SoftwareStack:
     """The stack of this process for timings on `device` (`cuda`, `cuda:1`, `cpu`)."""
     return SoftwareStack.current(device_kind_of(device))

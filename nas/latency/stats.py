@@ -11,9 +11,12 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nas.ranks import average_ranks, spearman
+
+if TYPE_CHECKING:
+    from nas.task import JSONDict
 
 __all__ = ["LatencyStats", "average_ranks", "spearman", "spread_of", "summarize_times"]
 
@@ -43,12 +46,12 @@ class LatencyStats:
     iqr_ms: float
     iqr_percent: float
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         """The stored form, one key per field (part of every latency record)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
+    def from_dict(cls, data: JSONDict) -> LatencyStats:
         """Inverse of `to_dict`; a missing field raises KeyError (the record reader reports it)."""
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
