@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import optuna
@@ -20,14 +20,26 @@ if TYPE_CHECKING:
     from nas.device import DeviceKind
     from nas.executor import Executor, Opaque
     from nas.latency import LatencyCache, LatencyProtocol
-    from nas.progress import TrialLog
+    from nas.trial_record import TrialStatus
     from nas.study import Study
     from nas.task import JSONDict
     from search_space.arch import ArchConfig
     from trainers.proxy import ProxyData
     from trainers.recipe import Recipe
 
-__all__ = ["PendingTrial", "RunContext"]
+__all__ = ["PendingTrial", "RunContext", "RunLog"]
+
+
+class RunLog(Protocol):
+    """What a run shows while it works (`nas.progress.TrialLog`), as the scheduler uses it.
+
+    A protocol rather than the class: `nas.progress` prints `PendingTrial`s, so naming its class
+    here would make the two modules import each other."""
+
+    def print(self, text: str) -> None: ...
+    def note_best(self, gain: float) -> None: ...
+    def open_bar(self, *, done: int, total: int) -> None: ...
+    def trial(self, p: PendingTrial, *, status: TrialStatus | str, gain: float | None, extra: JSONDict, done: int) -> None: ...
 
 
 @dataclass
@@ -47,7 +59,7 @@ class RunContext:
     cache: LatencyCache
     slot: Opaque  # the executor's latency slot
     budget_ms: float | None
-    log: TrialLog
+    log: RunLog  # nas.progress.TrialLog
 
 
 @dataclass
