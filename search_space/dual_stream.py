@@ -53,6 +53,7 @@ from search_space.blocks import LinearBlock, OnlineReparam, get_block, make_acti
 from search_space.blocks.base import zero_
 from search_space.blocks.fusion import Conv, add_bias, to_conv2d
 from search_space.errors import UserError
+from search_space.shuffle import PixelShuffle
 
 __all__ = ["ANCHOR_SAFE_ACTIVATIONS", "SCALE", "DualStreamSR"]
 
@@ -108,7 +109,7 @@ class DualStreamSR(OnlineReparam, nn.Module):
         # One activation per layer and stream (PReLU slopes are per channel, so they merge by concatenation).
         self.acts = nn.ModuleList(make_activation(act, b) for _ in range(blocks + 1))
         self.residual_acts = nn.ModuleList(make_activation(act, r) for _ in range(blocks + 1))
-        self.shuffle = nn.PixelShuffle(SCALE)
+        self.shuffle = PixelShuffle(SCALE)
         if blocks:  # fail here, not at deploy time
             _check_single_conv(self.body[0], backbone_block)
         self.reset_residual_stream_()
@@ -205,7 +206,7 @@ class DualStreamSR(OnlineReparam, nn.Module):
             layers += _clip_tail(weight, bias)
         else:
             layers.append(to_conv2d((weight, bias)))
-        layers.append(nn.PixelShuffle(SCALE))
+        layers.append(PixelShuffle(SCALE))
         return nn.Sequential(*layers)
 
     def _merged_convs(self) -> list[Conv]:

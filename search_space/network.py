@@ -52,6 +52,7 @@ from search_space.arch import FITTED_ANCHORS, GLOBAL_RESIDUALS, SCALE, ArchConfi
 from search_space.blocks import Block, get_block, make_activation
 from search_space.blocks.base import zero_
 from search_space.errors import UserError
+from search_space.shuffle import PixelShuffle, PixelUnshuffle
 
 __all__ = [
     "ANCHOR_KERNEL",
@@ -137,7 +138,7 @@ class LanczosAnchor(nn.Module):
         horizontal = taps.repeat(3 * phases, 1).view(3 * phases * phases, 1, 1, size)  # 16c + 4p + q: h_q
         self.vertical = _fixed_conv(vertical, in_ch=3, groups=3, padding=(pad, 0))
         self.horizontal = _fixed_conv(horizontal, in_ch=3 * phases, groups=3 * phases, padding=(0, pad))
-        self.shuffle = nn.PixelShuffle(phases)
+        self.shuffle = PixelShuffle(phases)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.shuffle(self.horizontal(self.vertical(x)))
@@ -167,7 +168,7 @@ class LinearAnchor(nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(weight)
             zero_(self.conv.bias)
-        self.shuffle = nn.PixelShuffle(phases)
+        self.shuffle = PixelShuffle(phases)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.shuffle(self.conv(x))
@@ -197,7 +198,7 @@ class FittedAnchor(nn.Module):
         self.conv = _fixed_conv(torch.zeros(out, 3, kernel, kernel), in_ch=3, groups=1, padding=(kernel // 2,) * 2)
         del self.conv.bias  # the bias-free conv's `bias = None` parameter slot, replaced by a buffer
         self.conv.register_buffer("bias", torch.zeros(out, dtype=torch.get_default_dtype()))
-        self.shuffle = nn.PixelShuffle(SCALE)
+        self.shuffle = PixelShuffle(SCALE)
         self.fit_key: str | None = None
 
     @torch.no_grad()
@@ -259,7 +260,7 @@ class DirectReconstruction(nn.Module):
     def __init__(self, conv: nn.Module, factor: int) -> None:
         super().__init__()
         self.conv = conv
-        self.shuffle = nn.PixelShuffle(factor)
+        self.shuffle = PixelShuffle(factor)
 
     def forward(self, features: Tensor, x: Tensor) -> Tensor:
         return self.shuffle(self.conv(features))
@@ -278,9 +279,9 @@ class CascadeReconstruction(nn.Module):
     def __init__(self, to_lr: nn.Module, to_hr: nn.Module, down_factor: int) -> None:
         super().__init__()
         self.to_lr = to_lr
-        self.shuffle_lr = nn.PixelShuffle(down_factor)
+        self.shuffle_lr = PixelShuffle(down_factor)
         self.to_hr = to_hr
-        self.shuffle_hr = nn.PixelShuffle(SCALE)
+        self.shuffle_hr = PixelShuffle(SCALE)
 
     def forward(self, features: Tensor, x: Tensor) -> Tensor:
         return self.shuffle_hr(self.to_hr(self.shuffle_lr(self.to_lr(features)) + x))
@@ -397,7 +398,7 @@ class SRNet(nn.Module):
                 nn.Conv2d(3, c, k, stride=u, padding=(k - 1) // 2, bias=bias), make_activation(head_act, c)
             )
         else:
-            self.down = nn.PixelUnshuffle(u) if u > 1 else nn.Identity()
+            self.down = PixelUnshuffle(u) if u > 1 else nn.Identity()
             self.head = end(3 * u * u, c, bias=bias, act=head_act)
 
         body = get_block(arch.block)
