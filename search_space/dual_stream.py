@@ -206,7 +206,7 @@ class DualStreamSR(OnlineReparam, nn.Module):
             layers += _clip_tail(weight, bias)
         else:
             layers.append(to_conv2d((weight, bias)))
-        layers.append(PixelShuffle(SCALE))
+        layers.append(nn.PixelShuffle(SCALE))  # the deploy form: plain torch modules only
         return nn.Sequential(*layers)
 
     def _merged_convs(self) -> list[Conv]:
