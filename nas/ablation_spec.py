@@ -105,8 +105,10 @@ class Arm:
                 arch = get_preset(self.preset).arch
             elif self.arch is not None:
                 arch = ArchConfig.from_dict(dict(self.arch))
-            else:
+            elif base is not None:
                 arch = base
+            else:
+                raise UserError(f"{where}: the reference arm needs a preset or an arch")
             if self.overrides:
                 overrides = dict(self.overrides)
                 reject_unknown_keys("overrides", overrides, (f.name for f in dataclasses.fields(ArchConfig)))
@@ -230,7 +232,7 @@ class AblationSpec:
     factor: str = ""
 
     def __post_init__(self) -> None:
-        seeds = self.seeds
+        seeds: object = self.seeds  # a count or a list as read from TOML
         if _is_int(seeds):
             if seeds < 1:
                 raise UserError(f"[ablation] seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
@@ -265,14 +267,14 @@ class AblationSpec:
         claims = []
         others = [n for n in names if n != self.reference]
         for claim in self.claims:
-            arm = claim.arm
-            if arm is None:
+            named = claim.arm
+            if named is None:
                 if len(others) != 1:
                     raise UserError(f"[[ablation.claims]] about {claim.metric}: name its arm (one of {', '.join(others)})")
                 claim = dataclasses.replace(claim, arm=others[0])
-            elif arm not in others:
+            elif named not in others:
                 raise UserError(
-                    f"[[ablation.claims]] arm is {arm!r}; it must name a non-reference arm: {', '.join(others)}"
+                    f"[[ablation.claims]] arm is {named!r}; it must name a non-reference arm: {', '.join(others)}"
                 )
             claims.append(claim)
         object.__setattr__(self, "claims", tuple(claims))

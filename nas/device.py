@@ -27,13 +27,12 @@ def choose_device(requested: str, *, has_cuda: bool, recorded: str | None = None
     resumed run stored (None for a new run); `where` and `fix` word the error for that place."""
     if requested not in DEVICE_CHOICES:
         raise UserError(f"--device {requested}: use one of {', '.join(DEVICE_CHOICES)}")
-    kind: DeviceKind
-    if requested == "cpu" or requested == "cuda":
-        kind = requested
-    elif recorded == "cpu" or recorded == "cuda":
-        kind = recorded
+    if requested != "auto":
+        cuda = requested == "cuda"
+    elif recorded in ("cpu", "cuda"):
+        cuda = recorded == "cuda"
     else:
-        kind = "cuda" if has_cuda else "cpu"
-    if kind == "cuda" and not has_cuda:
+        cuda = has_cuda
+    if cuda and not has_cuda:
         raise UserError(f"--device cuda: {where} has no usable CUDA device; {fix}use --device cpu")
-    return kind
+    return "cuda" if cuda else "cpu"

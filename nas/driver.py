@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nas.device import DeviceKind
 from nas.progress import TrialLog
 from nas.storage import has_password, is_redacted, open_rdb_storage, redact, url_for_run_json, without_redacted_password
 from nas.study import Study
@@ -397,7 +398,7 @@ class SearchDriver:
 
     # -- setup ------------------------------------------------------------------------------------
 
-    def _resolve_device(self, executor: Any, previous: dict[str, Any] | None) -> str:
+    def _resolve_device(self, executor: Any, previous: dict[str, Any] | None) -> DeviceKind:
         from nas.device import choose_device
 
         return choose_device(self.requested_device, has_cuda=executor.has_gpu(),

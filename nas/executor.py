@@ -306,9 +306,10 @@ class RayExecutor:
         self.joined: str | None = None  # the cluster address joined; None for a local Ray
         self.temp_dir: Path | None = None
         self._started_here = False
-        self._train = None
-        self._latency = None
-        self._probe = None
+        # Ray's remote functions (typed per arity by Ray's stubs; set by `_register`)
+        self._train: Any = None
+        self._latency: Any = None
+        self._probe: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -410,6 +411,7 @@ class RayExecutor:
         here = ray.get_runtime_context().get_node_id()
         mine = [n for n in usable if n["NodeID"] == here]
         node = mine[0] if mine else max(usable, key=lambda n: n["Resources"].get(key, 0))
+        resources: dict[str, float]
         if device_kind == "cuda":
             resources = {"num_cpus": 1, "num_gpus": 1}
         else:

@@ -252,7 +252,7 @@ class LocalExecutor:
                     raise
                 self._pool = None  # a worker died since the last submit: start a fresh pool
                 continue
-            task = TaskRef(future=future, pool=pool, what=what or getattr(fn, "__name__", "task"))
+            task = TaskRef(future=future, pool=pool, what=what or str(getattr(fn, "__name__", "task")))
             self._tasks = [t for t in self._tasks if not t.future.done()] + [task]
             return task
         raise AssertionError("unreachable")

@@ -19,7 +19,7 @@ from nas.trial_record import Key
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
-    from optuna.storages.journal import BaseJournalFileLock
+    from optuna.storages.journal import JournalFileOpenLock
     from optuna.trial import FrozenTrial
 
     from nas.study import Study
@@ -90,7 +90,7 @@ def make_sampler(spec: Study, *, seed: int, constrained: bool) -> optuna.sampler
         return optuna.samplers.RandomSampler(seed=seed)
 
 
-def flock_lock(journal: Path) -> BaseJournalFileLock:
+def flock_lock(journal: Path) -> JournalFileOpenLock:
     """A journal write lock that the kernel releases when its holder dies.
 
     Optuna's default symlink/open-file locks stay behind when a writer is SIGKILLed mid-append, and

@@ -67,7 +67,7 @@ def mean_report(reports: list[JSONDict]) -> JSONDict:
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and all(
             isinstance(o, (int, float)) and not isinstance(o, bool) for o in others
         ):
-            out[key] = value if key in ("qp", "images") else fmean(float(o) for o in others)
+            out[key] = value if key in ("qp", "images") else fmean(float(o) for o in others if isinstance(o, (int, float)))
         else:
             out[key] = value
     return out

@@ -170,7 +170,7 @@ class TrialScheduler:
         deadline = None if budget.minutes is None else time.perf_counter() + 60.0 * budget.minutes
         while self.done < budget.trials or self.outstanding or (self.ladder is not None and self.ladder.has_work()):
             if deadline is not None and time.perf_counter() > deadline:
-                self._stop_at_time_limit(budget.minutes)
+                self._stop_at_time_limit(float(budget.minutes or 0.0))
                 return
             if self.latency_job is None and not self.ready:
                 room = budget.trials - self.done - self.outstanding

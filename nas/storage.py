@@ -100,7 +100,7 @@ def open_rdb_storage(url: str, *, source: str = "--storage", create: bool = True
     except ImportError as exc:
         raise UserError(f"{where}: {_missing_driver(url, exc)}") from None
     except Exception as exc:  # noqa: BLE001 - bad URLs and servers surface as many SQLAlchemy/DBAPI types
-        exc = _root_cause(exc)  # Optuna wraps some as StorageInternalError("... exceeding max length")
+        exc = _root_cause(exc)  # type: ignore[assignment]  # Optuna wraps some as StorageInternalError("... exceeding max length")
         message = _one_line(exc)
         hint = "check the URL, that the server is running and that it accepts this user"
         if type(exc).__name__ == "NoSuchModuleError":

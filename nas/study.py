@@ -225,7 +225,7 @@ class Constraints:
     train_infeasible: bool = False
 
     def __post_init__(self) -> None:
-        lat = self.latency_ms
+        lat: object = self.latency_ms  # a number, a table or pairs as read from TOML
         if _is_number(lat):
             lat = tuple((kind, float(lat)) for kind in DEVICE_KINDS)
         elif isinstance(lat, Mapping):

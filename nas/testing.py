@@ -119,7 +119,7 @@ class FakeExecutor:
             times = tuple(float(ms) for ms in self.latency_ms(arch))
             res = LatencyResult(stats=summarize_times(list(times)), times_ms=times, protocol=LatencyProtocol.from_dict(protocol),
                                 device_name=self.device_name, arch_hash=ArchConfig.from_dict(arch).arch_hash)
-            out.append(LatencyOutcome(arch_hash=res.arch_hash, latency=res.to_dict()).to_dict())
+            out.append(LatencyOutcome(arch_hash=str(res.arch_hash), latency=res.to_dict()).to_dict())
         return self._ref(out)
 
     def submit_train(self, *, request: TrainRequest, data_ref: object, num_cpus: int, num_gpus: float) -> int:

@@ -136,6 +136,7 @@ class TrialEndings:
             self.fail(p, f"{p.eval_dtype} evaluation: {type(exc).__name__}: {exc}", extra=extra)
             return
         ev, test = reports["val"], reports["test"]
+        assert ev is not None, "evaluate_weights always reports on val"
         gain_name = self.ctx.spec.objectives.gain
         gain = ev.get(gain_name)
         if gain is None or not math.isfinite(gain):

@@ -252,7 +252,7 @@ def eval_attrs(report: Mapping[str, Any], *, test: Mapping[str, Any] | None = No
 def finite_or_none(value: object) -> float | None:
     """`value` as a finite float, or None (missing, not a number, NaN or infinite)."""
     try:
-        out = float(value)
+        out = float(value)  # type: ignore[arg-type]  # anything: a failure is "not a number"
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None

@@ -57,7 +57,7 @@ def _rung_stats(spec: CalibrationSpec, records: dict[str, Record], names: list[s
             rows.append((name, x, y, spec.arch(name).macs))
     xs, ys, cs = [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
     rho, tau = bootstrap_correlations(xs, ys, seed=spec.seed)
-    front = front_recovery(xs, ys, cs).to_dict()
+    front: JSONDict = front_recovery(xs, ys, cs).to_dict()
     front["long_front"] = [rows[i][0] for i in front["long_front"]]
     front["proxy_front"] = [rows[i][0] for i in front["proxy_front"]]
     return {"budget_index": index, "steps": steps, "label": budget_label(spec, index), "n": len(rows), "archs": [r[0] for r in rows],
@@ -88,7 +88,7 @@ def _presets_vs_table1(spec: CalibrationSpec, records: dict[str, Record]) -> lis
             if record is None or record.get("status") != TaskStatus.OK:
                 continue
             ours = (record.get("val") or {}).get("delta_y")
-            rows.append((p.name, record["gain"] if ours is None else ours, p.table1_delta_db))
+            rows.append((p.name, float(record["gain"] if ours is None else ours), float(p.table1_delta_db or 0.0)))
         out.append({"budget_index": index, "steps": steps, "label": budget_label(spec, index), "n": len(rows),
                     "presets": [r[0] for r in rows], "ours_db": [r[1] for r in rows], "table1_delta_db": [r[2] for r in rows],
                     "spearman": _none(spearman([r[1] for r in rows], [r[2] for r in rows]))})

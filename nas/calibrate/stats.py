@@ -67,7 +67,7 @@ class Correlation:
     n: int
     resamples: int  # bootstrap resamples that were defined (x and y not constant)
 
-    def to_dict(self) -> dict[str, float | int | None]:
+    def to_dict(self) -> dict[str, object]:
         return {"estimate": _json(self.estimate), "low": _json(self.low), "high": _json(self.high), "n": self.n,
                 "resamples": self.resamples, "confidence": 0.95, "method": "percentile bootstrap over architectures"}
 

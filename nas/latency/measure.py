@@ -378,7 +378,7 @@ def _prepare(
     for p in model.parameters():
         p.requires_grad_(False)
     if protocol.backend == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     return _Prepared(model=model, params=params, arch_hash=arch_hash if arch_hash is not None else derived_hash, name=name)
 
 
