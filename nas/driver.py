@@ -134,6 +134,7 @@ class SearchDriver:
         self.device_name = ""  # the latency device, known once the executor has probed it
         self._recipe_hashes: dict[str, str] = {}  # recipe name -> content hash, recorded in run.json
         self._rdb_storage: Any = None  # the connected `--storage` database (`_connect_storage`)
+        self._data_identity: dict[str, Any] | None = None  # each split's source and pixel hash, recorded in run.json
 
     # -- paths ------------------------------------------------------------------------------------
 
@@ -187,6 +188,9 @@ class SearchDriver:
         t0 = time.perf_counter()
         data = ProxyData.load(spec.data.train, spec.data.val, spec.data.test, qps=spec.data.qps, progress=self.log.progress)
         self.log.print(f"{data.summary()}; loaded in {time.perf_counter() - t0:.1f} s")
+        from trainers.splits import data_identity
+
+        self._data_identity = data_identity({"train": data.train, "val": data.val, "test": data.test})
 
         executor = self._make_executor()
         t0 = time.perf_counter()
@@ -360,6 +364,11 @@ class SearchDriver:
                 # opens it, so `python -m reports --run` needs no --storage
                 doc["storage"] = url_for_run_json(self.storage_url)
         doc["recipe_hashes"] = {**doc.get("recipe_hashes", {}), **self._recipe_hashes}  # checked on resume
+        if self._data_identity is not None:
+            if previous is not None and previous.get("data") not in (None, self._data_identity):
+                self.log.print(f"note: the images differ from those {self.run_json.name} recorded (data: source and pixel hash "
+                               "per split); this run's trials mix two datasets")
+            doc["data"] = self._data_identity
         _write_json(self.run_json, doc)
         if self.study_file is not None and not (self.run_dir / "study.toml").exists():
             atomic_write(self.run_dir / "study.toml", self.study_file.read_bytes())

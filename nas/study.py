@@ -14,7 +14,7 @@ defaults shown)::
     channels = { low = 8, high = 48, step = 4 }
 
     [data]
-    train = "builtin"                   # 'builtin' or a folder of HR images (--data)
+    train = "builtin"                   # 'builtin', 'photos' (real photographs, trainers.photos) or a folder of HR images (--data)
     val = "builtin"                     # selection split; default: the source's val split or val/ subfolder,
                                         # else ~10 % carved from the training images (--val-data)
     test = "builtin"                    # reported, never selected on; default as val (test/) (--test-data)
@@ -157,7 +157,7 @@ BUDGET_FIELDS: tuple[str, ...] = ("trials", "workers", "max_retries", "minutes")
 class DataSpec:
     """Training/validation/test sources and the QPs trained and evaluated on.
 
-    `val` and `test` default to the source's own split (builtin's, or a folder's `val/` and `test/`
+    `val` and `test` default to the source's own split (builtin's or photos', or a folder's `val/` and `test/`
     subfolders), else a deterministic ~10 % each carved from the training images (trainers.data)."""
 
     train: str = "builtin"
@@ -171,7 +171,7 @@ class DataSpec:
             if value is None and key != "train":
                 continue
             if not isinstance(value, str) or not value.strip():
-                raise UserError(f"[data] {key} must be 'builtin' or a folder path, got {value!r}")
+                raise UserError(f"[data] {key} must be 'builtin', 'photos' or a folder path, got {value!r}")
         qps = tuple(self.qps) if isinstance(self.qps, (list, tuple)) else self.qps
         if not isinstance(qps, tuple) or not qps or not all(_is_int(q) and 0 <= q <= 63 for q in qps):
             raise UserError(f"[data] qps must be a non-empty list of AVIF QPs in 0..63 (e.g. [31, 63]), got {self.qps!r}")

@@ -51,9 +51,9 @@ def build_parser(*, prog: str = "python -m nas.calibrate") -> argparse.ArgumentP
     parser.add_argument("--address", help="join a running Ray cluster (with --executor ray)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device (auto: cuda when available)")
     parser.add_argument("--out", help="output directory (default runs/calibrate-<study>)")
-    parser.add_argument("--data", help="HR training images: 'builtin' or a folder")
-    parser.add_argument("--val-data", help="HR validation images (selection split): 'builtin' or a folder")
-    parser.add_argument("--test-data", help="HR test images (reported only): 'builtin' or a folder")
+    parser.add_argument("--data", help="HR training images: 'builtin', 'photos' or a folder")
+    parser.add_argument("--val-data", help="HR validation images (selection split): 'builtin', 'photos' or a folder")
+    parser.add_argument("--test-data", help="HR test images (reported only): 'builtin', 'photos' or a folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 

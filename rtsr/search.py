@@ -48,10 +48,11 @@ def build_parser(*, prog: str = "python -m nas.run") -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", help="run directory (default: runs/<study name>)")
     parser.add_argument("--seed", type=int, help="sampler and training seed (overrides the study file)")
-    parser.add_argument("--data", help="HR training images: 'builtin' (default, no download) or a folder of PNG/JPEG")
-    parser.add_argument("--val-data", help="HR validation images (selection): 'builtin' or a folder (default: the source's val "
+    parser.add_argument("--data", help="HR training images: 'builtin' (default, no download), 'photos' (24 real photographs "
+                        "from two Debian wallpaper packages, fetched on first use) or a folder of PNG/JPEG")
+    parser.add_argument("--val-data", help="HR validation images (selection): 'builtin', 'photos' or a folder (default: the source's val "
                         "split or val/ subfolder, else about 10%% carved from the training images)")
-    parser.add_argument("--test-data", help="HR test images (reported, never selected on): 'builtin' or a folder (default: the "
+    parser.add_argument("--test-data", help="HR test images (reported, never selected on): 'builtin', 'photos' or a folder (default: the "
                         "source's test split or test/ subfolder, else about 10%% carved from the training images)")
     parser.add_argument("--address", help="join a running Ray cluster: HOST:PORT of its head (e.g. 10.0.0.5:6379), or 'auto' "
                         "for the one `ray start` made on this machine; default: $RAY_ADDRESS if set, else a private local Ray")

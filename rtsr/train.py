@@ -21,10 +21,10 @@ def build_parser(*, prog: str = "python -m trainers.full") -> argparse.ArgumentP
         description="Train a run config (e.g. one exported by nas.export) to completion; rerun to resume after a kill.",
     )
     parser.add_argument("--config", required=True, help="run config TOML ([run], [arch], [recipe], [provenance])")
-    parser.add_argument("--data", help="HR training images: 'builtin' or a folder (overrides [run].data)")
-    parser.add_argument("--val-data", help="HR validation images: 'builtin' or a folder (default: the val split of --data, "
+    parser.add_argument("--data", help="HR training images: 'builtin', 'photos' or a folder (overrides [run].data)")
+    parser.add_argument("--val-data", help="HR validation images: 'builtin', 'photos' or a folder (default: the val split of --data, "
                         "its val/ subfolder, or about 10%% carved from the training images)")
-    parser.add_argument("--test-data", help="HR test images for the final metrics: 'builtin' or a folder (default: the test split "
+    parser.add_argument("--test-data", help="HR test images for the final metrics: 'builtin', 'photos' or a folder (default: the test split "
                         "of --data, its test/ subfolder, or about 10%% carved from the training images)")
     parser.add_argument("--out", help="output folder (default: runs/full/<config file stem>)")
     parser.add_argument("--steps", type=int, help="total optimizer steps (overrides [run].steps)")

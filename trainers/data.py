@@ -1,11 +1,12 @@
 """Paired HR / AVIF-LR training data held in memory, and the reproducible patch sampler.
 
-`load_split` turns one source (``"builtin"`` or a folder of HR images) into a `PairedSet`: HR uint8
+`load_split` turns one source (``"builtin"``, ``"photos"`` or a folder of HR images) into a `PairedSet`: HR uint8
 images plus, for every QP, the decoded AVIF LR images (made once by `trainers.cache.LRCache`, so a
 training step never encodes or decodes anything). `load_splits` loads train, val and test together.
 
-Splits are honest: no image is in two of them (`check_disjoint` compares pixels). The builtin
-dataset has its own train, val and test images. A folder with ``train/`` (+ ``val/``, ``test/``)
+Splits are honest: no image is in two of them (`check_disjoint` compares pixels). The named sources
+(`NAMED_SOURCES`: the embedded ``builtin`` images, the pinned ``photos`` of `trainers.photos`) have
+their own train, val and test images. A folder with ``train/`` (+ ``val/``, ``test/``)
 subfolders is read from them (DIV2K style); any other folder is one set of images. A split the user
 does not give (``--val-data``/``--test-data``, or a subfolder) is *carved* from the training images
 by `carve`: about 10 % each, at least one image, chosen by a stable hash of each file name, so the
@@ -60,6 +61,7 @@ __all__ = [
     "HR_MULTIPLE",
     "EVAL_HR_MULTIPLE",
     "SPLITS",
+    "NAMED_SOURCES",
     "QPSampling",
     "PairedSet",
     "PatchSampler",
@@ -74,6 +76,8 @@ HR_MULTIPLE = 2 * SCALE
 EVAL_HR_MULTIPLE = 12 * SCALE
 """Evaluation HR sides are cropped to a multiple of this, so LR sides divide by every unshuffle factor 1-4."""
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+NAMED_SOURCES: tuple[str, ...] = ("builtin", "photos")
+"""Source names that are datasets of this project, not folders (a folder of that name is passed as ``./builtin``)."""
 
 _QP_KINDS = ("uniform", "fixed", "curriculum")
 
@@ -240,7 +244,7 @@ def resolve_split_folder(source: str | Path, split: str) -> Path:
         what = "does not exist" if not folder.exists() else "is not a folder"
         raise UserError(
             f"data folder {folder} {what}; pass a folder of HR images (e.g. DIV2K_train_HR, or one with "
-            "train/ and val/ subfolders) or 'builtin'"
+            "train/ and val/ subfolders), 'builtin' or 'photos'"
         )
     sub = folder / split
     if sub.is_dir():
@@ -250,7 +254,7 @@ def resolve_split_folder(source: str | Path, split: str) -> Path:
         flag = "--data" if split == "train" else f"--{split}-data"
         raise UserError(
             f"data folder {folder} has {'/ and '.join(present)}/ but no {split}/ subfolder; add {sub} or pass a "
-            f"separate folder for the {split} images (e.g. {flag} DIR, or 'builtin')"
+            f"separate folder for the {split} images (e.g. {flag} DIR, 'builtin' or 'photos')"
         )
     return folder
 
@@ -270,6 +274,11 @@ def _check_qps(qps: Sequence[int]) -> tuple[int, ...]:
 
 def _is_builtin(source: str | Path) -> bool:
     return isinstance(source, str) and source == "builtin"
+
+
+def _is_named_source(source: str | Path) -> bool:
+    """``"builtin"`` or ``"photos"`` (a str, never a Path): a dataset with its own splits, not a folder."""
+    return isinstance(source, str) and source in NAMED_SOURCES
 
 
 def _check_load_args(split: str, min_hr_size: int, hr_multiple: int | None, spec: DegradeSpec | None, cache: LRCache | None) -> tuple[int, LRCache]:
@@ -296,6 +305,11 @@ def _read_source(source: str | Path, split: str, cache: LRCache, *, workers: int
 
         pairs = builtin_images(split, cache_dir=getattr(cache, "root", None), progress=progress)
         return [n for n, _ in pairs], [img for _, img in pairs], [], "builtin"
+    if isinstance(source, str) and source == "photos":
+        from trainers.photos import photos_images
+
+        pairs = photos_images(split, cache_dir=getattr(cache, "root", None), progress=progress)
+        return [n for n, _ in pairs], [img for _, img in pairs], [], "photos"
     folder = resolve_split_folder(source, split)
     loaded = load_folder(folder, progress=progress, workers=workers)
     return [p.name for p in loaded.paths], list(loaded.images), [p.name for p, _ in loaded.skipped], str(folder)
@@ -370,10 +384,11 @@ def load_split(
     hr_multiple: int | None = None,
     progress: bool = True,
 ) -> PairedSet:
-    """Load one split of ``source`` (``"builtin"`` or a folder) with its LR images for every QP in ``qps``.
+    """Load one split of ``source`` (``"builtin"``, ``"photos"`` or a folder) with its LR images for every QP in ``qps``.
 
-    The string ``"builtin"`` names the embedded dataset (`trainers.builtin`, kept under the LR cache's
-    root); a folder that happens to be called ``builtin`` is passed as a path (``"./builtin"``). A
+    The string ``"builtin"`` names the embedded dataset (`trainers.builtin`), ``"photos"`` the pinned
+    photographs (`trainers.photos`), both kept under the LR cache's root; a folder that happens to
+    be called so is passed as a path (``"./builtin"``). A
     folder is read from its ``split`` subfolder if it has one, else whole (see `resolve_split_folder`):
     carving a split out of a training folder is `load_splits`' job.
 

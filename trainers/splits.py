@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from trainers.data import (
     PairedSet,
     _check_load_args,
     _check_qps,
-    _is_builtin,
+    _is_named_source,
     _make_pairs,
     _read_source,
     crop_to_multiple,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from trainers.cache import LRCache
     from trainers.degrade import DegradeSpec
 
-__all__ = ["CARVE_FRACTION", "SPLITS", "LoadedSplits", "carve", "check_disjoint", "image_keys", "load_splits"]
+__all__ = ["CARVE_FRACTION", "SPLITS", "LoadedSplits", "carve", "check_disjoint", "data_identity", "image_keys", "load_splits"]
 
 CARVE_FRACTION = 0.1
 """Share of the training images that each carved split (val, test) takes; at least one image each."""
@@ -167,8 +167,8 @@ def load_splits(
 ) -> LoadedSplits:
     """Load train, val and test with disjoint images; a split not given is carved from the training folder.
 
-    ``train`` is ``"builtin"`` or a folder; ``val``/``test`` are ``"builtin"``, a folder (read from its
-    ``val/``/``test/`` subfolder if it has one), or None: then the builtin dataset's split, the
+    ``train`` is ``"builtin"``, ``"photos"`` or a folder; ``val``/``test`` are one of those (a folder is
+    read from its ``val/``/``test/`` subfolder if it has one), or None: then the named dataset's split, the
     training folder's ``val/``/``test/`` subfolder, or else `carve`d from the training images. With
     ``load_test=False`` the test split is not read (a search does not need it), but it is still carved
     out of the training images, so the training set is the same either way.
@@ -178,7 +178,7 @@ def load_splits(
     sources: dict[str, str | Path | None] = {"val": val, "test": test}
     train_folder: Path | None = None
     carved: list[str] = []
-    if not _is_builtin(train):
+    if not _is_named_source(train):
         root = Path(train).expanduser()
         train_folder = resolve_split_folder(root, "train")
         for split in ("val", "test"):
@@ -187,7 +187,7 @@ def load_splits(
             elif sources[split] is None:
                 carved.append(split)
     else:
-        sources = {s: ("builtin" if v is None else v) for s, v in sources.items()}
+        sources = {s: (train if v is None else v) for s, v in sources.items()}
     common = dict(qps=qp_tuple, cache=cache, workers=workers, min_hr_size=min_hr_size, progress=progress)
     out: dict[str, PairedSet | None] = dict.fromkeys(SPLITS)  # train first: clashes name the training image first
     if carved and train_folder is not None:  # carving implies a training folder
@@ -210,3 +210,33 @@ def load_splits(
         out[split] = load_split(sources[split], split=split, **common)  # type: ignore[arg-type]
     check_disjoint(out)
     return LoadedSplits(train=out["train"], val=out["val"], test=out["test"], carved=tuple(carved))  # type: ignore[arg-type]
+
+
+def data_identity(splits: Mapping[str, PairedSet | None], *, cache_dir: str | Path | None = None) -> dict[str, dict[str, Any] | None]:
+    """What each split's images are, for run records (``run.json``): source, image count, and a hash of
+    every HR image's pixels (as used), plus the pinned manifest of a ``photos`` split (``cache_dir``:
+    the cache root the photos were loaded from, default `trainers.cache.default_cache_root`).
+
+    Why pixels: a source name or a folder path says where images came from, not what they were; two
+    runs' numbers are comparable only where these hashes are equal."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for split, pairs in splits.items():
+        if pairs is None:
+            out[split] = None
+            continue
+        keys = image_keys(pairs)
+        record: dict[str, Any] = {
+            "source": pairs.source,
+            "images": len(pairs),
+            "pixels_sha256": hashlib.sha256("".join(f"{n}:{k}\n" for n, k in zip(pairs.names, keys)).encode()).hexdigest(),
+        }
+        if pairs.source == "photos":
+            from trainers.photos import photos_identity
+
+            record["photos"] = photos_identity(cache_dir=cache_dir)
+        elif pairs.source == "builtin":
+            from trainers.builtin import GENERATOR_VERSION
+
+            record["builtin_generator_version"] = GENERATOR_VERSION
+        out[split] = record
+    return out
