@@ -4,6 +4,9 @@
 # libsvtav1: the independent Lanczos reference and the survey's exact AVIF command; chromium: the
 # dashboard is opened in a real headless browser; postgresql: a throwaway server for the
 # `--storage postgresql://` tests, its binaries live in /usr/lib/postgresql/*/bin, off PATH).
+# Both also fetch the `photos` data source (24 real photographs from two Debian wallpaper packages,
+# `python -m trainers.photos`): where they cannot be had (not Debian/Ubuntu, no network) the setup
+# prints a one-line notice and goes on; `--data builtin` and your own folders work without them.
 # Idempotent: a second run installs nothing new.
 #   RTSR_TORCH="torch==2.13.0"  which torch to install when none is present (default below)
 #   RTSR_PYTHON=python3         interpreter for the venv
@@ -55,4 +58,12 @@ else
   echo "[setup] installing rtsr-nas (editable)"
   "${pip[@]}" install -e .
 fi
+# The photos data source: apt-get download needs no root, but empty package lists (a fresh container)
+# need an update, which only root can run. Never fails the setup.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && ! apt-cache show mate-backgrounds >/dev/null 2>&1; then
+  echo "[setup] apt-get update (for the photos data source)"
+  apt-get update -qq || true
+fi
+echo "[setup] fetching the photos data source (about 140 MB once; cached in ${RTSR_CACHE_DIR:-$HOME/.cache/rtsr-nas}/photos)"
+.venv/bin/python -m trainers.photos --setup || echo "[setup] notice: the photos data source is not set up (see above; python -m trainers.photos retries)"
 echo "[setup] ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
