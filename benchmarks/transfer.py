@@ -49,20 +49,22 @@ def _init_worker(qps: tuple[int, ...], sources: tuple[str, ...]) -> None:
         _load(source, qps)
 
 
-def per_image_gains(predict: Callable[[np.ndarray], Any], pairs: Any) -> list[float]:
-    """Per test image: mean over QPs of PSNR-Y(prediction) - PSNR-Y(Lanczos), in dB, measured as
-    `trainers.evaluate` does (8-bit output, no border crop)."""
+def per_image_gains(predict: Callable[[np.ndarray, int], Any], pairs: Any) -> dict[str, list[float]]:
+    """Per test image and QP: PSNR-Y(prediction) - PSNR-Y(Lanczos) in dB, measured as `trainers.evaluate`
+    does (8-bit output, no border crop); ``{"31": [...], "63": [...]}``."""
     from trainers.metrics import lanczos_upscale, psnr, to_uint8
 
-    gains = np.zeros(len(pairs))
-    for qp in pairs.qps:
-        for i, (lr, hr) in enumerate(zip(pairs.lr[qp], pairs.hr)):
-            gains[i] += psnr(to_uint8(predict(lr)), hr, y=True) - psnr(lanczos_upscale(lr), hr, y=True)
-    return list(gains / len(pairs.qps))
+    return {str(qp): [psnr(to_uint8(predict(lr, qp)), hr, y=True) - psnr(lanczos_upscale(lr), hr, y=True)
+                      for lr, hr in zip(pairs.lr[qp], pairs.hr)] for qp in pairs.qps}
 
 
-def _score(predict: Callable[[np.ndarray], Any], qps: tuple[int, ...], sources: tuple[str, ...]) -> dict[str, list[float]]:
+def _score(predict: Callable[[np.ndarray, int], Any], qps: tuple[int, ...], sources: tuple[str, ...]) -> dict[str, dict[str, list[float]]]:
     return {source: per_image_gains(predict, _load(source, qps).test) for source in sources}
+
+
+def _over_qps(per_qp: dict[str, list[float]]) -> list[float]:
+    """Per image, the mean over QPs."""
+    return list(np.mean([per_qp[q] for q in sorted(per_qp)], axis=0))
 
 
 def _filter_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -70,19 +72,12 @@ def _filter_job(job: dict[str, Any]) -> dict[str, Any]:
 
     qps, sources = tuple(job["qps"]), tuple(job["sources"])
     train = _load(job["train"], qps).train
-    if job["kind"] == "oracle":
+    if job["kind"] == "oracle":  # each QP scored with its own filter: the oracle knows the QP
         filters = lb.fit_per_qp_filters(train, kernel=job["kernel"])
-        scores = {}
-        for source in sources:
-            test = _load(source, qps).test
-            total = np.zeros(len(test))
-            for qp in qps:  # each QP scored with its own filter: the oracle knows the QP
-                one = dataclasses.replace(test, lr={qp: test.lr[qp]})
-                total += np.array(per_image_gains(lambda lr, f=filters[qp]: lb.apply(f, lr), one))
-            scores[source] = list(total / len(qps))
+        scores = _score(lambda lr, qp: lb.apply(filters[qp], lr), qps, sources)
     else:
         blind = lb.fit_pooled_filter(train, kernel=job["kernel"])
-        scores = _score(lambda lr: lb.apply(blind, lr), qps, sources)
+        scores = _score(lambda lr, qp: lb.apply(blind, lr), qps, sources)
     return {**job, "ok": True, "gains": scores}
 
 
@@ -102,7 +97,7 @@ def _design_job(job: dict[str, Any]) -> dict[str, Any]:
         net = deploy(build(arch))
         net.load_state_dict(result.deploy_state)
 
-        def predict(lr: np.ndarray) -> Any:
+        def predict(lr: np.ndarray, qp: int) -> Any:
             x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).unsqueeze(0).float() / 255.0
             with torch.inference_mode():
                 return net(x)[0]
@@ -141,18 +136,20 @@ def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     return jobs
 
 
-def _cell(values: list[float] | None) -> str:
+def _cell(per_qp: dict[str, list[float]] | None) -> str:
+    """Mean over QPs per image, with its 95 % t-interval over images, then each QP's mean."""
     from reports.stats import mean_interval
 
-    if not values:
+    if not per_qp:
         return "-"
-    iv = mean_interval(values)
-    return f"{iv.estimate:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]"
+    iv = mean_interval(_over_qps(per_qp))
+    qps = " / ".join(f"{np.mean(per_qp[q]):+.3f}" for q in sorted(per_qp, key=int))
+    return f"{iv.estimate:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}] ({qps})"
 
 
 def render(rows: list[dict[str, Any]], sources: tuple[str, ...]) -> str:
     """One row per (thing, training source); one column per test source."""
-    head = "| what | trained on | " + " | ".join(f"{s} test: gain vs Lanczos [dB], 95 % CI" for s in sources) + " |"
+    head = "| what | trained on | " + " | ".join(f"{s} test: gain vs Lanczos [dB], 95 % CI (per QP)" for s in sources) + " |"
     lines = [head, "|---|---|" + "---:|" * len(sources)]
     order = {"oracle": 0, "blind": 1, "design": 2}
     for r in sorted(rows, key=lambda r: (order[r["kind"]], r["name"], SOURCES.index(r["train"]) if r["train"] in SOURCES else 9)):
@@ -207,7 +204,7 @@ def main() -> int:
     header = (f"# Transfer: trained on one source, scored on each source's test split\n\n"
               f"Command: `python benchmarks/transfer.py {' '.join(sys.argv[1:])}`. QPs {list(args.qps)}; gain = mean over "
               f"the QPs of PSNR-Y minus Lanczos' PSNR-Y per test image (dB; 8-bit output, no border crop), 95 % t-interval "
-              f"over the test images. Designs: recipe `{args.recipe}`, {args.steps} steps, seed {args.seed}; a fitted anchor "
+              f"over the test images, then the mean at each QP. Designs: recipe `{args.recipe}`, {args.steps} steps, seed {args.seed}; a fitted anchor "
               f"holds the QP-blind filter of the training source. Device: {device}.\n\n")
     Path(args.md).write_text(header + table + "\n")
     print("\n" + table)

@@ -164,8 +164,14 @@ class DataSpec:
     val: str | None = None
     test: str | None = None
     qps: tuple[int, ...] = (31, 63)
+    fallback: str | None = None
+    """A named source used for every split when ``train`` is 'photos' and the photos cannot be had on
+    this machine (`Study.with_available_data`); the run then says so in one line. None: no fallback."""
 
     def __post_init__(self) -> None:
+        if self.fallback is not None and (self.train != "photos" or self.fallback != "builtin" or self.val or self.test):
+            raise UserError(f"[data] fallback = {self.fallback!r}: only 'builtin', and only for train = 'photos' with its own "
+                            "val and test splits (no val/test keys); remove it otherwise")
         for key in ("train", "val", "test"):
             value = getattr(self, key)
             if value is None and key != "train":
@@ -455,6 +461,8 @@ class Study:
         out["search"] = self.search.to_dict()
         for key in _TABLES:
             out[key] = _plain(getattr(self, key))
+        if out["data"].get("fallback") is None:  # absent when unset: studies without it keep their identity hash
+            out["data"].pop("fallback", None)
         if self.ablation is not None:  # absent otherwise: search studies keep their identity hash
             out["ablation"] = self.ablation.to_dict()
         if self.halving is not None:  # likewise
@@ -504,6 +512,21 @@ class Study:
                 top[key] = value
         updated = {t: dataclasses.replace(getattr(self, t), **v) for t, v in tables.items()}
         return dataclasses.replace(self, **top, **updated)
+
+    def with_available_data(self, *, progress: bool = True) -> tuple[Study, str | None]:
+        """This study with its data as this machine can have it: with ``[data] fallback`` and photos that
+        cannot be fetched or prepared here, every split comes from the fallback source instead.
+
+        Returns ``(study, notice)``; the notice is one line saying which data is used and why (None
+        when nothing changed). The fallback study has no fallback key, so its identity is that of a
+        study written for the fallback data: a run made on it is not resumed onto photos later."""
+        if self.data.fallback is None:
+            return self, None
+        from trainers.photos import resolve_default_source
+
+        source, notice = resolve_default_source(progress=progress)
+        data = dataclasses.replace(self.data, fallback=None, train=source if source != "photos" else self.data.train)
+        return dataclasses.replace(self, data=data), notice
 
     def identity_dict(self) -> dict[str, Any]:
         """Everything that defines the experiment: all but labels and the budget.

@@ -8,6 +8,7 @@ runs the study, and then this command builds what a user reads: the ablation tab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,7 +97,12 @@ def driver_from_args(args: argparse.Namespace) -> SearchDriver:
     }
     steps = getattr(args, "steps", None)
     overrides["proxy__steps" if study.halving is None else "halving__min_steps"] = steps
+    if any(overrides[f"data__{k}"] is not None for k in ("train", "val", "test")):
+        study = dataclasses.replace(study, data=dataclasses.replace(study.data, fallback=None))  # the user chose the data
     study = study.with_overrides(**overrides)
+    study, notice = study.with_available_data(progress=not getattr(args, "no_progress", False))
+    if notice:
+        print(f"nas.run: {notice}", file=sys.stderr)
     run_dir = Path(args.out) if getattr(args, "out", None) else Path("runs") / study.name
     if getattr(args, "fresh", False):
         moved = fresh_run_dir(run_dir)

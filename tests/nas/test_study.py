@@ -150,3 +150,24 @@ def test_round_trip_and_identity_ignores_only_the_budget():
     assert study.with_overrides(seed=1).identity_hash != study.identity_hash
     with pytest.raises(UserError, match=r"\[budget\] trials"):
         study.with_overrides(budget__trials=0)
+
+
+def test_a_photos_study_with_a_fallback_uses_builtin_where_photos_cannot_be_had(monkeypatch):
+    """`[data] fallback`: one notice, every split from the fallback, and the identity of a builtin study."""
+    import trainers.photos
+
+    photos = Study.from_dict({"name": "p", "data": {"train": "photos", "fallback": "builtin", "qps": [31, 63]}})
+    builtin = Study.from_dict({"name": "p", "data": {"train": "builtin", "qps": [31, 63]}})
+    plain_photos = Study.from_dict({"name": "p", "data": {"train": "photos", "qps": [31, 63]}})
+    assert photos.identity_hash not in (builtin.identity_hash, plain_photos.identity_hash)
+    monkeypatch.setattr(trainers.photos, "resolve_default_source",
+                        lambda **kw: ("builtin", "data: builtin, because the photos source is unavailable: no apt-get"))
+    resolved, notice = photos.with_available_data(progress=False)
+    assert resolved.data.train == "builtin" and resolved.data.fallback is None and "unavailable" in notice
+    assert resolved.identity_hash == builtin.identity_hash
+    monkeypatch.setattr(trainers.photos, "resolve_default_source", lambda **kw: ("photos", None))
+    resolved, notice = photos.with_available_data(progress=False)
+    assert notice is None and resolved.identity_hash == plain_photos.identity_hash
+    assert builtin.with_available_data(progress=False) == (builtin, None)  # no fallback: nothing to resolve
+    with pytest.raises(UserError, match="fallback"):
+        Study.from_dict({"name": "p", "data": {"train": "builtin", "fallback": "builtin"}})
