@@ -40,7 +40,7 @@ __all__ = ["RungJob", "RungLadder", "mean_report"]
 
 #: Attributes of the rung-0 trial that describe its *outcome*: a rung record replaces them.
 _OUTCOME_KEYS = (Key.PER_QP, Key.GAIN_Y, Key.DELTA_Y, Key.GAIN_LINEAR_Y, Key.DELTA_LINEAR_Y, Key.TEST, Key.EVAL_IMAGES,
-                 Key.TRAIN_SECONDS, Key.EVAL_SECONDS, Key.TRIAL_SECONDS, Key.FINAL_LOSS, Key.FUSE_MAX_REL_ERR, Key.WEIGHTS,
+                 Key.TRAIN_SECONDS, Key.EVAL_SECONDS, Key.TRIAL_SECONDS, Key.FINAL_LOSS, Key.FUSE_MAX_REL_ERR, Key.ONLINE_REPARAM, Key.WEIGHTS,
                  Key.CHECKPOINT, Key.TRAIN_HOST, Key.RETRIES, Key.RETRY_OF, Key.REQUEUED, Key.FAILURE_REASON, Key.DUPLICATE_OF)
 
 
@@ -204,7 +204,7 @@ class RungLadder:
             return
         part: JSONDict = {"seed": job.seed, "eval": out.eval, "test_eval": out.test_eval, "decay_steps": out.decay_steps,
                           "train_seconds": out.train_seconds, "eval_seconds": out.eval_seconds, "final_loss": out.final_loss,
-                          "fuse_max_rel_err": out.fuse_max_rel_err, "host": out.host}
+                          "fuse_max_rel_err": out.fuse_max_rel_err, "host": out.host, "online_reparam": out.online_reparam}
         if job.seed == self.ctx.spec.seed and out.weights is not None:
             part["weights"] = self._save(self._rel("weights", job.source, job.rung, ".pt"), out.weights)
         if job.rung < self.spec.top:
@@ -262,6 +262,7 @@ class RungLadder:
             Key.EVAL_SECONDS: sum(float(p.get("eval_seconds") or 0) for p in parts),
             Key.FINAL_LOSS: parts[0].get("final_loss"),
             Key.FUSE_MAX_REL_ERR: max(float(p.get("fuse_max_rel_err") or 0) for p in parts),
+            Key.ONLINE_REPARAM: parts[0].get("online_reparam"),
             Key.TRAIN_HOST: parts[0].get("host"),
         })
         for key in ("weights", "checkpoint"):

@@ -432,6 +432,7 @@ class TrialScheduler:
             Key.EVAL_SECONDS: out.eval_seconds,
             Key.FINAL_LOSS: out.final_loss,
             Key.FUSE_MAX_REL_ERR: out.fuse_max_rel_err,
+            Key.ONLINE_REPARAM: out.online_reparam,
             Key.DEGRADATION: out.degradation,
             Key.TRAIN_HOST: out.host,
         }

@@ -122,6 +122,7 @@ class TrainOutcome:
     checkpoint: bytes | None = None  # rung trainings: the stable state the next rung continues
     decay_steps: int | None = None
     resumed_from: int | None = None
+    online_reparam: bool | None = None  # trained as the fused convs (the recipe's key); None: not recorded
 
     @property
     def ok(self) -> bool:
@@ -134,7 +135,8 @@ class TrainOutcome:
         return None if value is None else float(value)
 
     _RESULT_KEYS = ("reason", "arch", "arch_hash", "recipe_hash", "seed", "steps", "threads", "device", "train_seconds",
-                    "eval_seconds", "final_loss", "fuse_max_rel_err", "eval", "degradation", "test_eval")
+                    "eval_seconds", "final_loss", "fuse_max_rel_err", "eval", "degradation", "test_eval",
+                    "online_reparam")
     _TASK_KEYS = ("weights", "host", "task_seconds")
     _RUNG_KEYS = ("checkpoint", "decay_steps", "resumed_from")
 
@@ -157,6 +159,7 @@ class TrainOutcome:
             threads=_int(r.get("threads")), weights=data.get("weights"), host=data.get("host"),
             task_seconds=_float(data.get("task_seconds")), checkpoint=data.get("checkpoint"),
             decay_steps=_int(data.get("decay_steps")), resumed_from=_int(data.get("resumed_from")),
+            online_reparam=r.get("online_reparam"),
         )
 
 

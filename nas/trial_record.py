@@ -109,6 +109,7 @@ class Key:
     TRIAL_SECONDS = "trial_seconds"
     FINAL_LOSS = "final_loss"
     FUSE_MAX_REL_ERR = "fuse_max_rel_err"
+    ONLINE_REPARAM = "online_reparam"  #: trained each linear multi-branch block as its one fused conv (recipe key)
     DEGRADATION = "degradation"
     TRAIN_HOST = "train_host"
     WEIGHTS = "weights"  #: fused proxy weights, relative to the run dir

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from nas.executor import TaskError, train_one
-from nas.task import TrainRequest
+from nas.task import TrainOutcome, TrainRequest
 from nas.local_executor import LocalExecutor
 from search_space.arch import ArchConfig
 from search_space.errors import UserError
@@ -98,6 +98,8 @@ def _comparable(out: dict) -> dict:
 def test_training_through_the_pool_matches_in_process(data):
     here = train_one(data=data, **PAYLOAD)
     assert here["result"]["status"] == "ok", here["result"]["reason"]
+    # The recipe's online re-parameterization (default on) is recorded with the result and survives the wire form.
+    assert here["result"]["online_reparam"] is True and TrainOutcome.from_dict(here).online_reparam is True
     with LocalExecutor(workers=1) as ex:
         ref = ex.submit_train(request=TrainRequest.from_dict(PAYLOAD), data_ref=ex.put(data), num_cpus=1, num_gpus=0.5)
         assert ex.wait([ref], timeout_s=120) == [ref]
