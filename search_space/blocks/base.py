@@ -3,7 +3,7 @@
 A block is a module with a *training form* (possibly many branches) and a `fuse()` that returns the
 *deploy form*: plain `nn.Conv2d` layers plus whatever non-linear parts cannot be folded. The deploy
 form is what is timed, counted and exported, so `fuse()` must be exact over the whole image,
-borders included (see DESIGN.md and reference/blocks_and_protocol.md section 1.0).
+borders included (a 1x1 -> 3x3 chain pads with the 1x1's bias: ECBSR models/ecb.py, github.com/xindongzhang/ECBSR).
 
 A block also knows how to silence itself (`zero_output_()`): a network with an interpolation anchor
 starts with its last learned layer at exactly zero, so its output at step 0 is the anchor's. Only

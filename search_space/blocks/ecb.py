@@ -1,4 +1,4 @@
-"""`ecb`: ECBSR's Edge-oriented Convolution Block (reference `blocks_and_protocol.md` 1.7).
+"""`ecb`: ECBSR's Edge-oriented Convolution Block (github.com/xindongzhang/ECBSR models/ecb.py).
 
 Five parallel branches, summed, then the activation:
 1. a 3x3 conv;

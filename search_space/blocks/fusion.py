@@ -1,7 +1,7 @@
 """Kernel arithmetic that turns linear multi-branch blocks into one 3x3 convolution.
 
 Every re-parameterizable block is a composition of the primitives below (reference
-`blocks_and_protocol.md` section 1.0). A conv is a pair `(weight, bias)` applied as cross-correlation
+github.com/xindongzhang/ECBSR models/ecb.py, DingXiaoH/RepVGG repvgg.py). A conv is a pair `(weight, bias)` applied as cross-correlation
 with `F.conv2d`; `bias` may be `None`, which means "no bias" and stays `None` through every
 primitive as long as no input has one. That is what lets `bias=False` blocks fuse into bias-free
 deploy convs instead of convs holding an all-zero bias. The two difference folds

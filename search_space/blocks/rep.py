@@ -3,7 +3,7 @@
 All three are linear sums of conv chains during training and one 3x3 conv (+ activation) at deploy
 (`LinearBlock`: with online re-parameterization on, training runs that one conv too).
 They are BN-free, as in the SR variants (CASR, RVSR, ECBSR), so the `bias` flag controls every
-bias of the training form and of the deploy conv. Reference: `blocks_and_protocol.md` 1.1-1.3.
+bias of the training form and of the deploy conv. Code: DingXiaoH/RepVGG repvgg.py, rlghksdbs/CASR source/models/RepConv_block.py.
 """
 
 from __future__ import annotations

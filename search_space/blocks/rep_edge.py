@@ -1,6 +1,6 @@
 """`rep_edge`: RESR's reparameterized edge-extraction RepConv (team FZUQXT, survey Sec. 3.7, Fig. 13).
 
-From the survey (no code is public, reference `blocks_and_protocol.md`): parallel training paths of
+From the survey (arXiv:2404.16484; no code is public): parallel training paths of
 "3x3 and 1x1 convolution for channel expansion and compression, as well as sobel and laplacian
 filters", merged into "a 3x3 convolution" at inference. That is ECB (`ecb.py`) with one change,
 branch 2, and this block is `ecb` with that branch swapped (all else is inherited):

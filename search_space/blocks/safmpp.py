@@ -2,7 +2,7 @@
 
 Follows sunny2109/SAFMN AIS2024-RTSR/light_safmnpp_arch.py (`SimpleSAFM`, `CCM`, `AttBlock`) as built by
 AIS2024-RTSR/inference.py (`SAFMN_VIS24(dim=32, n_blocks=2, ffn_scale=1.5)`, every conv bias-free);
-survey Sec. 3.3; reference `blocks_and_protocol.md` section 2.1. For a C-channel input x:
+AIS 2024 RTSR survey (arXiv:2404.16484) Sec. 3.3. For a C-channel input x:
 
     y = proj(x)                                 3x3, C -> C
     m, p = y[:, :ceil(C/2)], y[:, ceil(C/2):]   the first half is modulated, the second passes
