@@ -16,9 +16,10 @@ Global residual ("anchor", `ArchConfig.global_residual`): an x4 interpolation of
 output. `nearest` and `bilinear` are `F.interpolate` (no conv: 0 counted MACs). `lanczos` is exact
 Lanczos-3 (the challenge baseline, `trainers.lanczos.lanczos_upscale`) as a fixed separable conv on
 the LR image plus pixel-shuffle(4), `linear` a learnable 7x7 conv 3 -> 48 plus pixel-shuffle(4)
-initialised to the same filter (reference `proxy_fidelity.md`, "Anchors"). `fitted3/5/7` is a frozen
-KxK conv 3 -> 48 plus pixel-shuffle(4) holding the least-squares filter of the training data
-(`FittedAnchor`; the trainer loads it, `trainers.linear_baseline.anchor_filters`). With any anchor the
+initialised to the same filter (both checked against `lanczos_upscale` in
+`tests/search_space/test_anchors.py`). `fitted3/5/7` is a frozen KxK conv 3 -> 48 plus
+pixel-shuffle(4) holding the least-squares filter of the training data (`FittedAnchor`; the trainer
+loads it, `trainers.linear_baseline.anchor_filters`). With any anchor the
 last learned layer of the reconstruction starts at exactly zero (`zero_output_()`), so the network
 scores exactly the anchor at step 0 instead of first having to learn to copy the image. Neither
 the anchors nor the zeroing draw random numbers, so an anchored network's other weights equal
@@ -149,8 +150,8 @@ class LinearAnchor(nn.Module):
 
     Initialised to the Lanczos-3 filter (`W[16c + 4p + q, c] = h_p (outer) h_q`, zeros across
     colours, bias 0), so it starts equal to `LanczosAnchor`, borders included, and training can
-    move it to the least-squares linear filter for the data (reference `proxy_fidelity.md`: such
-    a filter alone beats Lanczos by ~0.1 dB). 518,400 x 3 x 48 x 49 = 3.66 GMACs at 540x960.
+    move it to the least-squares linear filter for the data (README, "Metrics": such a filter
+    alone beats Lanczos by ~0.1 dB). 518,400 x 3 x 48 x 49 = 3.66 GMACs at 540x960.
     """
 
     def __init__(self, *, bias: bool) -> None:
@@ -179,13 +180,13 @@ class FittedAnchor(nn.Module):
     padding), pixel-shuffle(4); the deploy form of `trainers.linear_baseline.LinearFilter`.
 
     Why frozen: a learnable anchor started at the least-squares filter is pushed 0.7-4.8 dB below it
-    by Adam's first steps and ends below its start after 1000 (reference `proxy_fidelity.md`, "The
-    noise floor"); frozen, a design starts at the best linear filter and the learned path can only
-    add to it. Weights and bias are buffers (never given to an optimizer, yet in the state dict and
-    moved by `.to()`/`.half()`), zero until `load_filter`; the bias is kept whatever the network's
-    `bias` flag (it is part of the fixed filter, not a learned bias). `fit_key` names the fit (the
-    training set, QPs and kernel) and travels in the state dict as extra state. The conv is a plain
-    `nn.Conv2d`, so thop and the exporters see an ordinary conv: 518,400 x 3 x 48 x K^2 MACs at
+    by Adam's first steps and ends below its start after 1000 (measured on builtin: README, "The
+    search space", fitted anchors); frozen, a design starts at the best linear filter and the learned
+    path can only add to it. Weights and bias are buffers (never given to an optimizer, yet in the
+    state dict and moved by `.to()`/`.half()`), zero until `load_filter`; the bias is kept whatever
+    the network's `bias` flag (it is part of the fixed filter, not a learned bias). `fit_key` names the
+    fit (the training set, QPs and kernel) and travels in the state dict as extra state. The conv is a
+    plain `nn.Conv2d`, so thop and the exporters see an ordinary conv: 518,400 x 3 x 48 x K^2 MACs at
     540x960 (3.66 G at K = 7, 1.87 G at 5, 0.67 G at 3).
     """
 

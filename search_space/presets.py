@@ -1,7 +1,8 @@
 """Published AIS 2024 Real-Time SR designs as presets, with their Table 1 numbers.
 
-Sources: the challenge survey (`reference/ais2024_rtsr_survey.txt`, Table 1 and Sec. 3),
-`reference/blocks_and_protocol.md` (section 2) and the teams' public code where it exists. Status of
+Sources: the challenge survey (Conde et al., "Real-Time 4K Super-Resolution of Compressed AVIF Images.
+AIS 2024 Challenge Survey", arXiv:2404.16484: Table 1 and Sec. 3) and the teams' public code where it
+exists (each preset's builder names its repository and file). Status of
 each preset's architecture:
 
 - "exact": the team's public code read and expressed layer for layer (ANUNet, CASR, RVSR, VPEG-S's

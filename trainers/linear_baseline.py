@@ -15,8 +15,8 @@ so that a degenerate set (flat images) still has a unique solution.
 QP-blind, with a per-QP oracle beside it. A network is one network for every QP, so the baseline it
 is compared with (``gain_linear_y``) is one filter too: `fit_pooled_filter` pools the equations of
 every QP of the run. The filter fitted separately per QP knows the quantizer a network never sees;
-it stays as an oracle column (``gain_linear_oracle_y``), 0.012 dB (val) / 0.030 dB (test) above the
-pooled one on `builtin` (reference `proxy_fidelity.md`). The pooled fits at kernel 3, 5 and 7 are
+it stays as an oracle column (``gain_linear_oracle_y``), +0.107 dB over Lanczos on `builtin` test where
+the pooled one is +0.105 (`benchmarks/results/transfer_cpu.md`). The pooled fits at kernel 3, 5 and 7 are
 also the frozen `fitted` anchors of `search_space.network.FittedAnchor` (`anchor_filters`).
 
 Each (image, QP) pair's equations are weighted by 1 / (its Lanczos MSE-Y). Why: the metric is the *mean of

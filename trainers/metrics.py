@@ -1,6 +1,7 @@
 """Image-quality metrics computed the way the challenge computed them, and the challenge's Score.
 
-Protocol (NTIRE23-RTSR ``calc_metrics.py``, reused by AIS 2024; see reference/blocks_and_protocol.md §3):
+Protocol (github.com/eduardzamfir/NTIRE23-RTSR ``demo/calc_metrics.py`` and ``demo/utils/util_metrics.py``,
+reused by AIS 2024):
 
 * the SR output is made 8-bit first: ``clamp(0, 1) * 255``, rounded, uint8 (`to_uint8`); metrics are
   computed on those uint8 images, in float64, with no border crop by default (``crop=0``);

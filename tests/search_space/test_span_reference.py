@@ -1,7 +1,7 @@
 """The `xiaomimm` preset against an independent, functional reference of SPAN's forward pass.
 
 Source read (not copied): hongyuanyu/SPAN @ c77a591, basicsr/archs/span_arch.py, classes `Conv3XC`,
-`SPAB` and `SPAN`; notes: /work/shared/reference/blocks_and_protocol.md sections 1.8 and 1.10.
+`SPAB` and `SPAN` (github.com/hongyuanyu/SPAN); the paper: Wan et al., arXiv:2311.12770.
 What that code computes (training form; its eval form is the same function, fused per Conv3XC):
 
 - input: `(x - rgb_mean) * 255`, rgb_mean = (0.4488, 0.4371, 0.4040);
