@@ -9,7 +9,7 @@ grid, and records at step 0 and every rung: val and test gain over the QP-blind 
 minus 0.005 dB. Rows are appended to `--out` (JSON lines: a killed run resumes); the Markdown table
 is rebuilt from all rows. Settings are chosen on val only; test is reported.
 
-    python benchmarks/recipe_sweep.py                          # photos, 3 designs x 4 settings, rungs 100/300/900
+    python benchmarks/recipe_sweep.py                          # photos, 3 designs x {L1, MSE} x 2 lrs, rungs 100/300/900
     python benchmarks/recipe_sweep.py --data builtin --lrs 2e-3 --warmups 0.05 --out /tmp/s.jsonl
 """
 
@@ -62,8 +62,10 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
 
     arch = ArchConfig.from_dict(job["arch"])
     base = load_recipe(job["recipe"])
-    stage = dataclasses.replace(base.stages[0], lr=job["lr"], warmup=job["warmup"])
-    recipe = dataclasses.replace(base, name=f"{base.name}-lr{job['lr']:g}-w{job['warmup']:g}", stages=(stage,))
+    from trainers.losses import LossSpec
+
+    stage = dataclasses.replace(base.stages[0], lr=job["lr"], warmup=job["warmup"], loss=LossSpec.from_dict({job["loss"]: 1.0}))
+    recipe = dataclasses.replace(base, name=f"{base.name}-{job['loss']}-lr{job['lr']:g}-w{job['warmup']:g}", stages=(stage,))
     rungs = job["rungs"]
     plan = WSDPlan.for_rungs(recipe, min_steps=rungs[0], top_steps=rungs[-1], decay=job["decay"])
     start = build(arch)
@@ -84,7 +86,8 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _job_key(job: dict[str, Any]) -> str:
-    return json.dumps({k: job[k] for k in ("name", "lr", "warmup", "rungs", "seed", "recipe", "data", "qps", "decay")}, sort_keys=True)
+    keys = ("name", "loss", "lr", "warmup", "rungs", "seed", "recipe", "data", "qps", "decay")
+    return json.dumps({k: job.get(k, "l1") for k in keys}, sort_keys=True)  # rows before --losses trained L1
 
 
 def _fmt(value: float | None) -> str:
@@ -93,16 +96,17 @@ def _fmt(value: float | None) -> str:
 
 def render(rows: list[dict[str, Any]]) -> str:
     """One row per (design, setting): step-0 and per-rung val / test gains over the QP-blind filter."""
-    lines = ["| design | lr | warm-up | rung steps | val [dB] | val, readout [dB] | test [dB] | test, readout [dB] "
-             "| min val - step 0 [dB] | train [s] |", "|---|---:|---:|---|---|---|---|---|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r["name"], r["lr"], r["warmup"])):
+    lines = ["| design | loss | lr | warm-up | rung steps | val [dB] | val, readout [dB] | test [dB] | test, readout [dB] "
+             "| min val - step 0 [dB] | train [s] |", "|---|---|---:|---:|---|---|---|---|---|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["name"], r.get("loss", "l1"), r["lr"], r["warmup"])):
+        loss = r.get("loss", "l1")
         if not r["ok"]:
-            lines.append(f"| {r['name']} | {r['lr']:g} | {r['warmup']:g} | failed: {r['reason']} | | | | | | |")
+            lines.append(f"| {r['name']} | {loss} | {r['lr']:g} | {r['warmup']:g} | failed: {r['reason']} | | | | | | |")
             continue
         g = r["rung_gains"]
         col = {k: " / ".join(_fmt(x[k]) for x in g) for k in ("val", "val_readout", "test", "test_readout")}
         worst = min(x["val"] for x in g[1:]) - g[0]["val"] if len(g) > 1 else None
-        lines.append(f"| {r['name']} | {r['lr']:g} | {r['warmup']:g} | 0 / {' / '.join(str(x['steps']) for x in g[1:])} "
+        lines.append(f"| {r['name']} | {loss} | {r['lr']:g} | {r['warmup']:g} | 0 / {' / '.join(str(x['steps']) for x in g[1:])} "
                      f"| {col['val']} | {col['val_readout']} | {col['test']} | {col['test_readout']} | {_fmt(worst)} "
                      f"| {r['train_s']:.0f} |")
     return "\n".join(lines)
@@ -113,8 +117,9 @@ def main() -> int:
     parser.add_argument("--data", default="photos")
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), help="presets, trained with a fitted 7x7 anchor")
     parser.add_argument("--anchor", default="fitted7")
+    parser.add_argument("--losses", nargs="+", default=["l1", "mse"], help="the stage's loss (the recipe's is L1)")
     parser.add_argument("--lrs", nargs="+", type=float, default=[5e-4, 2e-3])
-    parser.add_argument("--warmups", nargs="+", type=float, default=[0.05, 0.5], help="share of rung 0's steps")
+    parser.add_argument("--warmups", nargs="+", type=float, default=[0.05], help="share of rung 0's steps")
     parser.add_argument("--rungs", nargs="+", type=int, default=[100, 300, 900])
     parser.add_argument("--decay", type=float, default=0.2)
     parser.add_argument("--recipe", default="proxy_wsd")
@@ -131,9 +136,9 @@ def main() -> int:
 
     print(ProxyData.load(args.data, qps=tuple(args.qps), progress=True).summary(), flush=True)
     jobs = [dict(name=f"{d} +{args.anchor}", arch=dataclasses.replace(get_preset(d).arch, global_residual=args.anchor).to_dict(),
-                 lr=lr, warmup=w, rungs=list(args.rungs), seed=args.seed, recipe=args.recipe, data=args.data,
+                 loss=loss, lr=lr, warmup=w, rungs=list(args.rungs), seed=args.seed, recipe=args.recipe, data=args.data,
                  qps=list(args.qps), decay=args.decay)
-            for d, lr, w in itertools.product(args.designs, args.lrs, args.warmups)]
+            for d, loss, lr, w in itertools.product(args.designs, args.losses, args.lrs, args.warmups)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []

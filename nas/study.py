@@ -508,6 +508,8 @@ class Study:
             table, _, sub = key.partition("__")
             if sub:
                 tables.setdefault(table, {})[sub] = value
+                if table == "data" and sub in ("train", "val", "test"):
+                    tables["data"]["fallback"] = None  # the data named by a flag is the data used
             else:
                 top[key] = value
         updated = {t: dataclasses.replace(getattr(self, t), **v) for t, v in tables.items()}

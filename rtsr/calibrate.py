@@ -9,7 +9,6 @@ training done it only rebuilds the reports.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
@@ -79,8 +78,6 @@ def _study(args: argparse.Namespace) -> tuple[Study, Path]:
         raise UserError(f"{args.study} is an ablation study; calibrate a search study (e.g. --study rtsr)")
     overrides = {"seed": args.seed, "data__train": args.data, "data__val": args.val_data, "data__test": args.test_data,
                  ("proxy__steps" if study.halving is None else "halving__min_steps"): args.steps}
-    if any(overrides[f"data__{k}"] is not None for k in ("train", "val", "test")):
-        study = dataclasses.replace(study, data=dataclasses.replace(study.data, fallback=None))  # the user chose the data
     study, notice = study.with_overrides(**overrides).with_available_data(progress=not args.no_progress)
     if notice:
         _log(f"nas.calibrate: {notice}")

@@ -8,7 +8,6 @@ runs the study, and then this command builds what a user reads: the ablation tab
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,8 +96,6 @@ def driver_from_args(args: argparse.Namespace) -> SearchDriver:
     }
     steps = getattr(args, "steps", None)
     overrides["proxy__steps" if study.halving is None else "halving__min_steps"] = steps
-    if any(overrides[f"data__{k}"] is not None for k in ("train", "val", "test")):
-        study = dataclasses.replace(study, data=dataclasses.replace(study.data, fallback=None))  # the user chose the data
     study = study.with_overrides(**overrides)
     study, notice = study.with_available_data(progress=not getattr(args, "no_progress", False))
     if notice:

@@ -92,3 +92,57 @@ def run_cli():
     """Run a command like `subprocess.run(..., capture_output=True, text=True, timeout=...)`; on timeout its
     whole process group is killed and the test fails with the command's output."""
     return _run_in_own_session
+
+
+_SIGINT_HOOK = '''
+"""Test hook (tests/conftest.py `sigint_inside`): Ctrl-C exactly inside one function of the command."""
+import os, signal, sys, time, importlib
+
+def _install():
+    target, mark = os.environ["RTSR_TEST_SIGINT_AT"], os.environ["RTSR_TEST_SIGINT_MARK"]
+    module_name, _, qualname = target.partition(":")
+    owner = importlib.import_module(module_name)
+    *path, name = qualname.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    original = getattr(owner, name)
+
+    def interrupted(*args, **kwargs):
+        try:
+            fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # once, in one process
+        except FileExistsError:
+            return original(*args, **kwargs)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGINT)  # what a terminal sends on Ctrl-C, to the whole process
+        time.sleep(0.5)  # the signal arrives while this work is under way
+        return original(*args, **kwargs)
+
+    setattr(owner, name, interrupted)
+
+if os.environ.get("RTSR_TEST_SIGINT_AT"):
+    _install()
+'''
+
+
+@pytest.fixture()
+def sigint_inside(tmp_path_factory):
+    """`sigint_inside("trainers.cache:LRCache._one")` -> (environment, marker): run a command with that
+    environment and it sends itself SIGINT (as Ctrl-C does) the first time the named function is
+    called, then lets the function run on; the marker file exists once that happened.
+
+    Why: sending SIGINT from the test when a folder appears hits whatever the command does at that
+    moment; this hits the same moment every time (a `sitecustomize` on PYTHONPATH wraps the function)."""
+    from pathlib import Path
+
+    hook = tmp_path_factory.mktemp("sigint-hook")
+    (hook / "sitecustomize.py").write_text(_SIGINT_HOOK)
+    repo = Path(__file__).resolve().parents[1]
+
+    def make(target: str) -> tuple[dict[str, str], Path]:
+        mark = hook / f"fired-{target.replace(':', '-')}"
+        mark.unlink(missing_ok=True)
+        paths = [str(hook), str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {"PYTHONPATH": os.pathsep.join(paths), "RTSR_TEST_SIGINT_AT": target, "RTSR_TEST_SIGINT_MARK": str(mark)}, mark
+
+    return make

@@ -23,6 +23,7 @@ def test_help_works(module):
     assert "usage:" in proc.stdout
 
 
+@pytest.mark.slow  # ten interpreter start-ups, four of them importing torch
 @pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
 def test_rtsr_subcommands_take_the_same_flags_as_their_python_m_entry_point(command):
     """`python -m rtsr COMMAND --help` (what the `rtsr` console script runs) lists the same options."""

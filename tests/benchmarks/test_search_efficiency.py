@@ -282,7 +282,7 @@ def test_derived_studies_of_rtsr(tmp_path):
         if way == "halving":
             assert back["halving"] == base["halving"] and back["sampler"] == base["sampler"]
         else:
-            assert back["halving"] == {**base["halving"], "min_steps": 900, "rungs": 1, "top_seeds": 1}
+            assert back["halving"] == {**base["halving"], "min_steps": 2700, "rungs": 1, "top_seeds": 1}
             assert back["sampler"]["name"] == ("random" if way == "random" else base["sampler"]["name"])
 
 

@@ -30,7 +30,6 @@ from search_space.configio import parse_toml
 
 STEPS = 8
 
-pytestmark = pytest.mark.slow
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,6 +401,7 @@ def _load(run_dir: Path):
 
 
 @pytest.mark.parametrize("path", _shipped(), ids=[p.stem for p in _shipped()])
+@pytest.mark.slow
 def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_val, capsys):
     from optuna.trial import TrialState
 

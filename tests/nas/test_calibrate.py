@@ -137,8 +137,13 @@ def _panel() -> tuple[PanelArch, ...]:
     return tuple(archs)
 
 
+def _study():
+    """The default study with the rungs these tests were written for (100/300/900 steps), on builtin."""
+    return load_study("rtsr").with_overrides(halving__min_steps=100, data__train="builtin")
+
+
 def _spec(**changes) -> CalibrationSpec:
-    spec = CalibrationSpec.build(load_study("rtsr"), panel=_panel(), long_steps=None, noise=2, device_kind="cpu", panel_seed=0)
+    spec = CalibrationSpec.build(_study(), panel=_panel(), long_steps=None, noise=2, device_kind="cpu", panel_seed=0)
     return CalibrationSpec(**{**spec.__dict__, **changes})
 
 
@@ -250,7 +255,7 @@ def test_bad_budgets_are_user_errors():
     with pytest.raises(UserError, match="long-steps"):
         _spec(long_steps=900)
     with pytest.raises(UserError, match="noise-subset"):
-        CalibrationSpec.build(load_study("rtsr"), panel=_panel(), long_steps=None, noise=6, device_kind="cpu", panel_seed=0)
+        CalibrationSpec.build(_study(), panel=_panel(), long_steps=None, noise=6, device_kind="cpu", panel_seed=0)
 
 
 # -- end to end -------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 resume after the whole driver process tree is SIGKILLed mid-study.
 
 These run the shipped `nas/studies/smoke.toml` (tiny space, 20 proxy steps) so each stays within about
-a minute on a 2-core CPU. They read the results back through Optuna from the run's journal file,
+a minute on a 2-core CPU; the plain end-to-end run is the session's shared smoke run (the one the
+report and export tests read), not a launch of its own. They read the results back through Optuna from the run's journal file,
 independently of the driver's own bookkeeping.
 """
 
@@ -26,9 +27,6 @@ REQUIRED_ATTRS = {
     "arch", "arch_hash", "arch_summary", "recipe", "recipe_hash", "macs", "params", "latency", "latency_ms",
     "latency_device", "per_qp", "gain_y", "train_seconds", "seed", "status", "feasible", "constraints", "weights",
 }
-
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture()
 def env():
@@ -86,12 +84,23 @@ def _dominated(t, others) -> bool:
     return any(o.values[0] >= g and o.values[1] <= lat and (o.values[0] > g or o.values[1] < lat) for o in others)
 
 
-def test_smoke_study_end_to_end(tmp_path, env):
-    run_dir = tmp_path / "run"
-    started = time.perf_counter()
-    proc = _nas_run("--out", str(run_dir), env=env)
-    wall = time.perf_counter() - started
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def _shared_smoke_run(basetemp: Path) -> tuple[Path, str, float]:
+    """The session's one `nas.run --study smoke --no-progress` (tests/reports/smokerun.py, loaded by path):
+    the exact command this test used to launch again. Its run dir, stdout and wall time."""
+    import importlib.util
+
+    path = REPO / "tests" / "reports" / "smokerun.py"
+    module = sys.modules.get("smokerun")
+    if module is None or Path(getattr(module, "__file__", "")) != path:
+        spec = importlib.util.spec_from_file_location("smokerun", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module.smoke_run_output(basetemp)
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end(tmp_path_factory):
+    run_dir, out, wall = _shared_smoke_run(tmp_path_factory.getbasetemp())
     assert wall < 120, f"smoke study took {wall:.0f} s (must stay under 2 minutes)"
 
     study = _load(run_dir)
@@ -104,7 +113,6 @@ def test_smoke_study_end_to_end(tmp_path, env):
     assert {t.user_attrs["preset"] for t in complete if t.number < 2} == {"lanczospp", "urpnet"}
 
     # one log line per finished trial, then the Pareto table; its rows are exactly the front
-    out = proc.stdout
     assert sum(1 for line in out.splitlines() if re.match(r"trial +\d+ ", line)) == 4
     assert "Pareto front (" in out and "latency on cpu: " in out
     table = out[out.index("Pareto front ("):].split("\n\n")[0].splitlines()[3:]
@@ -117,6 +125,7 @@ def test_smoke_study_end_to_end(tmp_path, env):
     assert len((run_dir / "latency.jsonl").read_text().splitlines()) >= len({t.user_attrs["arch_hash"] for t in complete})
 
 
+@pytest.mark.slow
 def test_sigkill_mid_study_then_resume(tmp_path, env, kill_session):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "nas.run", "--study", "smoke", "--no-progress", "--trials", "5", "--out", str(run_dir)]
@@ -166,6 +175,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_joins_a_running_ray_cluster(tmp_path, env):
     ray_bin = Path(sys.executable).with_name("ray")
     port = _free_port()

@@ -1,6 +1,6 @@
 """Fault injection on real `python -m nas.run` processes: the driver killed at three moments, a worker
-killed, Ctrl-C while data is prepared, and two drivers racing for one run directory (with and without
-`--fresh`). Each case counts the COMPLETE trials in the run's journal (read through Optuna, not the
+killed, and two drivers racing for one run directory (with and without `--fresh`). Ctrl-C while data
+is prepared is tests/test_cli_errors.py's (at every stage of the preparation, then the rerun). Each case counts the COMPLETE trials in the run's journal (read through Optuna, not the
 driver) before the fault and after the rerun: nothing finished may be lost, and the budget completes.
 
 They use `--executor local` (a process pool in the driver's process group, so SIGKILL to the group
@@ -196,21 +196,6 @@ def test_killed_workers_cost_retries_not_trials(tmp_path, env):
     assert code == 0, out[-3000:] + err[-3000:]
     assert len(_complete(run_dir)) == 4  # the same run finished its budget: the lost tasks were run again
     assert "worker process died" in (run_dir / "journal.log").read_text()  # the failed attempt's recorded reason
-
-
-# -- Ctrl-C while data is prepared -------------------------------------------------------------------
-
-
-def test_ctrl_c_while_preparing_data_exits_130_and_the_rerun_completes(tmp_path, env):
-    env = dict(env, RTSR_CACHE_DIR=str(tmp_path / "empty_cache"))
-    run_dir = tmp_path / "run"
-    driver = Driver(run_dir, env=env)
-    driver.wait_for("run dir:")
-    os.kill(driver.proc.pid, signal.SIGINT)  # as Ctrl-C would, to the driver
-    code, out, err = driver.finish(timeout=120)
-    assert code == 130 and "Traceback" not in err, out[-2000:] + err[-3000:]
-    assert not any(line.startswith("data:") for line in out.splitlines()), "data was ready before Ctrl-C: moment missed"
-    _resume_and_check(run_dir, {}, env=env)
 
 
 # -- two drivers, one directory --------------------------------------------------------------------------

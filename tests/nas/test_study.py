@@ -30,10 +30,11 @@ def test_shipped_studies_load_by_name_and_by_path():
 
 # Identity hashes the shipped search studies had before version 2 of the template (recorded from
 # commit c2449c2, not computed by this code): their run directories must still resume. Ablations are
-# not listed: their identity now also covers the arms' resolved networks (next test).
+# not listed: their identity now also covers the arms' resolved networks (next test). `rtsr` is not
+# listed since issues 20/21/24 changed its experiment on purpose (photos, fitted anchors, MSE recipe,
+# rungs 300/900/2700): a run of the old default is refused on resume (`--fresh` starts over).
 V1_IDENTITY_HASHES = {
     "halving_smoke": "9711f15a7552",
-    "rtsr": "b8791d53f553",
     "smoke": "b734ce1207e6",
 }
 

@@ -75,6 +75,7 @@ def test_bad_config_gives_one_clear_error(tmp_path):
     assert "unknown section" in proc.stderr and "extra" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continues_from_the_checkpoint(tmp_path, hr_folder, cache_env):
     config = _config(hr_folder)
     config_path = save_run_config(config, tmp_path / "tiny.toml")
