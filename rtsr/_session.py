@@ -38,7 +38,7 @@ def run_command(name: str, work: Callable[[], int | None]) -> int:
         from search_space.errors import UserError
 
         try:
-            with one_line_warnings(name):
+            with one_line_warnings(name), _interrupts_never_swallowed():
                 code = work()
         except UserError as exc:
             print(f"{name}: error: {exc}", file=sys.stderr)
@@ -47,6 +47,42 @@ def run_command(name: str, work: Callable[[], int | None]) -> int:
         print(f"\n{name}: {INTERRUPTED}", file=sys.stderr)
         return INTERRUPTED_CODE
     return 0 if code is None else code
+
+
+@contextlib.contextmanager
+def _interrupts_never_swallowed() -> Iterator[None]:
+    """Re-deliver a Ctrl-C that Python would otherwise drop.
+
+    Why: CPython runs signal handlers at the next bytecode of the main thread, and if that bytecode
+    belongs to a finalizer (an object's `__del__`, a weakref callback, run by the garbage collector
+    at any moment, e.g. while decoding or encoding images), the KeyboardInterrupt cannot propagate:
+    it goes to `sys.unraisablehook` ("Exception ignored in ...") and the run goes on as if no key
+    was pressed. Our hook has the interrupt sent to the main thread again a moment later, from a
+    helper thread, so that it is raised at an ordinary bytecode after the hook has returned (sent
+    from inside the hook, it would be raised inside the hook and dropped again); should it land in
+    a finalizer once more, the same happens again. Any other unraisable exception is reported as
+    before."""
+    import _thread
+    import threading
+    import time
+
+    previous = sys.unraisablehook
+
+    def resend() -> None:
+        time.sleep(0.01)  # the main thread leaves the hook (and the finalizer) meanwhile
+        _thread.interrupt_main()
+
+    def hook(unraisable: object) -> None:
+        if isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt):
+            threading.Thread(target=resend, name="ctrl-c-resend", daemon=True).start()
+            return
+        previous(unraisable)  # type: ignore[arg-type]
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def check_out_dir(path: Path, *, flag: str = "--out") -> None:

@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -265,3 +266,32 @@ def test_the_trial_bar_is_drawn_on_a_terminal_only():
         log.open_bar(done=0, total=3)
         log.close_bar()
         assert log.progress is drawn and ("trials" in stream.getvalue()) is drawn
+
+
+def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_command(capsys):
+    """The Ctrl-C that `nas.run` once ignored (issue 22, item 4): a signal handled while an object's
+    `__del__` runs raises KeyboardInterrupt there, where Python can only report it as "Exception
+    ignored" and goes on. `run_command` must stop anyway: exit 130, one line, within moments."""
+    from rtsr._session import INTERRUPTED, INTERRUPTED_CODE, run_command
+
+    class Finalized:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt  # what a SIGINT arriving during this finalizer does
+
+    steps = []
+    before = sys.unraisablehook
+
+    def work() -> int:
+        Finalized()  # dropped at once (reference count 0): its __del__ runs here and the interrupt is "ignored"
+        end = time.monotonic() + 5.0
+        while time.monotonic() < end:  # the rest of the work (5 s), which must not run to the end
+            steps.append(1)
+        steps.append("finished")
+        return 0
+
+    started = time.monotonic()
+    assert run_command("nas.run", work) == INTERRUPTED_CODE
+    assert "finished" not in steps and time.monotonic() - started < 2.0
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"nas.run: {INTERRUPTED}"
+    assert sys.unraisablehook is before  # restored for whatever runs next
