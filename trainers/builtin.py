@@ -44,10 +44,8 @@ the output of any generator in `trainers.builtin_generators` changes.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -61,6 +59,7 @@ from PIL import Image
 
 from search_space.errors import UserError
 from trainers.builtin_generators import GENERATORS, font_name
+from trainers.cache import pixel_hash, publish_folder
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -226,11 +225,6 @@ def _check_split(split: str) -> None:
         raise UserError(f"the builtin dataset has splits {', '.join(SPLITS)}, not {split!r}")
 
 
-def _pixel_hash(img: np.ndarray) -> str:
-    h = hashlib.sha256(f"{img.shape}".encode())
-    h.update(np.ascontiguousarray(img).tobytes())
-    return h.hexdigest()
-
 
 def _generate(split: str, final: Path, progress: bool) -> None:
     """Render every image of ``split`` into a temp folder beside ``final`` and move it into place."""
@@ -250,7 +244,7 @@ def _generate(split: str, final: Path, progress: bool) -> None:
             Image.fromarray(img).save(tmp / f"{name}.png", compress_level=1)
             entries.append(
                 {"name": name, "kind": kind, "file": f"{name}.png", "height": int(img.shape[0]), "width": int(img.shape[1]),
-                 "sha256_pixels": _pixel_hash(img), "license": license_, "source": source}
+                 "sha256_pixels": pixel_hash(img), "license": license_, "source": source}
             )
         manifest = {
             "dataset": "builtin",
@@ -262,13 +256,7 @@ def _generate(split: str, final: Path, progress: bool) -> None:
             "images": entries,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any other folder
-        try:
-            os.replace(tmp, final)  # atomic; fails if another process finished first
-        except OSError:
-            if not (final / "manifest.json").is_file():
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
+        publish_folder(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -284,7 +272,7 @@ def _load(folder: Path) -> list[BuiltinImage] | None:
         for e in manifest["images"]:
             with Image.open(folder / e["file"]) as im:
                 img = np.asarray(im.convert("RGB"))
-            if _pixel_hash(img) != e["sha256_pixels"]:
+            if pixel_hash(img) != e["sha256_pixels"]:
                 return None
             out.append(BuiltinImage(name=e["name"], kind=e["kind"], image=img, license=e["license"], source=e["source"]))
         return out

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 import threading
 import warnings
@@ -42,7 +43,7 @@ from search_space.errors import UserError
 from search_space.configio import atomic_write
 from trainers.degrade import DegradeSpec, check_hr, decode_lr, downscale, encode_hr, lr_size
 
-__all__ = ["CacheStats", "CacheWarning", "LRCache", "content_hash", "default_cache_root"]
+__all__ = ["CacheStats", "CacheWarning", "LRCache", "content_hash", "default_cache_root", "pixel_hash", "publish_folder"]
 
 
 class CacheWarning(UserWarning):
@@ -70,6 +71,28 @@ def content_hash(img: np.ndarray) -> str:
     h = hashlib.sha256(f"{arr.shape}|{arr.dtype.str}|".encode())
     h.update(memoryview(arr).cast("B"))
     return h.hexdigest()[:24]
+
+
+def pixel_hash(img: np.ndarray) -> str:
+    """Full sha256 of an image's shape and pixels: what a prepared dataset's manifest records per image."""
+    h = hashlib.sha256(f"{img.shape}".encode())
+    h.update(np.ascontiguousarray(img).tobytes())
+    return h.hexdigest()
+
+
+def publish_folder(tmp: Path, final: Path) -> None:
+    """Move a finished temp folder into place atomically (the prepared builtin and photos datasets).
+
+    `tmp` (made by `tempfile.mkdtemp` beside `final`, so private) is made readable like any cache
+    folder first. If another process published `final` meanwhile, its complete copy (it has its
+    `manifest.json`, written last) is kept; a partial one is replaced."""
+    os.chmod(tmp, 0o755)
+    try:
+        os.replace(tmp, final)  # atomic; fails when another process finished first
+    except OSError:
+        if not (final / "manifest.json").is_file():
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
 
 
 def _single_threaded_blas() -> contextlib.AbstractContextManager:

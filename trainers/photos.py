@@ -46,6 +46,7 @@ import numpy as np
 
 from search_space.configio import atomic_write, content_hash, parse_toml, reject_unknown_keys
 from search_space.errors import UserError
+from trainers.cache import pixel_hash, publish_folder
 
 __all__ = [
     "SOURCE",
@@ -441,11 +442,6 @@ def _prepare_one(original: np.ndarray, split: str) -> np.ndarray:
                                               min(w, cap_w) // _EVAL_MULTIPLE * _EVAL_MULTIPLE))
 
 
-def _pixel_hash(img: np.ndarray) -> str:
-    h = hashlib.sha256(f"{img.shape}".encode())
-    h.update(np.ascontiguousarray(img).tobytes())
-    return h.hexdigest()
-
 
 def _prepare(manifest: PhotosManifest, originals: Path, final: Path, versions: Mapping[str, str], *, progress: bool) -> None:
     """Write every prepared split into a temp folder beside ``final`` and move it into place (atomic)."""
@@ -464,19 +460,13 @@ def _prepare(manifest: PhotosManifest, originals: Path, final: Path, versions: M
             (tmp / photo.split).mkdir(exist_ok=True)
             Image.fromarray(img).save(tmp / photo.split / f"{photo.name}.png", compress_level=1)
             entries.append({"name": photo.name, "split": photo.split, "file": f"{photo.split}/{photo.name}.png",
-                            "height": int(img.shape[0]), "width": int(img.shape[1]), "sha256_pixels": _pixel_hash(img),
+                            "height": int(img.shape[0]), "width": int(img.shape[1]), "sha256_pixels": pixel_hash(img),
                             "package": photo.package, "original": photo.file, "licence": photo.licence, "credit": photo.credit})
         doc = {"source": SOURCE, "prep_version": PREP_VERSION, "manifest_hash": manifest.hash, "halve": HALVE,
                "eval_max_hr": list(EVAL_MAX_HR), "package_versions": dict(versions),
                "seconds": round(time.perf_counter() - t0, 2), "images": entries}
         atomic_write(tmp / "manifest.json", json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o755)
-        try:
-            os.replace(tmp, final)  # atomic; fails when another process finished first
-        except OSError:
-            if not (final / "manifest.json").is_file():
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
+        publish_folder(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -506,7 +496,7 @@ def _read_prepared(folder: Path, split: str | None) -> tuple[dict[str, Any], lis
                 continue
             with Image.open(folder / e["file"]) as im:
                 img = np.asarray(im.convert("RGB"))
-            if _pixel_hash(img) != e["sha256_pixels"]:
+            if pixel_hash(img) != e["sha256_pixels"]:
                 return None
             out.append(PhotoImage(name=e["name"], split=e["split"], image=img, licence=e["licence"], credit=e["credit"]))
         return doc, out

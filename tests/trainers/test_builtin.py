@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from search_space.errors import UserError
+from trainers.cache import pixel_hash
 from trainers import builtin
 from trainers.builtin import KINDS, builtin_dir, builtin_images, builtin_manifest, builtin_records
 
@@ -185,7 +186,7 @@ def test_adding_the_test_split_left_train_and_val_unchanged(train_records, val_d
     import hashlib
 
     def digest(records) -> str:
-        hashes = "".join(builtin._pixel_hash(r.image) for r in records if r.kind not in ("text", "photo"))
+        hashes = "".join(pixel_hash(r.image) for r in records if r.kind not in ("text", "photo"))
         return hashlib.sha256(hashes.encode()).hexdigest()[:16]
 
     assert digest(train_records) == TRAIN_V1_DIGEST
