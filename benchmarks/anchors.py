@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._resumable import cpu_device_label, run_resumable  # noqa: E402
 
 ANCHORS = ("none", "nearest", "lanczos", "linear")
 _DATA: Any = None
@@ -92,32 +91,19 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/anchors_cpu.jsonl", help="JSON lines, appended (resumable)")
     args = parser.parse_args()
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
-    have = {_job_key(r) for r in done}
     jobs = [dict(preset=p, anchor=a, steps=s, seed=args.seed, recipe=args.recipe)
             for s in sorted(args.steps) for p in args.presets for a in args.anchors]
-    todo = [j for j in jobs if _job_key(j) not in have]
-    from nas.latency import device_name_for
 
-    cpu = device_name_for("cpu").split(" (")[0]  # 'cpu: <model name>'
-    device = f"{cpu} (1 torch thread per job, {args.workers} jobs at once)"
-    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} already in {out}; device {device}", flush=True)
-    with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker) as pool:
-        futures = {pool.submit(_run, j): j for j in todo}
-        for fut in as_completed(futures):
-            row = fut.result()
-            row["device"] = device
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            done.append(row)
-            v = row.get("val", {})
-            print(f"{row['preset']:>7} {row['anchor']:>8} {row['steps']:>5} steps: val Delta {_fmt(v.get('delta_y'))} dB "
-                  f"(vs linear {_fmt(v.get('delta_linear_y'))} dB), train {row['train_s']:.0f} s", flush=True)
-    wanted = {_job_key(j) for j in jobs}
+    def show(row: dict[str, Any]) -> None:
+        v = row.get("val", {})
+        print(f"{row['preset']:>7} {row['anchor']:>8} {row['steps']:>5} steps: val Delta {_fmt(v.get('delta_y'))} dB "
+              f"(vs linear {_fmt(v.get('delta_linear_y'))} dB), train {row['train_s']:.0f} s", flush=True)
+
+    rows = run_resumable(jobs, key=_job_key, run=_run, out=Path(args.out), workers=args.workers, initializer=_init_worker,
+                         on_row=show)
+    device = cpu_device_label(args.workers)
     print(f"\nbuiltin data, recipe {args.recipe}, seed {args.seed}, {device}\n")
-    print(render([r for r in done if _job_key(r) in wanted]))
+    print(render(rows))
     return 0
 
 

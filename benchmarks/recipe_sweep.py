@@ -21,11 +21,11 @@ import itertools
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._resumable import cpu_device_label, run_resumable  # noqa: E402
 
 DESIGNS = ("casr", "urpnet", "anunet")
 _DATA: Any = None
@@ -130,7 +130,6 @@ def main() -> int:
     parser.add_argument("--md", default="benchmarks/results/recipe_sweep_cpu.md")
     args = parser.parse_args()
 
-    from nas.latency import device_name_for
     from search_space.presets import get_preset
     from trainers.proxy import ProxyData
 
@@ -139,22 +138,10 @@ def main() -> int:
                  loss=loss, lr=lr, warmup=w, rungs=list(args.rungs), seed=args.seed, recipe=args.recipe, data=args.data,
                  qps=list(args.qps), decay=args.decay)
             for d, loss, lr, w in itertools.product(args.designs, args.losses, args.lrs, args.warmups)]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
-    have = {_job_key(r) for r in done}
-    todo = [j for j in jobs if _job_key(j) not in have]
-    device = f"{device_name_for('cpu').split(' (')[0]} (1 torch thread per job, {args.workers} jobs at once)"
-    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} already in {out}; device {device}", flush=True)
-    with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker, initargs=(args.data, tuple(args.qps))) as pool:
-        for fut in as_completed([pool.submit(_run, j) for j in todo]):
-            row = {**fut.result(), "device": device}
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            done.append(row)
-            print(render([row]).splitlines()[-1], flush=True)
-    wanted = {_job_key(j) for j in jobs}
-    table = render([r for r in done if _job_key(r) in wanted])
+    rows = run_resumable(jobs, key=_job_key, run=_run, out=Path(args.out), workers=args.workers, initializer=_init_worker,
+                         initargs=(args.data, tuple(args.qps)), on_row=lambda row: print(render([row]).splitlines()[-1], flush=True))
+    device = cpu_device_label(args.workers)
+    table = render(rows)
     header = (f"# Proxy optimizer sweep (recipe `{args.recipe}`, rungs {args.rungs} steps as successive halving trains them)\n\n"
               f"Command: `python benchmarks/recipe_sweep.py {' '.join(sys.argv[1:])}`. Data `{args.data}`, QPs {args.qps}, seed "
               f"{args.seed}. Gains: mean over the QPs of PSNR-Y over the QP-blind 7x7 linear baseline of the training split "

@@ -19,13 +19,13 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._resumable import cpu_device_label, run_resumable  # noqa: E402
 
 SOURCES = ("builtin", "photos")
 PRESETS = ("casr", "urpnet", "anunet")
@@ -176,31 +176,18 @@ def main() -> int:
     args = parser.parse_args()
     args.qps, args.sources = tuple(args.qps), tuple(args.sources)
 
-    from nas.latency import device_name_for
-
     for source in args.sources:  # prepare (encode, fit) once here, not in every worker at the same time
         print(_load(source, args.qps).summary(), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
-    have = {_job_key(r) for r in done}
-    jobs = _jobs(args)
-    todo = [j for j in jobs if _job_key(j) not in have]
-    device = f"{device_name_for('cpu').split(' (')[0]} (1 torch thread per job, {args.workers} jobs at once)"
-    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} already in {out}; device {device}", flush=True)
-    with ProcessPoolExecutor(max_workers=args.workers, initializer=_init_worker, initargs=(args.qps, args.sources)) as pool:
-        futures = {pool.submit(_run, j): j for j in todo}
-        for fut in as_completed(futures):
-            row = fut.result()
-            row["device"] = device
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            done.append(row)
-            gains = row.get("gains", {})
-            print(f"{row['name'][:48]:<48} on {row['train']:<7}: " + ", ".join(f"{s} test {_cell(g)}" for s, g in gains.items())
-                  + (f" ({row['train_s']:.0f} s)" if "train_s" in row else ""), flush=True)
-    wanted = {_job_key(j) for j in jobs}
-    table = render([r for r in done if _job_key(r) in wanted], args.sources)
+
+    def show(row: dict[str, Any]) -> None:
+        gains = row.get("gains", {})
+        print(f"{row['name'][:48]:<48} on {row['train']:<7}: " + ", ".join(f"{s} test {_cell(g)}" for s, g in gains.items())
+              + (f" ({row['train_s']:.0f} s)" if "train_s" in row else ""), flush=True)
+
+    rows = run_resumable(_jobs(args), key=_job_key, run=_run, out=Path(args.out), workers=args.workers,
+                         initializer=_init_worker, initargs=(args.qps, args.sources), on_row=show)
+    device = cpu_device_label(args.workers)
+    table = render(rows, args.sources)
     header = (f"# Transfer: trained on one source, scored on each source's test split\n\n"
               f"Command: `python benchmarks/transfer.py {' '.join(sys.argv[1:])}`. QPs {list(args.qps)}; gain = mean over "
               f"the QPs of PSNR-Y minus Lanczos' PSNR-Y per test image (dB; 8-bit output, no border crop), 95 % t-interval "
