@@ -257,8 +257,8 @@ class RunDir:
         doc["recipe_hashes"] = {**doc.get("recipe_hashes", {}), **recipe_hashes}  # checked on resume
         if data_identity is not None:
             if previous is not None and previous.get("data") not in (None, data_identity):
-                self.say(f"note: the images differ from those {self.run_json.name} recorded (data: source and pixel hash "
-                         "per split); this run's trials mix two datasets")
+                self.say(f"note: the data differ from what {self.run_json.name} recorded (data: source, pixel hash and linear "
+                         "baseline per split); this run's trials mix two datasets or two baselines")
             doc["data"] = data_identity
         atomic_write(self.run_json, json.dumps(doc, indent=2, sort_keys=False) + "\n")
         if study_file is not None and not (self.path / "study.toml").exists():

@@ -198,4 +198,10 @@ def test_proxy_data_load_carves_fits_on_train_and_says_so(tmp_path, rng_image):
         assert split.linear_baseline.filter_key == lb.filter_key(data.train, (31,))
         assert split.linear_baseline.oracle_keys[31] == lb.filter_key(data.train, (31,))
     assert sorted(data.train.anchors) == [3, 5, 7] and data.train.anchors[7].key == lb.filter_key(data.train, (31,))
+    # run.json's data record names the baseline, so a run resumed with another one is noticed.
+    from trainers.splits import data_identity
+
+    ident = data_identity({"train": data.train, "val": data.val})
+    assert ident["val"]["linear_baseline"] == {"format": lb.FORMAT_VERSION, "qp_blind_filter": lb.filter_key(data.train, (31,))}
+    assert "linear_baseline" not in ident["train"]
     assert ProxyData.load(folder, qps=(31,), cache_dir=tmp_path / "cache", load_test=False, progress=False).test is None
