@@ -124,13 +124,13 @@ def test_version_1_dict_migrates_to_the_same_network() -> None:
 
 
 def test_committed_version_1_artefacts_load_with_their_hashes() -> None:
-    """The calibration result committed before version 2 (benchmarks/results/calibrate_cpu) stores 20
+    """The calibration result committed before version 2 (benchmarks/results/calibrate_cpu_builtin) stores 20
     version-1 arch tables with the hashes version 1 gave them, and their MACs: each loads to the same
     hash and, rebuilt, costs the same."""
     from search_space.cost import cost
 
     root = Path(__file__).resolve().parents[2]
-    panel = json.loads((root / "benchmarks/results/calibrate_cpu/calibration.json").read_text())["panel"]
+    panel = json.loads((root / "benchmarks/results/calibrate_cpu_builtin/calibration.json").read_text())["panel"]
     assert len(panel) == 20
     for entry in panel:
         assert "version" not in entry["arch"]
