@@ -23,9 +23,6 @@ PACKAGES = ("nas", "reports", "rtsr", "search_space", "trainers")
 #: a circle is excused when all its modules lie within one entry's modules (a name ending in ".*"
 #: covers a package and everything in it).
 KNOWN_CYCLES: dict[str, tuple[str, ...]] = {
-    # trainers/data.py <-> linear_baseline.py <-> splits.py: another agent is giving the split helpers
-    # one owner (issue 22, item 1).
-    "trainers split helpers": ("trainers.data", "trainers.linear_baseline", "trainers.splits"),
     # search_space/blocks/base.py `_ensure_loaded` imports the package inside a function so that the
     # registry registers every block module the package lists (the registry's deliberate lazy import,
     # in files another agent owns; it goes when the list of block modules moves into base.py).

@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # imported lazily at run time: the sampler does not need the 
 
     from trainers.cache import LRCache
     from trainers.degrade import DegradeSpec
-    from trainers.linear_baseline import LinearBaselineScores, LinearFilter
+    from trainers.linear_filter import LinearBaselineScores, LinearFilter
 
 __all__ = [
     "SCALE",

@@ -48,6 +48,15 @@ import numpy as np
 from search_space.configio import atomic_write, content_hash
 from search_space.errors import UserError
 from trainers.data import SCALE
+from trainers.linear_filter import (
+    DEFAULT_KERNEL,
+    FORMAT_VERSION,
+    OUT_CHANNELS,
+    LinearBaselineScores,
+    LinearFilter,
+    apply,
+    feature_count,
+)
 from trainers.splits import image_keys
 
 if TYPE_CHECKING:
@@ -80,10 +89,6 @@ __all__ = [
     "solve_normal_equations",
 ]
 
-FORMAT_VERSION = 2
-"""Bump when the fit (features, ordering, solver) changes: it names the cache folder and enters the key."""
-DEFAULT_KERNEL = 7
-"""Kernel side K: 7 is Lanczos-3's support, so the fitted filter can at least reproduce Lanczos."""
 ANCHOR_KERNELS: tuple[int, ...] = (3, 5, 7)
 """Kernel sides of the `fitted` anchors (`search_space.arch.FITTED_ANCHORS`): 0.67, 1.87 and 3.66
 GMACs at 540x960 as a dense conv 3 -> 48, so the search can trade the anchor's gain for its cost."""
@@ -92,82 +97,7 @@ RIDGE = 1e-9
 WEIGHTING = "inverse-lanczos-mse-y"
 """How training images are weighted (see the module docstring); part of the cache key."""
 _MIN_MSE = 255.0**2 * 1e-10  # an image Lanczos reproduces exactly weighs as one at 100 dB PSNR
-_OUT = 3 * SCALE * SCALE  # 48 output channels before pixel-shuffle(4)
 _CHUNK_PIXELS = 16384  # LR pixels per accumulation block: 16k x 148 float64 = 19 MB of features
-
-
-def _features(kernel: int) -> int:
-    return 3 * kernel * kernel + 1
-
-
-@dataclass(frozen=True, eq=False)
-class LinearFilter:
-    """One fitted filter: ``weights`` is (3K^2+1) x 48 float64, rows (c, dy, dx) then the bias.
-
-    Column ``o = c*16 + 4p + q`` is HR pixel (4y+p, 4x+q) of colour c, the channel order of
-    ``PixelShuffle(4)``; ``key`` is the cache key (it names the training set it was fitted on);
-    ``qps`` the QPs whose pairs it was fitted on (one for a per-QP oracle filter, all of the run's
-    for the QP-blind one).
-    """
-
-    qps: tuple[int, ...]
-    kernel: int
-    weights: np.ndarray
-    key: str
-
-    def __post_init__(self) -> None:
-        if self.weights.shape != (_features(self.kernel), _OUT):
-            raise ValueError(f"LinearFilter: weights {self.weights.shape} != {(_features(self.kernel), _OUT)} for K={self.kernel}")
-
-    def conv_parameters(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(weight 48x3xKxK, bias 48)`` of the equivalent ``nn.Conv2d``."""
-        k = self.kernel
-        weight = self.weights[:-1].T.reshape(_OUT, 3, k, k)
-        return np.array(weight, copy=True), np.array(self.weights[-1], copy=True)  # writable: torch.from_numpy
-
-    def module(self, *, dtype: torch.dtype | None = None) -> nn.Module:
-        """The filter as a network (conv KxK replicate-padded -> PixelShuffle(4)), eval mode, on CPU."""
-        import torch
-        from torch import nn
-
-        dtype = torch.float32 if dtype is None else dtype
-        weight, bias = self.conv_parameters()
-        conv = nn.Conv2d(3, _OUT, self.kernel, padding=self.kernel // 2, padding_mode="replicate", dtype=dtype)
-        with torch.no_grad():  # copied straight from float64: a float64 module keeps every bit
-            conv.weight.copy_(torch.from_numpy(weight.copy()))
-            conv.bias.copy_(torch.from_numpy(bias.copy()))
-        return nn.Sequential(conv, nn.PixelShuffle(SCALE)).eval()
-
-
-@dataclass(frozen=True)
-class LinearBaselineScores:
-    """The linear baseline's PSNR-Y (dB) on each image of one evaluation split, per QP.
-
-    ``psnr_y``: the QP-blind filter (one for all QPs, what a network is compared with);
-    ``oracle_psnr_y``: the filter fitted at each QP alone (it knows the quantizer; reported, labelled
-    as an oracle). Computed once when the data is loaded and carried by the split
-    (`PairedSet.linear_baseline`), so it travels with the data to every worker and no trial
-    recomputes it. ``filter_key`` / ``oracle_keys`` name the fitted filters (and so the training set).
-    """
-
-    psnr_y: Mapping[int, tuple[float, ...]]
-    filter_key: str
-    oracle_psnr_y: Mapping[int, tuple[float, ...]] = dataclasses.field(default_factory=dict)
-    oracle_keys: Mapping[int, str] = dataclasses.field(default_factory=dict)
-    kernel: int = DEFAULT_KERNEL
-
-    def mean_psnr_y(self, qp: int) -> float:
-        """Mean over images of the QP-blind filter, each capped at 100 dB (as `trainers.evaluate`
-        averages a model's PSNRs)."""
-        return _capped_mean(self.psnr_y[qp])
-
-    def mean_oracle_psnr_y(self, qp: int) -> float | None:
-        """The same for the per-QP oracle filter; None when it was not scored."""
-        return _capped_mean(self.oracle_psnr_y[qp]) if qp in self.oracle_psnr_y else None
-
-
-def _capped_mean(values: Sequence[float]) -> float:
-    return float(np.mean([min(v, 100.0) for v in values]))
 
 
 # -- the least-squares fit --------------------------------------------------------------------------
@@ -190,7 +120,7 @@ def _hr_targets(hr: np.ndarray) -> np.ndarray:
     """(H*W) x 48 targets: row (y, x), column c*16 + 4p + q = HR pixel (4y+p, 4x+q, c), in [0, 1]."""
     h, w = hr.shape[0] // SCALE, hr.shape[1] // SCALE
     blocks = np.asarray(hr, dtype=np.float64).reshape(h, SCALE, w, SCALE, 3).transpose(0, 2, 4, 1, 3)
-    return blocks.reshape(h * w, _OUT) / 255.0
+    return blocks.reshape(h * w, OUT_CHANNELS) / 255.0
 
 
 def _syrk_add(xtx: np.ndarray, x: np.ndarray) -> None:
@@ -234,9 +164,9 @@ def normal_equations(
         image_weights = np.ones(len(lrs))
     if len(image_weights) != len(lrs) or not all(np.isfinite(w) and w > 0 for w in image_weights):
         raise ValueError("normal_equations: one positive, finite weight per image")
-    n = _features(kernel)
+    n = feature_count(kernel)
     xtx = np.zeros((n, n), dtype=np.float64)
-    xty = np.zeros((n, _OUT), dtype=np.float64)
+    xty = np.zeros((n, OUT_CHANNELS), dtype=np.float64)
     for lr, hr, weight in zip(lrs, hrs, image_weights):
         _check_pair(lr, hr)
         root = float(np.sqrt(weight))
@@ -330,7 +260,7 @@ def _read_cached(path: Path, key: str, kernel: int) -> np.ndarray | None:
             checksum = str(npz["sha256"])
         if stored_key != key:
             raise ValueError(f"it holds key {stored_key}")
-        if weights.shape != (_features(kernel), _OUT):
+        if weights.shape != (feature_count(kernel), OUT_CHANNELS):
             raise ValueError(f"weights of shape {weights.shape}")
         if checksum != _checksum(weights) or not np.isfinite(weights).all():
             raise ValueError("checksum mismatch")
@@ -471,29 +401,6 @@ def load_fitted_anchors(model: nn.Module, train: PairedSet, *, cache_dir: str | 
 
 
 # -- applying and scoring ---------------------------------------------------------------------------
-
-
-def apply(filt: LinearFilter, lr: np.ndarray | torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The filter's HR prediction as a float tensor in [0, 1] scale (not clamped), like a model's output.
-
-    ``lr`` is a uint8 HxWx3 image (divided by 255 as `trainers.evaluate` does) or a float tensor
-    3xHxW / Bx3xHxW in [0, 1]; the result is 3x4Hx4W / Bx3x4Hx4W. ``dtype`` defaults to float32, the
-    precision models are evaluated in; make it 8-bit with `trainers.metrics.to_uint8`.
-    """
-    import torch
-
-    dtype = torch.float32 if dtype is None else dtype
-    if isinstance(lr, np.ndarray):
-        if lr.dtype != np.uint8 or lr.ndim != 3 or lr.shape[2] != 3:
-            raise ValueError(f"apply: a NumPy LR must be uint8 HxWx3, got {lr.dtype} {lr.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).unsqueeze(0).to(dtype=dtype) / 255.0
-        batched = False
-    else:
-        batched = lr.ndim == 4
-        x = (lr if batched else lr.unsqueeze(0)).to(dtype=dtype)
-    with torch.inference_mode():
-        y = filt.module(dtype=dtype)(x)
-    return y if batched else y[0]
 
 
 def _psnr_y_per_image(filt: LinearFilter, pairs: PairedSet, qp: int) -> tuple[float, ...]:

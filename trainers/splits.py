@@ -231,7 +231,7 @@ def data_identity(splits: Mapping[str, PairedSet | None], *, cache_dir: str | Pa
             "pixels_sha256": hashlib.sha256("".join(f"{n}:{k}\n" for n, k in zip(pairs.names, keys)).encode()).hexdigest(),
         }
         if pairs.linear_baseline is not None:  # what gain_linear_y is measured against (QP-blind since format 2)
-            from trainers.linear_baseline import FORMAT_VERSION
+            from trainers.linear_filter import FORMAT_VERSION
 
             record["linear_baseline"] = {"format": FORMAT_VERSION, "qp_blind_filter": pairs.linear_baseline.filter_key}
         if pairs.source == "photos":
