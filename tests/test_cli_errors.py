@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -113,8 +114,19 @@ def test_a_usable_out_is_created_and_left_without_the_probe(tmp_path):
 DATA_STAGES = ("trainers.builtin:_plan", "trainers.cache:LRCache._one", "trainers.linear_baseline:fit_filter")
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """In the child, before exec: SIGINT back to its default action.
+
+    Why: a process started in the background by a non-interactive shell (`pytest ... &`, CI scripts)
+    inherits SIGINT *ignored*, and so does every command it starts; Python then installs no
+    KeyboardInterrupt handler and a command rightly ignores Ctrl-C, as a background job should. That,
+    not the command, is what once made this test see `nas.run` finish with exit 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupted(cmd: list[str], env: dict[str, str], marker: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, start_new_session=True,
+                          preexec_fn=_ctrl_c_as_at_a_terminal)
     assert marker.is_file(), f"the command never reached the hooked function:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     return proc
 
@@ -290,7 +302,12 @@ def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_command(capsys):
         return 0
 
     started = time.monotonic()
-    assert run_command("nas.run", work) == INTERRUPTED_CODE
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground process (see above)
+    try:
+        code = run_command("nas.run", work)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == INTERRUPTED_CODE
     assert "finished" not in steps and time.monotonic() - started < 2.0
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == f"nas.run: {INTERRUPTED}"
