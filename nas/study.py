@@ -516,12 +516,9 @@ class Study:
         return dataclasses.replace(self, **top, **updated)
 
     def with_available_data(self, *, progress: bool = True) -> tuple[Study, str | None]:
-        """This study with its data as this machine can have it: with ``[data] fallback`` and photos that
-        cannot be fetched or prepared here, every split comes from the fallback source instead.
-
-        Returns ``(study, notice)``; the notice is one line saying which data is used and why (None
-        when nothing changed). The fallback study has no fallback key, so its identity is that of a
-        study written for the fallback data: a run made on it is not resumed onto photos later."""
+        """``(study, notice)``: with ``[data] fallback`` and photos that cannot be had here, every split
+        from the fallback, and one line saying so (None when nothing changed). The result has no
+        fallback key, so its identity is that of a study written for the data it uses."""
         if self.data.fallback is None:
             return self, None
         from trainers.photos import resolve_default_source
