@@ -82,6 +82,7 @@ class TrialScheduler:
         self.recipe = ctx.recipes[self.spec.proxy.recipe]
         self.ready: deque[PendingTrial] = deque()
         self.latency_job: tuple[TaskHandle, list[PendingTrial]] | None = None
+        self._latency_asked: tuple[float, int] = (0.0, 0)  # when the pending batch was requested, trainings then running
         self.inflight: dict[TaskHandle, PendingTrial | RungJob] = {}  # task reference -> a rung-0 trial or a promotion
         self.trained: dict[str, int] = {}  # training key -> number of a trained COMPLETE trial
         self.active: set[str] = set()  # training keys queued or being trained now
@@ -294,6 +295,7 @@ class TrialScheduler:
                 threads=self.spec.latency.cpu_threads,
             )
             self.latency_job = (ref, misses)
+            self._latency_asked = (time.perf_counter(), len(self.inflight))
         return n
 
     # -- latency ----------------------------------------------------------------------------------
@@ -314,6 +316,9 @@ class TrialScheduler:
             for p in pending:
                 self.endings.crashed(p, f"latency task: {exc}")
             return
+        asked, running = self._latency_asked
+        self.ctx.log.print(f"latency batch: {len(results)} network(s) timed in {time.perf_counter() - asked:.1f} s "
+                           f"(from the request: {running} running training(s) finished first, none started meanwhile)")
         by_hash: dict[str, LatencyOutcome | LatencyResult] = {}
         for item in map(LatencyOutcome.from_dict, results):
             if item.latency is None:

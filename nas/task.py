@@ -7,33 +7,24 @@ defined once, like Optuna's `FrozenTrial`. What travels is still plain data (`to
 strings, bytes, nested dicts), so Ray and the process pool pickle nothing of ours and a task body
 stays callable without either; `from_dict` reads it back on the other side.
 
-`TaskStatus` is what a training (or, in a calibration record, a crashed task) ended with; it is a
-`str` enum, so it compares equal to the spellings stored in older JSON and journals ("ok", ...).
+`TaskStatus` (defined in `trainers.status`, where a training sets it) is what a training (or, in a
+calibration record, a crashed task) ended with; a `str` enum, so it compares equal to the spellings
+stored in older JSON and journals ("ok", ...).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
+
+from trainers.status import TaskStatus
 
 __all__ = ["JSONDict", "LatencyOutcome", "RungRequest", "TaskStatus", "TrainOutcome", "TrainRequest"]
 
 #: A JSON object as stored or sent (a config's `to_dict()`, an evaluation report): its schema is
 #: owned by the class that writes it (`ArchConfig`, `Recipe`, `trainers.metrics`), not restated here.
 JSONDict = dict[str, Any]
-
-
-class TaskStatus(str, Enum):
-    """How a task ended (stored as its string value)."""
-
-    OK = "ok"  #: trained and evaluated
-    FAILED = "failed"  #: the training ran and failed (e.g. diverged); `reason` says why
-    CRASHED = "crashed"  #: the task died (a worker crash); calibration records keep it
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -19,24 +19,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("nas", "reports", "rtsr", "search_space", "trainers")
 
-#: Known circles, each to be removed by the change that breaks it (the coordinator deletes the entry):
-#: a circle is excused when all its modules lie within one entry's modules (a name ending in ".*"
-#: covers a package and everything in it).
-KNOWN_CYCLES: dict[str, tuple[str, ...]] = {
-    # search_space/blocks/base.py `_ensure_loaded` imports the package inside a function so that the
-    # registry registers every block module the package lists (the registry's deliberate lazy import,
-    # in files another agent owns; it goes when the list of block modules moves into base.py).
-    "block registry": ("search_space.blocks", "search_space.blocks.*"),
-}
-
-
-def _excused(component: frozenset[str]) -> str | None:
-    for why, allowed in KNOWN_CYCLES.items():
-        if all(any(m == a or (a.endswith(".*") and m.startswith(a[:-1])) for a in allowed) for m in component):
-            return why
-    return None
-
-
 def _module_name(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -103,14 +85,7 @@ def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
 
 def test_no_import_cycles():
     found = cycles(import_graph())
-    unexpected = [sorted(c) for c in found if _excused(c) is None]
-    assert unexpected == [], f"import cycles: {unexpected}"
-
-
-def test_known_cycles_still_exist():
-    """A known circle that is gone must leave the list (so it cannot come back unnoticed)."""
-    excused = {_excused(c) for c in cycles(import_graph())}
-    assert [why for why in KNOWN_CYCLES if why not in excused] == []
+    assert [sorted(c) for c in found] == [], "import cycles"
 
 
 def test_the_walker_sees_lazy_and_type_only_cycles(tmp_path):

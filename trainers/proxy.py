@@ -34,6 +34,7 @@ from trainers.splits import load_splits
 from trainers.evaluate import EvalReport, evaluate
 from trainers.loop import Diverged, Trainer, load_teacher_checkpoint
 from trainers.recipe import Recipe, load_recipe
+from trainers.status import TaskStatus
 
 __all__ = ["DEFAULT_PROXY_STEPS", "FUSE_TOLERANCE", "ProxyData", "TrialResult", "failed_result", "proxy_train", "result_fields"]
 
@@ -128,7 +129,7 @@ class ProxyData:
 class TrialResult:
     """Outcome of one proxy training: metrics on success, a reason on failure."""
 
-    status: str  # "ok" | "failed"
+    status: TaskStatus  # OK or FAILED
     reason: str | None
     arch: dict[str, Any]
     arch_hash: str
@@ -149,7 +150,7 @@ class TrialResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == TaskStatus.OK
 
     @property
     def gain_y(self) -> float | None:
@@ -162,7 +163,7 @@ class TrialResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (the fused weights travel separately: see `deploy_state_bytes`)."""
         return {
-            "status": self.status,
+            "status": self.status.value,
             "reason": self.reason,
             "arch": self.arch,
             "arch_hash": self.arch_hash,
@@ -240,7 +241,7 @@ def failed_result(exc: BaseException, *, arch: ArchConfig, trainer: Trainer | No
     """The result of a training that raised: a trial that diverged or broke is a result with its reason
     (and whatever the trainer got to), never an exception in the driver."""
     return TrialResult(
-        status="failed",
+        status=TaskStatus.FAILED,
         reason=f"{type(exc).__name__}: {exc}",
         arch=(trainer.arch if trainer is not None else arch).to_dict(),
         train_seconds=time.perf_counter() - started,
@@ -262,7 +263,7 @@ def _fuse_and_evaluate(trainer: Trainer, data: ProxyData, *, train_seconds: floa
     fuse_err = _fusion_error(trainer.model, fused, sample)
     if not fuse_err <= FUSE_TOLERANCE:
         return TrialResult(
-            status="failed",
+            status=TaskStatus.FAILED,
             reason=f"fused model differs from the trained one (max rel err {fuse_err:.3g} > {FUSE_TOLERANCE:g})",
             arch=final_arch.to_dict(),
             train_seconds=train_seconds,
@@ -275,7 +276,7 @@ def _fuse_and_evaluate(trainer: Trainer, data: ProxyData, *, train_seconds: floa
     report = evaluate(fused, data.val, device=device, dtype=eval_dtype)
     test_report = None if data.test is None else evaluate(fused, data.test, device=device, dtype=eval_dtype)
     return TrialResult(
-        status="ok",
+        status=TaskStatus.OK,
         reason=None,
         arch=final_arch.to_dict(),
         train_seconds=train_seconds,

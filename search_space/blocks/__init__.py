@@ -1,4 +1,8 @@
-"""Registered body blocks. Importing this package registers every block module listed here."""
+"""Registered body blocks. Importing this package registers every block module listed here.
+
+The look-ups (`get_block`, `list_blocks`) live here, after those imports, and not in `base`: only
+this package knows the full list of block modules, so a look-up cannot run before they registered,
+and `base` (which every block module imports) never imports them back."""
 
 from __future__ import annotations
 
@@ -13,16 +17,16 @@ from search_space.blocks import (
     spab,  # noqa: F401  (registers "spab", "spab_noatt", "conv3xc")
 )
 from search_space.blocks.base import (
+    _BLOCKS,
     ACTIVATIONS,
     Block,
     LinearBlock,
     OnlineReparam,
-    get_block,
-    list_blocks,
     make_activation,
     register_block,
     set_online_reparam,
 )
+from search_space.errors import UserError
 
 __all__ = [
     "ACTIVATIONS",
@@ -35,3 +39,16 @@ __all__ = [
     "register_block",
     "set_online_reparam",
 ]
+
+
+def get_block(name: str) -> type[Block]:
+    """The block class registered as `name`, with the valid names in the error if there is none."""
+    try:
+        return _BLOCKS[name]
+    except KeyError:
+        raise UserError(f"unknown block type {name!r}; registered: {', '.join(list_blocks())}") from None
+
+
+def list_blocks() -> list[str]:
+    """Names of all registered blocks, sorted."""
+    return sorted(_BLOCKS)

@@ -38,8 +38,6 @@ __all__ = [
     "LinearBlock",
     "OnlineReparam",
     "check_width",
-    "get_block",
-    "list_blocks",
     "make_activation",
     "register_block",
     "minus_identity_",
@@ -49,6 +47,8 @@ __all__ = [
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "lrelu", "prelu", "gelu", "silu", "none")
 
+#: name -> block class, filled by `register_block` as each block module is imported; read through
+#: `search_space.blocks.get_block` / `list_blocks`, which import every block module first.
 _BLOCKS: dict[str, type["Block"]] = {}
 
 B = TypeVar("B", bound=type["Block"])
@@ -242,23 +242,3 @@ def register_block(name: str) -> Callable[[B], B]:
         return cls
 
     return decorate
-
-
-def get_block(name: str) -> type[Block]:
-    """The block class registered as `name`, with the valid names in the error if there is none."""
-    _ensure_loaded()
-    try:
-        return _BLOCKS[name]
-    except KeyError:
-        raise UserError(f"unknown block type {name!r}; registered: {', '.join(list_blocks())}") from None
-
-
-def list_blocks() -> list[str]:
-    """Names of all registered blocks, sorted."""
-    _ensure_loaded()
-    return sorted(_BLOCKS)
-
-
-def _ensure_loaded() -> None:
-    # Importing the package registers every block module it lists.
-    import search_space.blocks  # noqa: F401

@@ -113,3 +113,28 @@ def test_fitted_anchor_cost_by_hand(mode: str) -> None:
 def test_a_fitted_anchor_refuses_a_filter_of_another_size() -> None:
     with pytest.raises(ValueError, match="K=5"):
         FittedAnchor(5).load_filter(torch.zeros(48, 3, 7, 7), torch.zeros(48), key="x")
+
+
+def test_the_default_proxy_recipe_never_ends_a_rung_below_its_fitted_start(data: ProxyData) -> None:
+    """Issue 20's bar for the recipe the default study uses (chosen by `benchmarks/recipe_sweep.py`):
+    a fitted-anchored design trained rung after rung, as successive halving continues it, is at
+    every rung at least its step-0 val gain minus 0.005 dB. Here for one small arch on small data,
+    with the default's rung ratio (x3) and decay share, at a few steps per rung."""
+    from trainers.continuation import WSDPlan, train_rung
+
+    arch = ArchConfig(channels=8, blocks=1, block="rep", down_factor=2, global_residual="fitted7", bias=False)
+    recipe = load_recipe("proxy_wsd_mse")
+    rungs = (10, 30, 90)
+    plan = WSDPlan.for_rungs(recipe, min_steps=rungs[0], top_steps=rungs[-1], decay=0.2)
+    start = build(arch)
+    lb.load_fitted_anchors(start, data.train)
+    step0 = evaluate(deploy(start), data.val).gain_linear_y
+    assert step0 == pytest.approx(0.0, abs=1e-9)  # the start is the QP-blind baseline itself
+    gains, checkpoint = [], None
+    for steps in rungs:
+        out = train_rung(arch, recipe, data, rung_steps=steps, plan=plan, seed=0, checkpoint=checkpoint)
+        assert out.result.ok, out.result.reason
+        assert out.result.eval is not None
+        gains.append(out.result.eval.gain_linear_y)
+        checkpoint = out.checkpoint
+    assert min(gains) >= step0 - 0.005, gains
