@@ -139,7 +139,7 @@ def _panel() -> tuple[PanelArch, ...]:
 
 def _study():
     """The default study with the rungs these tests were written for (100/300/900 steps), on builtin."""
-    return load_study("rtsr").with_overrides(halving__min_steps=100, data__train="builtin")
+    return load_study("rtsr").with_overrides(halving__min_steps=100, halving__rungs=3, data__train="builtin")
 
 
 def _spec(**changes) -> CalibrationSpec:

@@ -23,7 +23,7 @@ def summary() -> dict:
     for name in ("casr", "lanczospp", "vpeg_r"):
         p = get_preset(name)
         panel.append(PanelArch(name=name, arch=p.arch, source="preset", macs=2 * 10**9, params=1000, table1_delta_db=p.delta_db))
-    study = load_study("rtsr").with_overrides(halving__min_steps=100)  # the rungs this page was written for
+    study = load_study("rtsr").with_overrides(halving__min_steps=100, halving__rungs=3)  # the rungs this page was written for
     spec = CalibrationSpec.build(study, panel=panel, long_steps=None, noise=2, device_kind="cpu", panel_seed=0)
     records = {}
     for k, p in enumerate(spec.panel):
