@@ -202,12 +202,14 @@ def _drive(study, run_dir: Path, executor) -> int:
     return run_and_report(SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=executor.factory))
 
 
-def test_driver_runs_each_arm_and_seed_once_with_its_own_settings(tmp_path, fake, capsys):
+def test_driver_runs_each_arm_and_seed_once_with_its_own_settings(tmp_path, fake, tiny_eval, capsys):
     from optuna.trial import TrialState
 
     from trainers.recipe import load_recipe
 
     study = _study(**{'name = "l1"\nrecipe = "l1_only"': 'name = "l1"\nrecipe = "l1_only"\noverrides = { bias = true }'})
+    val, test = tiny_eval  # the fp16 arm's evaluations are real: on tiny images they take milliseconds
+    study = study.with_overrides(data__val=str(val), data__test=str(test))
     fake.crash_once.add(("proxy", 1))  # the first seed-1 training of the proxy recipe dies once
     assert _drive(study, tmp_path / "run", fake) == 0
     trials = _load(tmp_path / "run").get_trials(deepcopy=False)
@@ -254,10 +256,11 @@ def load_recipe_name(payload: dict) -> str:
     return payload["recipe"]["name"]
 
 
-def test_an_orphaned_trial_is_requeued_with_its_arm_and_seed(tmp_path, fake):
+def test_an_orphaned_trial_is_requeued_with_its_arm_and_seed(tmp_path, fake, tiny_eval):
     from optuna.trial import TrialState
 
-    study = _study()
+    val, test = tiny_eval  # the fp16 arm's evaluations are real: on tiny images they take milliseconds
+    study = _study().with_overrides(data__val=str(val), data__test=str(test))
     run_dir = tmp_path / "run"
     assert _drive(study.with_overrides(), run_dir, fake) == 0
     # simulate a driver killed mid-trial: a RUNNING trial with ablation params in the journal
@@ -359,31 +362,36 @@ def ray_executor():
 
 
 @pytest.fixture(scope="module")
-def tiny_val(tmp_path_factory) -> Path:
-    """Two small HR validation images (96x192, a multiple of 48): evaluation takes a fraction of a second."""
+def tiny_eval(tmp_path_factory) -> tuple[Path, Path]:
+    """(val, test): two folders of two small HR images each (96x192, a multiple of 48), different
+    pixels (splits must be disjoint): an evaluation takes milliseconds instead of the builtin splits'
+    second."""
     import numpy as np
     from PIL import Image
 
-    folder = tmp_path_factory.mktemp("tiny-val")
-    rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[0:96, 0:192]
-    for i in range(2):
-        base = np.stack([(xx * (1 + i) + yy * 2) % 256, (yy * 3 + 40 * i) % 256, (xx + yy) % 256], axis=-1)
-        base[20:60, 40:100] = rng.integers(0, 256, 3)  # a flat patch with hard edges
-        noisy = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(noisy).save(folder / f"val{i}.png")
-    return folder
+    folders = []
+    for split, offset in (("val", 0), ("test", 2)):
+        folder = tmp_path_factory.mktemp(f"tiny-{split}")
+        rng = np.random.default_rng(7 + offset)
+        yy, xx = np.mgrid[0:96, 0:192]
+        for i in range(offset, offset + 2):
+            base = np.stack([(xx * (1 + i) + yy * 2) % 256, (yy * 3 + 40 * i) % 256, (xx + yy) % 256], axis=-1)
+            base[20:60, 40:100] = rng.integers(0, 256, 3)  # a flat patch with hard edges
+            noisy = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(folder / f"{split}{i}.png")
+        folders.append(folder)
+    return folders[0], folders[1]
 
 
-def _smoke_copy(src: Path, dst: Path, *, val: Path) -> Path:
-    """The study with seeds [0, 1], STEPS proxy steps, tiny val images and a latency protocol that
-    takes milliseconds."""
+def _smoke_copy(src: Path, dst: Path, *, val: Path, test: Path) -> Path:
+    """The study with seeds [0, 1], STEPS proxy steps, tiny val and test images and a latency protocol
+    that takes milliseconds."""
     import tomli_w
 
     data = parse_toml(src.read_text(encoding="utf-8"), source=str(src))
     data["ablation"]["seeds"] = [0, 1]
     data["proxy"]["steps"] = STEPS
-    data["data"]["val"] = str(val)
+    data["data"]["val"], data["data"]["test"] = str(val), str(test)
     data["latency"] = {"cpu_threads": 1, "cpu": {"warmup": 0, "runs": 3, "time_budget_s": 2.0, "input_hw": [48, 96]}}
     dst.write_text(tomli_w.dumps(data), encoding="utf-8")
     return dst
@@ -402,7 +410,7 @@ def _load(run_dir: Path):
 
 @pytest.mark.parametrize("path", _shipped(), ids=[p.stem for p in _shipped()])
 @pytest.mark.slow
-def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_val, capsys):
+def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_eval, capsys):
     from optuna.trial import TrialState
 
     from nas.driver import SearchDriver
@@ -413,7 +421,8 @@ def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_val, capsys
     from search_space.cost import cost
     from trainers.recipe import load_recipe
 
-    study_file = _smoke_copy(path, tmp_path / path.name, val=tiny_val)
+    val, test = tiny_eval
+    study_file = _smoke_copy(path, tmp_path / path.name, val=val, test=test)
     study = load_study(study_file)
     ab = study.ablation
     assert ab is not None and len(ab.seeds) == 2 and study.budget.trials == 2 * len(ab.arms)
