@@ -18,35 +18,34 @@ Cache (under `trainers.cache.default_cache_root`, or the LR cache's root)::
     <root>/photos/originals/<package>/<path in package>    verified files + the package's copyright file
     <root>/photos/prepared-v<PREP_VERSION>-<manifest hash>/{train,val,test}/*.png, manifest.json (last)
 
-The .deb files are downloaded to a temporary folder and deleted once the photos are out of them.
+The .deb files are downloaded to a temporary folder, read with `trainers.debfile`, and deleted once
+the photos are out of them.
 ``python -m trainers.photos`` fetches and prepares (``--debs DIR`` reads .deb files fetched by hand).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from search_space.configio import atomic_write, content_hash, parse_toml, reject_unknown_keys
 from search_space.errors import UserError
 from trainers.cache import pixel_hash, publish_folder
+from trainers.debfile import DebFileError, deb_control, deb_tar, member_path
 
 __all__ = [
     "SOURCE",
@@ -214,118 +213,26 @@ def _unavailable_hint() -> str:
             "(or a folder of your own photos)")
 
 
-# -- reading a .deb -------------------------------------------------------------------------------
-
-
-class _Slice(io.RawIOBase):
-    """A read-only window ``[offset, offset + size)`` of an open file: one member of an ar archive."""
-
-    def __init__(self, f: IO[bytes], offset: int, size: int) -> None:
-        self._f, self._pos, self._end = f, offset, offset + size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), self._end - self._pos)
-        if n <= 0:
-            return 0
-        self._f.seek(self._pos)
-        data = self._f.read(n)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
-def _ar_members(f: IO[bytes], deb: Path) -> dict[str, tuple[int, int]]:
-    """``{member name: (offset, size)}`` of an ar archive (a .deb is one)."""
-    if f.read(8) != b"!<arch>\n":
-        raise PhotosUnavailable(f"{deb} is not a Debian package (no ar header); download it again or {_unavailable_hint()}")
-    members: dict[str, tuple[int, int]] = {}
-    while True:
-        header = f.read(60)
-        if len(header) < 60:
-            return members
-        name = header[:16].decode("ascii", "replace").strip().rstrip("/")
-        size = int(header[48:58].decode("ascii").strip() or 0)
-        members[name] = (f.tell(), size)
-        f.seek(size + size % 2, os.SEEK_CUR)
-
-
-@contextlib.contextmanager
-def _deb_tar(deb: Path, part: str) -> Iterator[tarfile.TarFile]:
-    """A streaming tar of the .deb's ``control`` or ``data`` part.
-
-    dpkg-deb (``--ctrl-tarfile``/``--fsys-tarfile``) reads every compression Debian and Ubuntu use
-    (Ubuntu's zstd included); without it the ar archive is read here (xz, gzip, bzip2, none)."""
-    dpkg_deb = shutil.which("dpkg-deb")
-    if dpkg_deb is not None:
-        flag = "--ctrl-tarfile" if part == "control" else "--fsys-tarfile"
-        proc = subprocess.Popen([dpkg_deb, flag, str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stderr is not None
-        try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                yield tar
-            while proc.stdout.read(1 << 16):  # the tar's trailing padding: dpkg-deb must not die of a closed pipe
-                pass
-        except tarfile.TarError as exc:
-            proc.kill()
-            raise PhotosUnavailable(f"{deb.name}: dpkg-deb {flag} gave no readable tar ({exc}); download it again or {_unavailable_hint()}") from None
-        finally:
-            proc.stdout.close()
-            err = proc.stderr.read().decode("utf-8", "replace").strip()
-            proc.stderr.close()
-            code = proc.wait()
-        if code != 0:
-            raise PhotosUnavailable(f"{deb.name}: dpkg-deb {flag} failed ({err.splitlines()[-1] if err else f'exit status {code}'}); "
-                                    f"download it again or {_unavailable_hint()}")
-        return
-    with open(deb, "rb") as f:
-        members = _ar_members(f, deb)
-        found = [n for n in members if n.startswith(f"{part}.tar")]
-        if not found:
-            raise PhotosUnavailable(f"{deb.name} has no {part}.tar member; it is not a Debian package: {_unavailable_hint()}")
-        name = found[0]
-        if name[len(f"{part}.tar"):] not in ("", ".xz", ".gz", ".bz2"):  # what "r|*" detects
-            raise PhotosUnavailable(f"{deb.name}: {name} needs dpkg-deb to unpack (install dpkg), or {_unavailable_hint()}")
-        offset, size = members[name]
-        with tarfile.open(fileobj=io.BufferedReader(_Slice(f, offset, size)), mode="r|*") as tar:
-            yield tar
-
-
-def _member_path(name: str) -> str:
-    return name[2:] if name.startswith("./") else name.lstrip("/")
-
-
-def _deb_version(deb: Path) -> tuple[str, str]:
-    """``(Package, Version)`` from the .deb's control file."""
-    fields: dict[str, str] = {}
-    with _deb_tar(deb, "control") as tar:
-        for member in tar:
-            if _member_path(member.name) == "control" and member.isfile():
-                text = tar.extractfile(member).read().decode("utf-8", "replace")  # type: ignore[union-attr]
-                for line in text.splitlines():
-                    key, sep, value = line.partition(":")
-                    if sep and not line.startswith((" ", "\t")):
-                        fields[key.strip()] = value.strip()
-    if "Package" not in fields or "Version" not in fields:
-        raise PhotosUnavailable(f"{deb.name}: no Package/Version in its control file; download it again or {_unavailable_hint()}")
-    return fields["Package"], fields["Version"]
-
-
 def _extract_package(deb: Path, pin: PackagePin, manifest: PhotosManifest, originals: Path) -> str:
     """Verify every pinned photo of ``pin`` in ``deb`` and write them (and the copyright file) to the cache.
 
     Nothing is written unless every photo matches: a package version whose photos differ is refused,
     naming the first file that does. Returns the package version read from the .deb."""
-    package, version = _deb_version(deb)
+    try:
+        return _extract_verified(deb, pin, manifest, originals)
+    except DebFileError as exc:
+        raise PhotosUnavailable(f"{exc}; download it again, or {_unavailable_hint()}") from None
+
+
+def _extract_verified(deb: Path, pin: PackagePin, manifest: PhotosManifest, originals: Path) -> str:
+    package, version = deb_control(deb)
     if package != pin.name:
         raise PhotosUnavailable(f"{deb.name} is package {package}, not {pin.name}; pass the right .deb or {_unavailable_hint()}")
     wanted = {p.file: p for p in manifest.of_package(pin.name)}
     got: dict[str, bytes] = {}
-    with _deb_tar(deb, "data") as tar:
+    with deb_tar(deb, "data") as tar:
         for member in tar:
-            path = _member_path(member.name)
+            path = member_path(member.name)
             if (path in wanted or path == pin.copyright) and member.isfile():
                 got[path] = tar.extractfile(member).read()  # type: ignore[union-attr]
     which = f"{pin.name} {version}" + (f" (the manifest pins {pin.version})" if version != pin.version else "")

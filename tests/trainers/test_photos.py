@@ -163,6 +163,18 @@ def test_fetch_from_debs_keeps_only_the_pinned_photos(tmp_path, fake_source, ext
     assert (originals / "pkg-a/usr/share/pkg-a/a1.png").read_bytes() == files["pkg-a"]["usr/share/pkg-a/a1.png"]
 
 
+def test_a_file_that_is_not_a_package_is_one_error_naming_the_fix(tmp_path, fake_source, extractor):
+    manifest, debs, _ = fake_source
+    broken = sorted(debs.glob("pkg-a_*.deb"))[0]
+    broken.write_bytes(b"<html>a proxy's error page, saved as a .deb</html>\n")
+    with pytest.raises(PhotosUnavailable) as info:
+        photos.fetch_photos(cache_dir=tmp_path / "cache", debs=debs, manifest=manifest, progress=False)
+    message = str(info.value)
+    assert broken.name in message and "download it again" in message and "--data builtin" in message
+    assert "\n" not in message
+    assert not (tmp_path / "cache" / "photos" / "originals" / "pkg-a").exists()
+
+
 def test_a_changed_photo_is_refused_by_name_and_nothing_is_written(tmp_path, fake_source, extractor):
     manifest, debs, files = fake_source
     changed = dict(files["pkg-b"])
