@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,6 +36,8 @@ bias = false
 end_block = "conv"
 [data]
 train = "builtin"
+val = "{val}"
+test = "{test}"
 qps = [31, 63]
 [proxy]
 recipe = "proxy_wsd"
@@ -59,13 +62,57 @@ max_retries = 0
 """
 
 
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A data folder of small HR images, every one different (splits must be disjoint): train/ (4 of
+    192x288, LR 48x72: room for the proxy recipes' 48-pixel LR patches), val/ and test/ (2 of 96x192
+    each, LR 24x48); both LR sizes are divisible by every down factor up to 4.
+
+    Why: a run evaluates every trial on val and test; on the builtin splits (11 images each) that is
+    a second or more per trial, on these a few milliseconds. A cold cache's preparation of the builtin
+    training set (drawing, encoding, fitting the linear baselines) takes about 8 s, of these a fraction
+    of a second. Tests of the pipeline's plumbing use them (`--data`, `--val-data` / `--test-data`, a
+    study's [data] table, a training config's data)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tiny-data")
+    i = 0
+    for split, count, (h, w) in (("val", 2, (96, 192)), ("test", 2, (96, 192)), ("train", 4, (192, 288))):
+        (root / split).mkdir()
+        yy, xx = np.mgrid[0:h, 0:w]
+        for _ in range(count):
+            rng = np.random.default_rng(7 + i)
+            base = np.stack([(xx * (1 + i) + yy * 2) % 256, (yy * 3 + 40 * i) % 256, (xx + yy) % 256], axis=-1)
+            base[20:60, 40:100] = rng.integers(0, 256, 3)  # a flat patch with hard edges
+            noisy = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(root / split / f"{split}{i}.png")
+            i += 1
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_eval(tiny_dataset) -> tuple[Path, Path]:
+    """(val, test): `tiny_dataset`'s two evaluation folders, to evaluate on instead of the builtin splits."""
+    return tiny_dataset / "val", tiny_dataset / "test"
+
+
+@pytest.fixture(scope="session")
+def tiny_eval_flags(tiny_eval) -> list[str]:
+    """`nas.run` flags that evaluate on `tiny_eval`'s folders."""
+    val, test = tiny_eval
+    return ["--val-data", str(val), "--test-data", str(test)]
+
+
 @pytest.fixture()
-def tiny_halving_study(tmp_path):
-    """Write a tiny successive-halving study (rungs min_steps and 2 x min_steps) and return its path."""
+def tiny_halving_study(tmp_path, tiny_eval):
+    """Write a tiny successive-halving study (rungs min_steps and 2 x min_steps, evaluated on
+    `tiny_eval`'s folders) and return its path."""
+    val, test = tiny_eval
 
     def write(*, name: str, min_steps: int):
         path = tmp_path / f"{name}.toml"
-        path.write_text(TINY_HALVING_STUDY.format(name=name, min_steps=min_steps))
+        path.write_text(TINY_HALVING_STUDY.format(name=name, min_steps=min_steps, val=val, test=test))
         return path
 
     return write
@@ -94,35 +141,90 @@ def run_cli():
     return _run_in_own_session
 
 
-_SIGINT_HOOK = '''
-"""Test hook (tests/conftest.py `sigint_inside`): Ctrl-C exactly inside one function of the command."""
-import os, signal, sys, time, importlib
+_HOOK = '''
+"""Test hook (tests/conftest.py `sigint_inside`, `stall_inside`): act exactly inside one function of
+the command, the first time any of its processes calls it."""
+import importlib.abc, importlib.util, os, signal, sys, time
 
-def _install():
-    target, mark = os.environ["RTSR_TEST_SIGINT_AT"], os.environ["RTSR_TEST_SIGINT_MARK"]
-    module_name, _, qualname = target.partition(":")
-    owner = importlib.import_module(module_name)
-    *path, name = qualname.split(".")
-    for part in path:
-        owner = getattr(owner, part)
-    original = getattr(owner, name)
 
-    def interrupted(*args, **kwargs):
+def _act(original, mark, action):
+    def hooked(*args, **kwargs):
         try:
             fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # once, in one process
         except FileExistsError:
             return original(*args, **kwargs)
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
-        os.kill(os.getpid(), signal.SIGINT)  # what a terminal sends on Ctrl-C, to the whole process
-        time.sleep(0.5)  # the signal arrives while this work is under way
+        if action == "stall":  # until the test kills this process, or creates the release file
+            release, deadline = mark + ".release", time.monotonic() + 3600
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        else:
+            os.kill(os.getpid(), signal.SIGINT)  # what a terminal sends on Ctrl-C, to the whole process
+            time.sleep(0.5)  # the signal arrives while this work is under way
         return original(*args, **kwargs)
 
-    setattr(owner, name, interrupted)
+    return hooked
 
-if os.environ.get("RTSR_TEST_SIGINT_AT"):
+
+def _patch(module, qualname, mark, action):
+    owner = module
+    *path, name = qualname.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    setattr(owner, name, _act(getattr(owner, name), mark, action))
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Wraps the function when its module is first imported (not at start-up: a process that never
+    imports it, e.g. one of Ray's daemons, pays nothing)."""
+
+    def __init__(self, module_name, patch):
+        self.module_name, self.patch = module_name, patch
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.module_name:
+            return None
+        sys.meta_path.remove(self)  # the real spec, from the other finders
+        spec = importlib.util.find_spec(fullname)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _install():
+    target, mark, action = (os.environ[k] for k in ("RTSR_TEST_HOOK_AT", "RTSR_TEST_HOOK_MARK", "RTSR_TEST_HOOK_DO"))
+    module_name, _, qualname = target.partition(":")
+    patch = lambda module: _patch(module, qualname, mark, action)  # noqa: E731
+    if module_name in sys.modules:
+        patch(sys.modules[module_name])
+    else:
+        sys.meta_path.insert(0, _PatchOnImport(module_name, patch))
+
+
+if os.environ.get("RTSR_TEST_HOOK_AT"):
     _install()
 '''
+
+
+def _hook_inside(tmp_path_factory, action: str):
+    hook = tmp_path_factory.mktemp(f"{action}-hook")
+    (hook / "sitecustomize.py").write_text(_HOOK)
+    repo = Path(__file__).resolve().parents[1]
+
+    def make(target: str) -> tuple[dict[str, str], Path]:
+        mark = hook / f"fired-{target.replace(':', '-')}"
+        mark.unlink(missing_ok=True)
+        paths = [str(hook), str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {"PYTHONPATH": os.pathsep.join(paths), "RTSR_TEST_HOOK_AT": target, "RTSR_TEST_HOOK_MARK": str(mark),
+                "RTSR_TEST_HOOK_DO": action}, mark
+
+    return make
 
 
 @pytest.fixture()
@@ -133,16 +235,18 @@ def sigint_inside(tmp_path_factory):
 
     Why: sending SIGINT from the test when a folder appears hits whatever the command does at that
     moment; this hits the same moment every time (a `sitecustomize` on PYTHONPATH wraps the function)."""
-    from pathlib import Path
+    return _hook_inside(tmp_path_factory, "sigint")
 
-    hook = tmp_path_factory.mktemp("sigint-hook")
-    (hook / "sitecustomize.py").write_text(_SIGINT_HOOK)
-    repo = Path(__file__).resolve().parents[1]
 
-    def make(target: str) -> tuple[dict[str, str], Path]:
-        mark = hook / f"fired-{target.replace(':', '-')}"
-        mark.unlink(missing_ok=True)
-        paths = [str(hook), str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
-        return {"PYTHONPATH": os.pathsep.join(paths), "RTSR_TEST_SIGINT_AT": target, "RTSR_TEST_SIGINT_MARK": str(mark)}, mark
+@pytest.fixture()
+def stall_inside(tmp_path_factory):
+    """`stall_inside("nas.latency:measure_latency_batch")` -> (environment, marker): the first call of the
+    named function, in any process of a command run with that environment, writes its pid to the
+    marker file and then blocks until the test kills it or creates `<marker>.release` (then the call
+    runs on); later calls run normally.
 
-    return make
+    Why: a test that kills a command while some work is in flight used to wait for a log line and
+    sleep, with that work made slow enough (a 1080p latency protocol, 20-step trainings) not to
+    finish first; this holds the work in flight for as long as the test needs, and the work stays as
+    small as the rest of the test allows."""
+    return _hook_inside(tmp_path_factory, "stall")

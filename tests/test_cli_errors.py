@@ -152,14 +152,15 @@ def _complete_trials(run_dir: Path) -> int:
 
 
 @pytest.mark.slow
-def test_ctrl_c_at_every_stage_of_data_preparation_is_one_line_and_the_rerun_completes(tmp_path, sigint_inside):
+def test_ctrl_c_at_every_stage_of_data_preparation_is_one_line_and_the_rerun_completes(tmp_path, sigint_inside, tiny_eval_flags):
     """nas.run interrupted in each stage of data preparation in turn (each rerun gets one stage further):
     exit 130 with one line, nothing half-written; then the same command completes its budget.
-    (This was also test_fault_injection.py's Ctrl-C case: one run now asserts both.)"""
+    (This was also test_fault_injection.py's Ctrl-C case: one run now asserts both.) The builtin
+    training set is prepared for real (its stages are the ones interrupted); val and test are tiny."""
     cache, out = tmp_path / "cache", tmp_path / "out"
     cache.mkdir()
     cmd = [sys.executable, "-m", "nas.run", "--study", "smoke", "--executor", "local", "--device", "cpu",
-           "--trials", "2", "--steps", "4", "--out", str(out)]
+           "--trials", "2", "--steps", "4", *tiny_eval_flags, "--out", str(out)]
     for stage in DATA_STAGES:
         hook, marker = sigint_inside(stage)
         stopped = _interrupted(cmd, {**_env(cache), **hook}, marker)
@@ -182,10 +183,10 @@ def _half_written(*folders: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_trainers_full_ctrl_c_while_encoding_is_one_line_and_the_rerun_completes(tmp_path, sigint_inside):
+def test_trainers_full_ctrl_c_while_encoding_is_one_line_and_the_rerun_completes(tmp_path, sigint_inside, tiny_dataset):
     cache, out = tmp_path / "cache", tmp_path / "out"
     cache.mkdir()
-    cmd = [sys.executable, "-m", "trainers.full", "--config", str(_config(tmp_path, data="builtin")), "--threads", "1",
+    cmd = [sys.executable, "-m", "trainers.full", "--config", str(_config(tmp_path, data=str(tiny_dataset))), "--threads", "1",
            "--checkpoint-every", "2", "--out", str(out)]
     hook, marker = sigint_inside("trainers.cache:LRCache._one")
     stopped = _interrupted(cmd, {**_env(cache), **hook}, marker)

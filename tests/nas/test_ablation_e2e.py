@@ -361,28 +361,6 @@ def ray_executor():
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def tiny_eval(tmp_path_factory) -> tuple[Path, Path]:
-    """(val, test): two folders of two small HR images each (96x192, a multiple of 48), different
-    pixels (splits must be disjoint): an evaluation takes milliseconds instead of the builtin splits'
-    second."""
-    import numpy as np
-    from PIL import Image
-
-    folders = []
-    for split, offset in (("val", 0), ("test", 2)):
-        folder = tmp_path_factory.mktemp(f"tiny-{split}")
-        rng = np.random.default_rng(7 + offset)
-        yy, xx = np.mgrid[0:96, 0:192]
-        for i in range(offset, offset + 2):
-            base = np.stack([(xx * (1 + i) + yy * 2) % 256, (yy * 3 + 40 * i) % 256, (xx + yy) % 256], axis=-1)
-            base[20:60, 40:100] = rng.integers(0, 256, 3)  # a flat patch with hard edges
-            noisy = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(noisy).save(folder / f"{split}{i}.png")
-        folders.append(folder)
-    return folders[0], folders[1]
-
-
 def _smoke_copy(src: Path, dst: Path, *, val: Path, test: Path) -> Path:
     """The study with seeds [0, 1], STEPS proxy steps, tiny val and test images and a latency protocol
     that takes milliseconds."""
