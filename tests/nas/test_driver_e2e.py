@@ -1,9 +1,10 @@
 """End to end: `python -m nas.run` with a real Ray runtime (local and a `ray start` cluster), and
 resume after the whole driver process tree is SIGKILLed mid-study.
 
-These run the shipped `nas/studies/smoke.toml` (tiny space, 20 proxy steps) so each stays within about
-a minute on a 2-core CPU; the plain end-to-end run is the session's shared smoke run (the one the
-report and export tests read), not a launch of its own. They read the results back through Optuna from the run's journal file,
+These run the shipped `nas/studies/smoke.toml` (tiny space, 20 proxy steps); the plain end-to-end run is
+the session's shared smoke run (the one the report and export tests read), not a launch of its own.
+The kill/resume and cluster cases pass 4 proxy steps and tiny val and test folders: what they check is
+the plumbing. The kill lands while a training is held in flight (`stall_inside`, tests/conftest.py). They read the results back through Optuna from the run's journal file,
 independently of the driver's own bookkeeping.
 """
 
@@ -36,6 +37,13 @@ def env():
     e.update(RTSR_RAY_TEMP_DIR=ray_tmp, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     yield e
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture()
+def flags(tiny_eval_flags) -> list[str]:
+    """What the kill/resume and cluster runs pass besides the smoke study: 4 proxy steps, tiny val and
+    test folders (the plain run of the shipped study as it is, is the session's shared smoke run)."""
+    return ["--steps", "4", *tiny_eval_flags]
 
 
 def _nas_run(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
@@ -126,10 +134,11 @@ def test_smoke_study_end_to_end(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_study_then_resume(tmp_path, env, kill_session):
+def test_sigkill_mid_study_then_resume(tmp_path, env, flags, kill_session, stall_inside):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nas.run", "--study", "smoke", "--no-progress", "--trials", "5", "--out", str(run_dir)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    cmd = [sys.executable, "-m", "nas.run", "--study", "smoke", "--no-progress", "--trials", "5", *flags, "--out", str(run_dir)]
+    hook, held = stall_inside("nas.executor:train_one")  # the first training is in flight at the kill
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**env, **hook}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 180
@@ -137,6 +146,7 @@ def test_sigkill_mid_study_then_resume(tmp_path, env, kill_session):
             if re.match(r"trial +\d+ ", line):
                 break
             assert time.monotonic() < deadline, "no trial finished in time"
+        assert held.exists()
     finally:
         kill_session(proc)
 
@@ -144,7 +154,7 @@ def test_sigkill_mid_study_then_resume(tmp_path, env, kill_session):
     assert before, "the kill came before any trial completed"
     assert len(before) < 5
 
-    resumed = _nas_run("--trials", "5", "--out", str(run_dir), env=env)
+    resumed = _nas_run("--trials", "5", *flags, "--out", str(run_dir), env=env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     study = _load(run_dir)
     complete = _complete(study)
@@ -176,7 +186,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_joins_a_running_ray_cluster(tmp_path, env):
+def test_joins_a_running_ray_cluster(tmp_path, env, flags):
     ray_bin = Path(sys.executable).with_name("ray")
     port = _free_port()
     temp_dir = env["RTSR_RAY_TEMP_DIR"]
@@ -188,7 +198,7 @@ def test_joins_a_running_ray_cluster(tmp_path, env):
     try:
         assert start.returncode == 0, start.stdout + start.stderr
         run_dir = tmp_path / "run"
-        proc = _nas_run("--out", str(run_dir), "--trials", "3", "--address", f"127.0.0.1:{port}", env=env)
+        proc = _nas_run("--out", str(run_dir), "--trials", "3", *flags, "--address", f"127.0.0.1:{port}", env=env)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert f"executor: ray joined 127.0.0.1:{port}" in proc.stdout
         complete = _complete(_load(run_dir))
