@@ -4,7 +4,7 @@ built at the end and rebuilt by `python -m reports --run DIR` alone; no file of 
 password, although the first invocation had it in its URL.
 
 The trials are read back through Optuna from the database, independently of the driver's own
-bookkeeping. `--executor local` and 10 proxy steps keep it to well under a minute a run on 2 cores.
+bookkeeping. `--executor local`, 4 proxy steps and tiny val and test folders keep a run to seconds.
 """
 
 from __future__ import annotations
@@ -63,13 +63,14 @@ def _files_holding(root: Path, secret: bytes) -> list[str]:
     return hits
 
 
-def test_sigkill_then_resume_on_postgres_loses_nothing_and_stores_no_password(tmp_path, postgres_server, postgres_db, env, kill_session):
+def test_sigkill_then_resume_on_postgres_loses_nothing_and_stores_no_password(tmp_path, postgres_server, postgres_db, env, kill_session,
+                                                                              tiny_eval_flags):
     server = postgres_server
     url = postgres_db  # postgresql://rtsr@127.0.0.1:PORT/DB: the password comes from PGPASSWORD
     url_with_password = url.replace(f"://{server.user}@", f"://{server.user}:{server.password}@")
     run_dir = tmp_path / "run"
     common = [sys.executable, "-m", "nas.run", "--study", "smoke", "--no-progress", "--executor", "local",
-              "--trials", str(TRIALS), "--steps", "10", "--out", str(run_dir)]
+              "--trials", str(TRIALS), "--steps", "4", *tiny_eval_flags, "--out", str(run_dir)]
 
     # 1: the password in the URL on the command line (it used to land in run.json's history);
     # SIGKILLed once two trials are done
