@@ -277,33 +277,31 @@ def test_a_killed_worker_keeps_its_logs_in_the_log_dir_after_shutdown(tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_killed_training_worker_is_retried_and_its_logs_stay_in_the_run_dir(tmp_path):
-    """`nas.run` on a private Ray: SIGKILL the worker of the first training. The trial is recorded as
-    crashed with a reason that names its logs in <run>/worker_logs, its retry completes, no trial
-    completed before the kill is lost, and Ray's temp folder is still removed."""
+def test_a_killed_training_worker_is_retried_and_its_logs_stay_in_the_run_dir(tmp_path, tiny_eval_flags, stall_inside):
+    """`nas.run` on a private Ray: SIGKILL the worker of the first training (held in flight by
+    `stall_inside`). The trial is recorded as crashed with a reason that names its logs in
+    <run>/worker_logs, its retry completes, no trial completed before the kill is lost, and Ray's temp
+    folder is still removed. 4 proxy steps and tiny val/test folders: the plumbing is what is checked."""
     import shutil
     import tempfile
 
     temp = Path(tempfile.mkdtemp(prefix="rtsr-f-", dir="/tmp"))  # short: Ray's socket paths
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RTSR_RAY_TEMP_DIR")}
-    env.update(TMPDIR=str(temp), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    hook, held = stall_inside("nas.executor:train_one")
+    env.update(TMPDIR=str(temp), RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", **hook)
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nas.run", "--study", "smoke", "--no-progress", "--out", str(run_dir), "--trials", "3"]
+    cmd = [sys.executable, "-m", "nas.run", "--study", "smoke", "--no-progress", "--out", str(run_dir), "--trials", "3",
+           "--steps", "4", *tiny_eval_flags]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        pid = None
-        while pid is None and time.monotonic() < deadline and proc.poll() is None:
-            for note in temp.glob("rtsr-ray-*/session_latest/logs/rtsr-tasks/*.json"):
-                try:
-                    info = json.loads(note.read_text())
-                except (OSError, ValueError):
-                    continue  # being written
-                if info.get("entry") == "train":
-                    pid = int(info["pid"])
-            time.sleep(0.2)
-        assert pid is not None, "no training started"
+        while not held.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert held.exists(), "no training started"
+        pid = int(held.read_text())
+        notes = [json.loads(n.read_text()) for n in temp.glob("rtsr-ray-*/session_latest/logs/rtsr-tasks/*.json")]
+        assert {"entry": "train", "pid": pid}.items() <= next((n for n in notes if n.get("pid") == pid), {}).items(), notes
         before = {t.number for t in _by_state(_load(run_dir)).get("COMPLETE", [])}
         os.kill(pid, signal.SIGKILL)  # what the OOM killer does
         out, _ = proc.communicate(timeout=300)
