@@ -71,7 +71,7 @@ def _build_outputs() -> set[str]:
     return {p.name for p in REPO.iterdir() if p.name in ("build", "dist") or p.name.endswith(".egg-info")}
 
 
-def test_non_editable_install_runs_the_smoke_study(tmp_path, env):
+def test_non_editable_install_runs_the_smoke_study(tmp_path, env, tiny_eval_flags):
     outputs_before = _build_outputs()
     source = tmp_path / "src"
     shutil.copytree(REPO, source, ignore=_ignore)
@@ -115,8 +115,8 @@ def test_non_editable_install_runs_the_smoke_study(tmp_path, env):
     assert shipped.stdout.split() == [str(n_studies), str(n_recipes)]  # every shipped file, none from the tree
 
     run_dir = tmp_path / "run"
-    proc = _run(
-        [str(python), "-m", "nas.run", "--study", "smoke", "--out", str(run_dir), "--no-progress"],
+    proc = _run(  # the shipped study on Ray, as a user runs it; 4 steps and tiny val/test: only the wiring is checked
+        [str(python), "-m", "nas.run", "--study", "smoke", "--out", str(run_dir), "--no-progress", "--steps", "4", *tiny_eval_flags],
         cwd=elsewhere, env=env, timeout=600,
     )
     assert proc.returncode == 0, _explain(proc)
