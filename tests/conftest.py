@@ -144,25 +144,33 @@ def run_cli():
 _HOOK = '''
 """Test hook (tests/conftest.py `sigint_inside`, `stall_inside`): act exactly inside one function of
 the command, the first time any of its processes calls it."""
-import importlib.abc, importlib.util, os, signal, sys, time
+import importlib.abc, os, signal, sys, time
+
+
+def _stall(mark):
+    """Until the test kills this process, or creates the release file."""
+    release, deadline = mark + ".release", time.monotonic() + 3600
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _act(original, mark, action):
     def hooked(*args, **kwargs):
         try:
-            fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # once, in one process
+            fd = os.open(mark + ".claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # once, in one process
         except FileExistsError:
             return original(*args, **kwargs)
-        os.write(fd, str(os.getpid()).encode())
         os.close(fd)
-        if action == "stall":  # until the test kills this process, or creates the release file
-            release, deadline = mark + ".release", time.monotonic() + 3600
-            while not os.path.exists(release) and time.monotonic() < deadline:
-                time.sleep(0.02)
-        else:
+        result = original(*args, **kwargs) if action == "stall-after" else None
+        with open(mark + ".tmp", "w") as handle:  # the marker appears whole, with the pid in it
+            handle.write(str(os.getpid()))
+        os.replace(mark + ".tmp", mark)
+        if action == "sigint":
             os.kill(os.getpid(), signal.SIGINT)  # what a terminal sends on Ctrl-C, to the whole process
             time.sleep(0.5)  # the signal arrives while this work is under way
-        return original(*args, **kwargs)
+            return original(*args, **kwargs)
+        _stall(mark)
+        return result if action == "stall-after" else original(*args, **kwargs)
 
     return hooked
 
@@ -185,8 +193,13 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
         if fullname != self.module_name:
             return None
-        sys.meta_path.remove(self)  # the real spec, from the other finders
-        spec = importlib.util.find_spec(fullname)
+        # The real spec, from the other finders. This finder stays: runpy (`python -m`) asks for a
+        # spec before the import that uses one.
+        others = (finder.find_spec(fullname, path, target) for finder in sys.meta_path
+                  if finder is not self and hasattr(finder, "find_spec"))
+        spec = next((found for found in others if found is not None), None)
+        if spec is None or spec.loader is None:
+            return spec
         exec_module = spec.loader.exec_module
 
         def exec_and_patch(module):
@@ -217,12 +230,15 @@ def _hook_inside(tmp_path_factory, action: str):
     (hook / "sitecustomize.py").write_text(_HOOK)
     repo = Path(__file__).resolve().parents[1]
 
-    def make(target: str) -> tuple[dict[str, str], Path]:
+    def make(target: str, *, after: bool = False) -> tuple[dict[str, str], Path]:
+        if after and action != "stall":
+            raise TypeError(f"after=True is for stall_inside, not {action}_inside")
         mark = hook / f"fired-{target.replace(':', '-')}"
-        mark.unlink(missing_ok=True)
+        for stale in (mark, *(mark.with_name(mark.name + suffix) for suffix in (".claim", ".tmp", ".release"))):
+            stale.unlink(missing_ok=True)
         paths = [str(hook), str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
         return {"PYTHONPATH": os.pathsep.join(paths), "RTSR_TEST_HOOK_AT": target, "RTSR_TEST_HOOK_MARK": str(mark),
-                "RTSR_TEST_HOOK_DO": action}, mark
+                "RTSR_TEST_HOOK_DO": f"{action}-after" if after else action}, mark
 
     return make
 
@@ -243,7 +259,8 @@ def stall_inside(tmp_path_factory):
     """`stall_inside("nas.latency:measure_latency_batch")` -> (environment, marker): the first call of the
     named function, in any process of a command run with that environment, writes its pid to the
     marker file and then blocks until the test kills it or creates `<marker>.release` (then the call
-    runs on); later calls run normally.
+    runs on); later calls run normally. With `after=True` the first call runs to its end first (e.g.
+    a checkpoint is written), then blocks.
 
     Why: a test that kills a command while some work is in flight used to wait for a log line and
     sleep, with that work made slow enough (a 1080p latency protocol, 20-step trainings) not to
