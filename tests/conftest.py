@@ -98,6 +98,16 @@ def tiny_eval(tiny_dataset) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_data(tiny_dataset) -> dict[str, str]:
+    """`Study.with_overrides(**tiny_data)`: every split from `tiny_dataset`.
+
+    Why: a driver run with the fake executor trains nothing, yet loads its study's data; the builtin
+    splits (loading them from the cache, scoring the linear baseline on val and test) took about a
+    second per run, most of such a test's time."""
+    return {f"data__{split}": str(tiny_dataset / split) for split in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="session")
 def tiny_eval_flags(tiny_eval) -> list[str]:
     """`nas.run` flags that evaluate on `tiny_eval`'s folders."""
     val, test = tiny_eval

@@ -202,14 +202,13 @@ def _drive(study, run_dir: Path, executor) -> int:
     return run_and_report(SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=executor.factory))
 
 
-def test_driver_runs_each_arm_and_seed_once_with_its_own_settings(tmp_path, fake, tiny_eval, capsys):
+def test_driver_runs_each_arm_and_seed_once_with_its_own_settings(tmp_path, fake, tiny_data, capsys):
     from optuna.trial import TrialState
 
     from trainers.recipe import load_recipe
 
     study = _study(**{'name = "l1"\nrecipe = "l1_only"': 'name = "l1"\nrecipe = "l1_only"\noverrides = { bias = true }'})
-    val, test = tiny_eval  # the fp16 arm's evaluations are real: on tiny images they take milliseconds
-    study = study.with_overrides(data__val=str(val), data__test=str(test))
+    study = study.with_overrides(**tiny_data)  # the fp16 arm's evaluations are real: on tiny images they take milliseconds
     fake.crash_once.add(("proxy", 1))  # the first seed-1 training of the proxy recipe dies once
     assert _drive(study, tmp_path / "run", fake) == 0
     trials = _load(tmp_path / "run").get_trials(deepcopy=False)
@@ -256,11 +255,10 @@ def load_recipe_name(payload: dict) -> str:
     return payload["recipe"]["name"]
 
 
-def test_an_orphaned_trial_is_requeued_with_its_arm_and_seed(tmp_path, fake, tiny_eval):
+def test_an_orphaned_trial_is_requeued_with_its_arm_and_seed(tmp_path, fake, tiny_data):
     from optuna.trial import TrialState
 
-    val, test = tiny_eval  # the fp16 arm's evaluations are real: on tiny images they take milliseconds
-    study = _study().with_overrides(data__val=str(val), data__test=str(test))
+    study = _study().with_overrides(**tiny_data)  # the fp16 arm's evaluations are real: on tiny images they take milliseconds
     run_dir = tmp_path / "run"
     assert _drive(study.with_overrides(), run_dir, fake) == 0
     # simulate a driver killed mid-trial: a RUNNING trial with ablation params in the journal

@@ -69,12 +69,12 @@ def _load(run_dir: Path, storage=None):
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def test_crashed_task_is_failed_with_reason_and_retried_a_bounded_number_of_times(tmp_path, fake):
+def test_crashed_task_is_failed_with_reason_and_retried_a_bounded_number_of_times(tmp_path, fake, tiny_data):
     from optuna.trial import TrialState
 
     from search_space.presets import get_preset
 
-    study = load_study("smoke")  # max_retries = 1, 4 trials, presets urpnet + lanczospp first
+    study = load_study("smoke").with_overrides(**tiny_data)  # max_retries = 1, 4 trials, presets urpnet + lanczospp first
     urpnet = get_preset("urpnet").arch.arch_hash
     fake.crashes[urpnet] = 5  # crashes every time
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"  # --storage takes an RDB URL
@@ -98,7 +98,8 @@ def test_crashed_task_is_failed_with_reason_and_retried_a_bounded_number_of_time
     assert json.loads((tmp_path / "run" / "run.json").read_text())["storage"] == storage
 
 
-def _two_arch_study(macs_cap_g: float, trials: int) -> Study:
+def _two_arch_study(macs_cap_g: float, trials: int, data: dict[str, str]) -> Study:
+    """Two possible archs (C8, C16); `data`: the `tiny_data` overrides."""
     return Study.from_dict({
         "name": "tiny",
         "search": {"down_factor": 2, "downsample": "unshuffle", "channels": {"low": 8, "high": 16, "step": 8},
@@ -109,16 +110,16 @@ def _two_arch_study(macs_cap_g: float, trials: int) -> Study:
         "latency": {"cpu": {"input_hw": [48, 96], "runs": 1, "warmup": 0}},
         "sampler": {"name": "random"},
         "budget": {"trials": trials, "workers": 2},
-    })
+    }).with_overrides(**data)
 
 
-def test_infeasible_trials_are_skipped_and_repeats_are_copied_not_retrained(tmp_path, fake):
+def test_infeasible_trials_are_skipped_and_repeats_are_copied_not_retrained(tmp_path, fake, tiny_data):
     from optuna.trial import TrialState
 
     base = dict(down_factor=2, blocks=1, block="rep", tail_kernel=1, bias=False)
     small, big = ArchConfig(channels=8, **base), ArchConfig(channels=16, **base)
     cap = (cost(small).macs + cost(big).macs) / 2 / 1e9  # between the two: C16 breaks the MACs cap
-    assert _run(_two_arch_study(cap, trials=6), tmp_path / "run", fake) == 0
+    assert _run(_two_arch_study(cap, trials=6, data=tiny_data), tmp_path / "run", fake) == 0
 
     trials = _load(tmp_path / "run").trials
     assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -148,8 +149,8 @@ def test_infeasible_trials_are_skipped_and_repeats_are_copied_not_retrained(tmp_
     assert [float(x) for x in row[-7:-4]] == pytest.approx([g, g - FAKE_TEST_OFFSET_DB, g - FAKE_TEST_OFFSET_DB - FAKE_LINEAR_OFFSET_DB], abs=1e-3)
 
 
-def test_resume_refuses_another_experiment_or_device(tmp_path, fake):
-    study = _two_arch_study(100.0, trials=2)
+def test_resume_refuses_another_experiment_or_device(tmp_path, fake, tiny_data):
+    study = _two_arch_study(100.0, trials=2, data=tiny_data)
     run_dir = tmp_path / "run"
     assert _run(study, run_dir, fake) == 0
     with pytest.raises(UserError, match=r"different experiment \(changed: proxy\.steps\).*--fresh"):
@@ -162,13 +163,13 @@ def test_resume_refuses_another_experiment_or_device(tmp_path, fake):
     assert len(_load(run_dir).trials) == 3
 
 
-def test_resume_refuses_an_edited_recipe_file_and_resumes_once_restored(tmp_path, fake):
+def test_resume_refuses_an_edited_recipe_file_and_resumes_once_restored(tmp_path, fake, tiny_data):
     from trainers.recipe import RECIPES_DIR
 
     recipe = tmp_path / "my_proxy.toml"
     original = (RECIPES_DIR / "proxy.toml").read_text()
     recipe.write_text(original)
-    study = _two_arch_study(100.0, trials=2).with_overrides(proxy__recipe=str(recipe))
+    study = _two_arch_study(100.0, trials=2, data=tiny_data).with_overrides(proxy__recipe=str(recipe))
     run_dir = tmp_path / "run"
     assert _run(study, run_dir, fake) == 0
     assert json.loads((run_dir / "run.json").read_text())["recipe_hashes"]

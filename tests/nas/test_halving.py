@@ -92,8 +92,9 @@ def _fake(kill_at: int | None = None) -> FakeExecutor:
     return FakeExecutor(train=train, latency_ms=lambda arch: [_latency(arch)], device_name=FAKE_DEVICE)
 
 
-def _study(trials: int = 9, **constraints) -> Study:
-    base = load_study("smoke").to_dict()
+def _study(data: dict[str, str], trials: int = 9, **constraints) -> Study:
+    """A halving study over a wide space; `data`: the `tiny_data` overrides."""
+    base = load_study("smoke").with_overrides(**data).to_dict()
     base.update(name="halving-test")
     base["search"]["channels"] = {"low": 8, "high": 64, "step": 4}
     base["search"]["blocks"] = {"low": 0, "high": 4}
@@ -153,9 +154,9 @@ def _sources(run_dir: Path) -> dict[str, int]:
             for t in _studies(run_dir)[0] if t.user_attrs.get("status") == "ok"}
 
 
-def test_promotions_continue_checkpoints_and_the_sampler_sees_rung_zero_only(tmp_path):
+def test_promotions_continue_checkpoints_and_the_sampler_sees_rung_zero_only(tmp_path, tiny_data):
     fake = _fake()
-    assert _run(_study(), tmp_path / "run", fake) == 0
+    assert _run(_study(tiny_data), tmp_path / "run", fake) == 0
     rungs = _studies(tmp_path / "run")
     ok0 = [t for t in rungs[0] if t.user_attrs.get("status") == "ok"]
     assert len(ok0) >= 6
@@ -194,9 +195,9 @@ def test_promotions_continue_checkpoints_and_the_sampler_sees_rung_zero_only(tmp
     assert len(jobs) == len(set(jobs))
 
 
-def test_infeasible_trials_are_never_promoted(tmp_path):
+def test_infeasible_trials_are_never_promoted(tmp_path, tiny_data):
     # wide channels are both the best and infeasible; train_infeasible trains them anyway
-    study = _study(trials=12, latency_ms={"cpu": 100.0, "cuda": 10.0}, train_infeasible=True)
+    study = _study(tiny_data, trials=12, latency_ms={"cpu": 100.0, "cuda": 10.0}, train_infeasible=True)
     fake = _fake()
     assert _run(study, tmp_path / "run", fake) == 0
     rungs = _studies(tmp_path / "run")
@@ -209,8 +210,8 @@ def test_infeasible_trials_are_never_promoted(tmp_path):
 # 14 trainings in all: 9 at rung 0, 3 at rung 1, then the top rung's two seeds (13, 14). With one
 # worker the second seed starts after the first one's result was written: a kill there keeps it.
 @pytest.mark.parametrize(("kill_at", "workers"), [(4, 2), (11, 2), (13, 2), (14, 1)])
-def test_a_killed_run_resumes_without_losing_or_retraining_a_finished_rung(tmp_path, kill_at, workers):
-    study = _study().with_overrides(budget__workers=workers)
+def test_a_killed_run_resumes_without_losing_or_retraining_a_finished_rung(tmp_path, kill_at, workers, tiny_data):
+    study = _study(tiny_data).with_overrides(budget__workers=workers)
     with pytest.raises(_Killed):
         _run(study, tmp_path / "run", _fake(kill_at=kill_at))
     before = _done(tmp_path / "run")

@@ -425,7 +425,8 @@ def test_latency_batch_task_interleaves_archs(monkeypatch: pytest.MonkeyPatch) -
 # -- resuming a run: the software stack in run.json ----------------------------------------------------
 
 
-def _tiny_study(trials: int) -> Study:
+def _tiny_study(trials: int, data: dict[str, str]) -> Study:
+    """One possible arch; `data`: the `tiny_data` overrides."""
     from nas.study import Study
 
     return Study.from_dict({
@@ -437,11 +438,11 @@ def _tiny_study(trials: int) -> Study:
         "latency": {"cpu": {"input_hw": [48, 96], "runs": 1, "warmup": 0}},
         "sampler": {"name": "random"},
         "budget": {"trials": trials, "workers": 1},
-    })
+    }).with_overrides(**data)
 
 
 def test_resume_on_another_software_stack_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tiny_data: dict[str, str]
 ) -> None:
     """run.json records the stack; a resume under another torch is refused like another device,
     and a run.json from before the stack was recorded resumes with a note and records it."""
@@ -452,7 +453,7 @@ def test_resume_on_another_software_stack_is_refused(
                         device_name=FAKE_DEVICE)
 
     def run(trials: int) -> int:
-        return SearchDriver(_tiny_study(trials), run_dir=tmp_path / "run", device="cpu", progress=False,
+        return SearchDriver(_tiny_study(trials, tiny_data), run_dir=tmp_path / "run", device="cpu", progress=False,
                             executor_factory=fake.factory).run()
 
     run_json = tmp_path / "run" / "run.json"

@@ -178,8 +178,9 @@ def _load(run_dir: Path):
     return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(run_dir / "journal.log"))))
 
 
-def _run(run_dir: Path, fake: FakeExecutor) -> int:
-    study = load_study("smoke")  # 4 trials, 2 workers, max_retries = 1, presets urpnet + lanczospp first
+def _run(run_dir: Path, fake: FakeExecutor, data: dict[str, str]) -> int:
+    """The smoke study on `data` (the `tiny_data` overrides) with `fake`."""
+    study = load_study("smoke").with_overrides(**data)  # 4 trials, 2 workers, max_retries = 1, presets urpnet + lanczospp first
     return SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=fake.factory).run()
 
 
@@ -190,11 +191,11 @@ def _by_state(study) -> dict[str, list]:
     return out
 
 
-def test_a_lost_node_requeues_the_trials_in_flight_without_spending_retries_and_stops(tmp_path):
+def test_a_lost_node_requeues_the_trials_in_flight_without_spending_retries_and_stops(tmp_path, tiny_data):
     run_dir = tmp_path / "run"
     fake = _fake(dies_at=3)  # two trainings run; the first finishes; the node dies as the third starts
     with pytest.raises(UserError) as info:
-        _run(run_dir, fake)
+        _run(run_dir, fake, tiny_data)
     message = str(info.value)
     assert message.startswith("the local Ray node died (NodeDiedError:")
     assert "1 of 4 trials are done" in message and "rerun the same command to resume" in message
@@ -217,7 +218,7 @@ def test_a_lost_node_requeues_the_trials_in_flight_without_spending_retries_and_
     # = 1): a crash of one of them is retried instead of being final.
     crash_hash = lost[0].user_attrs["arch_hash"]
     healthy = _fake(dies_at=None, crashes={crash_hash})
-    assert _run(run_dir, healthy) == 0
+    assert _run(run_dir, healthy, tiny_data) == 0
     after = _by_state(_load(run_dir))
     assert len(after["COMPLETE"]) == 4  # 1 before + the 3 re-queued ones, none lost to the node
     assert not after.get("WAITING") and not after.get("RUNNING")
@@ -225,9 +226,9 @@ def test_a_lost_node_requeues_the_trials_in_flight_without_spending_retries_and_
     assert len(crashed) == 1 and crashed[0].user_attrs["requeued"] is True  # its retry was still there
 
 
-def test_without_a_lost_node_the_same_run_completes_in_one_go(tmp_path):
+def test_without_a_lost_node_the_same_run_completes_in_one_go(tmp_path, tiny_data):
     """The control for the test above: the same study and fake, no loss."""
-    assert _run(tmp_path / "run", _fake(dies_at=None)) == 0
+    assert _run(tmp_path / "run", _fake(dies_at=None), tiny_data) == 0
     states = _by_state(_load(tmp_path / "run"))
     assert len(states["COMPLETE"]) == 4 and not states.get("FAIL")
 

@@ -144,7 +144,7 @@ def test_unreachable_database_fails_first_without_writing_the_password(tmp_path,
         assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
 
 
-def test_reports_reopen_a_sqlite_run_without_storage_flag(tmp_path, fake, monkeypatch, capsys):
+def test_reports_reopen_a_sqlite_run_without_storage_flag(tmp_path, fake, monkeypatch, capsys, tiny_data):
     """Defect 4: `python -m reports --run DIR` refused a stored URL that holds no secret. Started with
     a relative SQLite path, then read from another working directory."""
     from rtsr.report import main as report_main
@@ -153,7 +153,7 @@ def test_reports_reopen_a_sqlite_run_without_storage_flag(tmp_path, fake, monkey
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    spec = load_study("smoke").with_overrides(budget__trials=2, budget__workers=1)
+    spec = load_study("smoke").with_overrides(budget__trials=2, budget__workers=1, **tiny_data)
     driver = SearchDriver(spec, run_dir=tmp_path / "run", device="cpu", progress=False, storage="sqlite:///optuna.db",
                           executor_factory=fake.factory)
     assert run_and_report(driver) == 0
@@ -170,8 +170,8 @@ def test_reports_reopen_a_sqlite_run_without_storage_flag(tmp_path, fake, monkey
     assert "Pareto" in capsys.readouterr().out
 
 
-def test_reports_ask_for_storage_when_the_stored_url_was_redacted(tmp_path, fake, capsys):
-    spec = load_study("smoke").with_overrides(budget__trials=1, budget__workers=1)
+def test_reports_ask_for_storage_when_the_stored_url_was_redacted(tmp_path, fake, capsys, tiny_data):
+    spec = load_study("smoke").with_overrides(budget__trials=1, budget__workers=1, **tiny_data)
     db = f"sqlite:///{tmp_path / 'optuna.db'}"
     driver = SearchDriver(spec, run_dir=tmp_path / "run", device="cpu", progress=False, storage=db, executor_factory=fake.factory)
     assert driver.run() == 0
@@ -207,11 +207,11 @@ def test_postgres_extra_is_declared():
     assert any(req.startswith("psycopg") for req in extras["test"])
 
 
-def test_ablation_tables_are_built_at_the_end_of_a_storage_run(tmp_path, fake, capsys):
+def test_ablation_tables_are_built_at_the_end_of_a_storage_run(tmp_path, fake, capsys, tiny_data):
     """Defect 4 for ablations: their tables and figures read the run again, without the URL."""
     from rtsr.search import run_and_report
 
-    spec = load_study("ablations/bias_removal")
+    spec = load_study("ablations/bias_removal").with_overrides(**tiny_data)
     driver = SearchDriver(spec, run_dir=tmp_path / "run", device="cpu", progress=False,
                           storage=f"sqlite:///{tmp_path / 'optuna.db'}", executor_factory=fake.factory)
     assert run_and_report(driver) == 0
@@ -221,8 +221,8 @@ def test_ablation_tables_are_built_at_the_end_of_a_storage_run(tmp_path, fake, c
     assert "ablation figures failed" not in html and "Ablation: " in html
 
 
-def test_a_run_resumes_from_the_stored_url_when_it_holds_no_secret(tmp_path, fake):
-    spec = load_study("smoke").with_overrides(budget__trials=1, budget__workers=1)
+def test_a_run_resumes_from_the_stored_url_when_it_holds_no_secret(tmp_path, fake, tiny_data):
+    spec = load_study("smoke").with_overrides(budget__trials=1, budget__workers=1, **tiny_data)
     db = f"sqlite:///{tmp_path / 'optuna.db'}"
     run_dir = tmp_path / "run"
     assert SearchDriver(spec, run_dir=run_dir, device="cpu", progress=False, storage=db, executor_factory=fake.factory).run() == 0

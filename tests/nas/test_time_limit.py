@@ -30,10 +30,10 @@ def _trials(run_dir):
     return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
-def test_time_limit_stops_starting_work_and_a_rerun_completes_the_budget(tmp_path):
+def test_time_limit_stops_starting_work_and_a_rerun_completes_the_budget(tmp_path, tiny_data):
     # 1 s trainings, 2 workers, a 1.5 s limit: the first pair starts at once and the second before the limit
     # (with ample slack for a loaded machine), so the limit stops a 6-trial budget after 2 or 4.
-    study = load_study("smoke").with_overrides(budget__trials=6, budget__workers=2, budget__minutes=0.025)
+    study = load_study("smoke").with_overrides(budget__trials=6, budget__workers=2, budget__minutes=0.025, **tiny_data)
     run_dir = tmp_path / "run"
     fake = _fake(1.0)
     assert SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=fake.factory).run() == 0
