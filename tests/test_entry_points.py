@@ -11,7 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-ENTRY_POINTS = ["nas.run", "nas.latency", "nas.export", "reports", "trainers.full", "search_space.presets"]
+#: `--help` of these imports torch on the way (about 1.5 s of interpreter start-up each): slow tests.
+IMPORT_TORCH = {"nas.latency", "nas.export", "trainers.full", "search_space.presets"}
+ENTRY_POINTS = [pytest.param(m, marks=pytest.mark.slow) if m in IMPORT_TORCH else m
+                for m in ("nas.run", "nas.latency", "nas.export", "reports", "trainers.full", "search_space.presets")]
 #: `rtsr COMMAND` and the `python -m` entry point it replaces.
 SUBCOMMANDS = {"search": "nas.run", "report": "reports", "export": "nas.export", "latency": "nas.latency", "train": "trainers.full"}
 
@@ -52,6 +55,7 @@ def test_readme_quick_start_is_two_commands_that_ci_runs():
     assert "bash scripts/setup.sh --test" in ci and "README.md" in ci
 
 
+@pytest.mark.slow  # a nas.run launch (it imports torch before it looks the study up)
 def test_unknown_study_is_one_clear_error():
     proc = subprocess.run(
         [sys.executable, "-m", "nas.run", "--study", "no_such_study"], cwd=REPO, capture_output=True, text=True, timeout=120

@@ -64,6 +64,7 @@ def _start_in_subprocess(tmp_path: Path, address: str | None, **env: str) -> sub
                           timeout=60)
 
 
+@pytest.mark.slow  # Ray in a fresh interpreter, about 2 s
 @pytest.mark.parametrize(("address", "env", "named"), [
     ("127.0.0.1:{port}", {}, "--address 127.0.0.1:{port}"),
     (None, {"RAY_ADDRESS": "127.0.0.1:{port}"}, "RAY_ADDRESS=127.0.0.1:{port}"),
@@ -84,6 +85,7 @@ def test_an_address_where_nothing_listens_is_one_error_in_seconds_and_leaves_no_
     assert list((tmp_path / "tmp").iterdir()) == []  # no rtsr-ray-* (or Ray session) folder leaked
 
 
+@pytest.mark.slow  # Ray in a fresh interpreter, about 2 s
 def test_auto_without_a_ray_start_cluster_is_one_error(tmp_path):
     proc = _start_in_subprocess(tmp_path, "auto")
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]

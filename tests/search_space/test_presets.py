@@ -176,6 +176,7 @@ def test_main_rejects_arguments(capsys) -> None:
     assert "unrecognized arguments: --oops" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a launch that computes every preset's cost again (about 4 s)
 def test_module_runs_as_a_script() -> None:
     # `python -m search_space.presets`, with warnings as errors: runpy warns if the package had
     # already imported the module it is about to run as __main__.

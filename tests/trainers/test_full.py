@@ -65,6 +65,7 @@ def test_run_config_round_trips_through_toml(tmp_path, hr_folder):
     assert dict(again.provenance) == {"test": True}
 
 
+@pytest.mark.slow  # a trainers.full launch
 def test_bad_config_gives_one_clear_error(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[run]\nsteps = 10\n[arch]\nchannels = 8\nblocks = 1\n[recipe]\nname = "x"\n[extra]\n')
