@@ -9,6 +9,7 @@ fetched them into the cache (CI does); every other test runs everywhere.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -67,11 +68,10 @@ LAYOUT = {"a1": ("pkg-a", "train"), "a2": ("pkg-a", "val"), "a3": ("pkg-a", "tes
           "b1": ("pkg-b", "train"), "b2": ("pkg-b", "val"), "b3": ("pkg-b", "test")}
 
 
-@pytest.fixture()
-def fake_source(tmp_path, rng_image):
-    """Two fake packages in ``debs/`` and the manifest that pins their six photos (plus one abstract file left out)."""
-    debs = tmp_path / "debs"
-    debs.mkdir()
+@pytest.fixture(scope="module")
+def _fake_packages(rng_image, tmp_path_factory):
+    """The bytes of `fake_source`'s packages, made once for the module (PNG and xz encoding took a
+    quarter of a second per test); each test writes them into its own folder."""
     files: dict[str, dict[str, bytes]] = {p: {f"usr/share/doc/{p}/copyright": b"License: GPL-2+\n",
                                              f"usr/share/{p}/abstract.png": _png(rng_image(64, 64, seed=99))} for p in PACKAGES}
     rows = []
@@ -81,14 +81,28 @@ def fake_source(tmp_path, rng_image):
         files[package][file] = data
         rows.append({"name": name, "package": package, "file": file, "sha256": hashlib.sha256(data).hexdigest(), "size": [264, 200],
                      "licence": "GPL-2+", "credit": "test", "split": split})
+    made = tmp_path_factory.mktemp("debs")
+    debs = {}
     for package, version in PACKAGES.items():
-        make_deb(debs / f"{package}_{version.replace(':', '%3a')}_all.deb", package, version, files[package])
-    manifest = PhotosManifest.from_dict({
+        name = f"{package}_{version.replace(':', '%3a')}_all.deb"
+        debs[name] = make_deb(made / name, package, version, files[package]).read_bytes()
+    manifest = {
         "format": 1,
         "package": [{"name": p, "version": v, "copyright": f"usr/share/doc/{p}/copyright", "licence": "GPL-2+"} for p, v in PACKAGES.items()],
         "photo": rows,
-    })
+    }
     return manifest, debs, files
+
+
+@pytest.fixture()
+def fake_source(tmp_path, _fake_packages):
+    """Two fake packages in ``debs/`` and the manifest that pins their six photos (plus one abstract file left out)."""
+    manifest, packages, files = _fake_packages
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    for name, data in packages.items():
+        (debs / name).write_bytes(data)
+    return PhotosManifest.from_dict(copy.deepcopy(manifest)), debs, {p: dict(f) for p, f in files.items()}
 
 
 @pytest.fixture()
