@@ -174,6 +174,7 @@ def builtin_qp31(tmp_path_factory) -> ProxyData:
     return ProxyData.load("builtin", qps=(31,), cache_dir=tmp_path_factory.mktemp("cache"), load_test=False, progress=False)
 
 
+@pytest.mark.slow  # the builtin train and val splits made, encoded and fitted in a fresh cache (about 3.5 s)
 def test_on_builtin_qp31_the_linear_baseline_beats_lanczos(builtin_qp31):
     val = builtin_qp31.val
     lanczos = lanczos_baseline(val)[31][0]
