@@ -236,6 +236,10 @@ class SearchDriver:
         kind = self._resolve_device(executor, previous)
         protocol = spec.latency.protocol(kind)
         slot = executor.latency_slot(kind)
+        # The data goes to the executor before the probe: the local executor hands it to a worker
+        # process when the process starts, so a pool started for the probe alone was replaced at
+        # the first task (every worker spawned and imported torch twice, ~1.5 s per run).
+        data_ref = executor.put(data)
         device_name = executor.probe(slot=slot, device=kind, threads=spec.latency.cpu_threads)
         self._dir.check_same_device(previous, device_kind=kind, device_name=device_name, protocol=protocol)
         doc = self._write_run_json(previous, device_kind=kind, device_name=device_name, protocol=protocol)
@@ -249,7 +253,7 @@ class SearchDriver:
 
         self.log.device_name, self.log.budget_ms = device_name, budget_ms
         ctx = RunContext(spec=spec, run_dir=self.run_dir, optuna_study=optuna_study, executor=executor, data=data,
-                         data_ref=executor.put(data), recipes=recipes, kind=kind, device_name=device_name,
+                         data_ref=data_ref, recipes=recipes, kind=kind, device_name=device_name,
                          protocol=protocol, cache=LatencyCache(self.latency_path), slot=slot, budget_ms=budget_ms, log=self.log)
         scheduler = TrialScheduler(ctx)
         scheduler.load_history()
