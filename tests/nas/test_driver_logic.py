@@ -182,3 +182,20 @@ def test_resume_refuses_an_edited_recipe_file_and_resumes_once_restored(tmp_path
     recipe.write_text(original)
     assert _run(study.with_overrides(budget__trials=3), run_dir, fake) == 0
     assert len(_load(run_dir).trials) == 3
+
+
+def test_the_data_reaches_the_executor_before_the_probe(tmp_path, fake, tiny_data, monkeypatch):
+    """`--executor local` gives put() data to a worker process when it starts, and replaces a pool
+    whose workers lack it: a probe before the put started a pool that the first task threw away
+    (every worker spawned, and imported torch, twice)."""
+    calls: list[str] = []
+    for name in ("put", "probe", "submit_latency", "submit_train"):
+        method = getattr(fake, name)
+
+        def noted(*args, _name=name, _method=method, **kwargs):
+            calls.append(_name)
+            return _method(*args, **kwargs)
+
+        monkeypatch.setattr(fake, name, noted)
+    assert _run(_two_arch_study(100.0, trials=1, data=tiny_data), tmp_path / "run", fake) == 0
+    assert calls[:2] == ["put", "probe"] and calls.count("put") == 1

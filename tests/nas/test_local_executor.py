@@ -1,7 +1,7 @@
 """nas.local_executor: the Ray-free process pool, with real worker processes and a real tiny training.
 
-Each test starts its own pool of one worker ("spawn": a fresh interpreter that imports torch), so
-the tests are slow-ish in wall time but light on CPU. Arbitrary tasks run through the private
+Each test that starts a pool of one worker ("spawn": a fresh interpreter that imports torch) is
+slow-ish in wall time but light on CPU, and marked slow (the constructor's checks start nothing). Arbitrary tasks run through the private
 `_submit`: its functions must be top-level in this module, which the workers import by name.
 """
 
@@ -28,8 +28,6 @@ from trainers.degrade import DegradeSpec
 from trainers.losses import LossSpec
 from trainers.proxy import ProxyData
 from trainers.recipe import Recipe, Stage
-
-pytestmark = pytest.mark.slow
 
 QPS = (31, 63)
 ARCH = ArchConfig(channels=4, blocks=1, block="rep", down_factor=2, global_residual="nearest")
@@ -95,6 +93,7 @@ def _comparable(out: dict) -> dict:
     return {k: v for k, v in out["result"].items() if k not in ("train_seconds", "eval_seconds")}
 
 
+@pytest.mark.slow  # worker processes that import torch
 def test_training_through_the_pool_matches_in_process(data):
     here = train_one(data=data, **PAYLOAD)
     assert here["result"]["status"] == "ok", here["result"]["reason"]
@@ -111,6 +110,7 @@ def test_training_through_the_pool_matches_in_process(data):
     assert facts["pid"] != os.getpid() and not facts["ray"] and facts["data_keys"] == [0]
 
 
+@pytest.mark.slow  # worker processes that import torch
 def test_latency_batch_and_probe_run_in_a_worker():
     protocol = {"device_kind": "cpu", "dtype": "float32", "input_hw": [24, 24], "warmup": 1, "runs": 2, "time_budget_s": None}
     with LocalExecutor(workers=1) as ex:
@@ -122,6 +122,7 @@ def test_latency_batch_and_probe_run_in_a_worker():
     assert out[0]["arch_hash"] == ARCH.arch_hash and len(out[0]["latency"]["times_ms"]) == 2
 
 
+@pytest.mark.slow  # worker processes that import torch
 def test_errors_inside_tasks(data):
     with LocalExecutor(workers=1) as ex:
         with pytest.raises(UserError, match="bad study: fix it like this"):
@@ -133,6 +134,7 @@ def test_errors_inside_tasks(data):
             ex.get(ex._submit(_sleep, 5.0), timeout_s=0.1)
 
 
+@pytest.mark.slow  # worker processes that import torch
 def test_a_dead_worker_fails_its_tasks_and_the_next_pool_runs(data):
     with LocalExecutor(workers=1) as ex:
         data_ref = ex.put(data)
@@ -147,6 +149,7 @@ def test_a_dead_worker_fails_its_tasks_and_the_next_pool_runs(data):
         assert ex.get(ex._submit(_sleep, 0.0)) != first  # a new process
 
 
+@pytest.mark.slow  # worker processes that import torch
 def test_shutdown_stops_idle_and_busy_workers():
     ex = LocalExecutor(workers=2)
     busy = ex._submit(_sleep, 600.0)
@@ -160,6 +163,7 @@ def test_shutdown_stops_idle_and_busy_workers():
         os.kill(idle, 0)
 
 
+@pytest.mark.slow  # worker processes that import torch
 def test_put_after_the_pool_started_reaches_new_tasks():
     with LocalExecutor(workers=1) as ex:
         ex.put("a")
@@ -168,6 +172,7 @@ def test_put_after_the_pool_started_reaches_new_tasks():
         assert ex.get(ex._submit(_worker_facts))["data_keys"] == [0, 1]
 
 
+@pytest.mark.slow  # worker processes that import torch
 def test_workers_share_the_cores_for_numeric_threads_and_user_settings_win(monkeypatch):
     # Each worker's OpenBLAS would otherwise start a thread per core and busy-wait on them: two
     # workers on two cores then crawl. A worker gets cores // workers threads, unless the user says.
@@ -198,6 +203,7 @@ def test_constructor_factory_and_resources():
     ex.shutdown()  # never started a pool: nothing to stop
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch
 def test_module_imports_without_ray():
     code = "import sys; sys.modules['ray'] = None; import nas.local_executor, nas.executor"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
