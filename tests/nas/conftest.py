@@ -30,11 +30,15 @@ PG_USER = "rtsr"
 
 def _kill_session(proc: subprocess.Popen) -> None:
     """SIGKILL everything in the session of `proc` (started with start_new_session=True): the driver,
-    Ray's daemons and the worker processes, including any that left the process group."""
+    Ray's daemons and the worker processes, including any that left the process group. `proc` may
+    have exited already (`ray start` leaves its daemons running in its session)."""
     import signal
 
-    sid = os.getsid(proc.pid)
-    os.killpg(proc.pid, signal.SIGKILL)
+    sid = proc.pid  # a session leader's pid is the session's id, also after the leader is gone
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the leader's process group is empty; others of the session may remain
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:

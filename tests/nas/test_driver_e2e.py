@@ -186,17 +186,20 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_joins_a_running_ray_cluster(tmp_path, env, flags):
+def test_joins_a_running_ray_cluster(tmp_path, env, flags, kill_session):
     ray_bin = Path(sys.executable).with_name("ray")
     port = _free_port()
     temp_dir = env["RTSR_RAY_TEMP_DIR"]
-    start = subprocess.run(
+    # In a session of its own: the cluster's daemons stay in it, and are stopped by killing the session
+    # (`ray stop --force` waited 5-20 s for processes that, reparented, became zombies).
+    start = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
          "--temp-dir", temp_dir, "--include-dashboard=false", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
-        assert start.returncode == 0, start.stdout + start.stderr
+        out, _ = start.communicate(timeout=120)
+        assert start.returncode == 0, out
         run_dir = tmp_path / "run"
         proc = _nas_run("--out", str(run_dir), "--trials", "3", *flags, "--address", f"127.0.0.1:{port}", env=env)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -206,4 +209,4 @@ def test_joins_a_running_ray_cluster(tmp_path, env, flags):
         for t in complete:
             _check_trial(t, run_dir)
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        kill_session(start)
