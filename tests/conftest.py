@@ -52,7 +52,7 @@ top_seeds = 2
 latency_ms = {{ cuda = 10.0, cpu = 60000.0 }}
 [latency]
 cpu_threads = 1
-cpu = {{ warmup = 1, runs = 2, time_budget_s = 5.0, input_hw = [144, 288] }}
+cpu = {{ warmup = 0, runs = 2, time_budget_s = 5.0, input_hw = [48, 96] }}
 [sampler]
 name = "random"
 [budget]
