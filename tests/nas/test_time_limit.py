@@ -31,11 +31,12 @@ def _trials(run_dir):
 
 
 def test_time_limit_stops_starting_work_and_a_rerun_completes_the_budget(tmp_path, tiny_data):
-    # 1 s trainings, 2 workers, a 1.5 s limit: the first pair starts at once and the second before the limit
-    # (with ample slack for a loaded machine), so the limit stops a 6-trial budget after 2 or 4.
-    study = load_study("smoke").with_overrides(budget__trials=6, budget__workers=2, budget__minutes=0.025, **tiny_data)
+    # 0.5 s trainings (the fake runs each as it is submitted), 2 workers, a 0.75 s limit from the start
+    # of the loop: the first pair is submitted at once and has taken 1 s when the limit is next
+    # checked, so the limit stops a 6-trial budget early, after recording what ran.
+    study = load_study("smoke").with_overrides(budget__trials=6, budget__workers=2, budget__minutes=0.0125, **tiny_data)
     run_dir = tmp_path / "run"
-    fake = _fake(1.0)
+    fake = _fake(0.5)
     assert SearchDriver(study, run_dir=run_dir, device="cpu", progress=False, executor_factory=fake.factory).run() == 0
     first = _trials(run_dir)
     complete = [t for t in first if t.state.name == "COMPLETE"]
