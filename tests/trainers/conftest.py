@@ -68,6 +68,20 @@ def _natural_image(height: int, width: int, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def builtin_root(tmp_path_factory):
+    """A cache root holding the builtin dataset's three splits, generated once for the session.
+
+    Why: generating them takes a second and a half; the tests that only read them share this root
+    (tests of the generation itself work on copies or folders of their own)."""
+    from trainers.builtin import SPLITS, builtin_images
+
+    root = tmp_path_factory.mktemp("builtin")
+    for split in SPLITS:
+        builtin_images(split, cache_dir=root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
 def rng_image():
     """Factory: ``rng_image(height, width, seed=0)`` -> deterministic natural-looking uint8 HxWx3 image (a copy)."""
 

@@ -24,15 +24,14 @@ VAL_V1_DIGEST = "63e0f1c28114fc3f"
 
 
 @pytest.fixture(scope="module")
-def val_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("builtin_a")
-    builtin_images("val", cache_dir=root, progress=False)
-    return root
+def val_dir(builtin_root) -> Path:
+    """The session's builtin cache root (val generated in this process); read only: copy it to change it."""
+    return builtin_root
 
 
 @pytest.fixture(scope="module")
-def train_records(tmp_path_factory):
-    return builtin_records("train", cache_dir=tmp_path_factory.mktemp("builtin_train"), progress=False)
+def train_records(builtin_root):
+    return builtin_records("train", cache_dir=builtin_root, progress=False)
 
 
 def _neighbour_diff(img: np.ndarray) -> float:
@@ -163,8 +162,8 @@ def test_cache_root_and_split_validation(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def test_records(tmp_path_factory):
-    return builtin_records("test", cache_dir=tmp_path_factory.mktemp("builtin_test"), progress=False)
+def test_records(builtin_root):
+    return builtin_records("test", cache_dir=builtin_root, progress=False)
 
 
 def test_test_split_is_like_val_and_disjoint_from_train_and_val(test_records, train_records, val_dir):

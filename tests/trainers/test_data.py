@@ -459,8 +459,8 @@ def test_check_disjoint_compares_pixels_across_crops():
     check_disjoint({"train": pairs, "val": make_pairs(sizes=((96, 96),), seed=5)})
 
 
-def test_builtin_has_disjoint_train_val_and_test(tmp_path):
-    splits = load_splits("builtin", qps=[31], cache=FakeCache(root=tmp_path), progress=False)
+def test_builtin_has_disjoint_train_val_and_test(builtin_root):
+    splits = load_splits("builtin", qps=[31], cache=FakeCache(root=builtin_root), progress=False)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (32, 11, 11) and splits.carved == ()
     assert splits.test.source == "builtin" and splits.test.split == "test"
     train, val, test = _pixels(splits.train), _pixels(splits.val), _pixels(splits.test)

@@ -170,8 +170,8 @@ def test_every_evaluation_reports_the_gain_over_the_linear_baseline(synthetic, t
 
 
 @pytest.fixture(scope="module")
-def builtin_qp31(tmp_path_factory) -> ProxyData:
-    return ProxyData.load("builtin", qps=(31,), cache_dir=tmp_path_factory.mktemp("cache"), load_test=False, progress=False)
+def builtin_qp31(builtin_root) -> ProxyData:
+    return ProxyData.load("builtin", qps=(31,), cache_dir=builtin_root, load_test=False, progress=False)
 
 
 @pytest.mark.slow  # the builtin train and val splits made, encoded and fitted in a fresh cache (about 3.5 s)
