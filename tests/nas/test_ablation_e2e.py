@@ -359,15 +359,15 @@ def ray_executor():
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def _smoke_copy(src: Path, dst: Path, *, val: Path, test: Path) -> Path:
-    """The study with seeds [0, 1], STEPS proxy steps, tiny val and test images and a latency protocol
-    that takes milliseconds."""
+def _smoke_copy(src: Path, dst: Path, *, data_dir: Path) -> Path:
+    """The study with seeds [0, 1], STEPS proxy steps, every split from the tiny images under `data_dir`
+    (`tiny_dataset`: train/, val/, test/) and a latency protocol that takes milliseconds."""
     import tomli_w
 
     data = parse_toml(src.read_text(encoding="utf-8"), source=str(src))
     data["ablation"]["seeds"] = [0, 1]
     data["proxy"]["steps"] = STEPS
-    data["data"]["val"], data["data"]["test"] = str(val), str(test)
+    data["data"].update(train=str(data_dir / "train"), val=str(data_dir / "val"), test=str(data_dir / "test"))
     data["latency"] = {"cpu_threads": 1, "cpu": {"warmup": 0, "runs": 3, "time_budget_s": 2.0, "input_hw": [48, 96]}}
     dst.write_text(tomli_w.dumps(data), encoding="utf-8")
     return dst
@@ -386,7 +386,7 @@ def _load(run_dir: Path):
 
 @pytest.mark.parametrize("path", _shipped(), ids=[p.stem for p in _shipped()])
 @pytest.mark.slow
-def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_eval, capsys):
+def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_dataset, capsys):
     from optuna.trial import TrialState
 
     from nas.driver import SearchDriver
@@ -397,8 +397,7 @@ def test_ablation_runs_end_to_end(path, tmp_path, ray_executor, tiny_eval, capsy
     from search_space.cost import cost
     from trainers.recipe import load_recipe
 
-    val, test = tiny_eval
-    study_file = _smoke_copy(path, tmp_path / path.name, val=val, test=test)
+    study_file = _smoke_copy(path, tmp_path / path.name, data_dir=tiny_dataset)
     study = load_study(study_file)
     ab = study.ablation
     assert ab is not None and len(ab.seeds) == 2 and study.budget.trials == 2 * len(ab.arms)
