@@ -29,13 +29,17 @@ OUTSIDE_NOTES = re.compile(r"\b(blocks_and_protocol|proxy_fidelity|ais2024_rtsr_
 
 
 def _shipped_files() -> list[Path]:
+    """The files to read, skipped folders pruned as the walk meets them (not entered: the venv alone
+    holds tens of thousands of files)."""
+    import os
+
     files = []
-    for path in REPO.rglob("*"):
-        rel = path.relative_to(REPO)
-        if any(part in SKIP_DIRS or part.endswith(".egg-info") for part in rel.parts[:-1]):
-            continue
-        if path.is_file() and path.suffix in SUFFIXES and path != Path(__file__).resolve():
-            files.append(path)
+    for folder, dirs, names in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        for name in names:
+            path = Path(folder) / name
+            if path.suffix in SUFFIXES and path != Path(__file__).resolve() and path.is_file():
+                files.append(path)
     return files
 
 
