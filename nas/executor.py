@@ -13,10 +13,11 @@ ask/tell, and each trial is two independent pieces of work with different resour
   with fractional tasks) for cuda timings. It is pinned to one node (`NodeAffinitySchedulingStrategy`,
   the driver's node when it has the resource) so that every number of a run comes from one device.
   Ray resources are logical and Ray may start smaller tasks ahead of a big pending one, so the
-  driver adds the second half of the guarantee: while a latency batch is pending or running it
-  submits no training at all. The batch therefore starts once the running trainings have drained,
-  and nothing else runs on the device while it times. Batching (several trials asked ahead) keeps
-  the number of such drains small.
+  scheduler adds the second half of the guarantee: it submits a batch only once no training of the
+  run is in flight, and none while the batch runs, so nothing else runs on the device while it
+  times (the local executor relies on this alone). While a batch waits for the running trainings
+  to end, only a training expected to end before them may start (`nas.durations`). Batching
+  (several trials asked ahead) keeps the number of such drains small.
 - Data: the driver loads `ProxyData` once (clear errors for a bad folder before any task starts) and
   `ray.put`s it; tasks receive the object-store reference (numpy arrays are read zero-copy).
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING
 
+from nas.durations import promotion_seconds
 from nas.halving import HalvingSpec, promotable, rung_study_name
 from nas.task import JSONDict, RungRequest, TrainOutcome, TrainRequest
 from nas.trial_record import Key, TrialStatus, eval_attrs, linear_metric
@@ -170,6 +171,21 @@ class RungLadder:
         if not self.queue:
             self._promote_one()
         return self.queue.popleft() if self.queue else None
+
+    def put_back(self, job: RungJob) -> None:
+        """A job `next_job` handed out that the scheduler did not start (it would not end in time)."""
+        self.queue.appendleft(job)
+
+    def expected_seconds(self, job: RungJob) -> float | None:
+        """How long `job` should take, from its own rung-0 training (`nas.durations`); None if unknown."""
+        src = self.attrs[0].get(job.source, {})
+        train_s, eval_s = src.get(Key.TRAIN_SECONDS), src.get(Key.EVAL_SECONDS)
+        if not isinstance(train_s, (int, float)) or not isinstance(eval_s, (int, float)):
+            return None
+        return promotion_seconds(train_seconds=float(train_s), eval_seconds=float(eval_s), rung0_steps=self.spec.steps(0),
+                                 rung0_decay_steps=self.spec.decay_steps(0),
+                                 from_steps=0 if job.resume is None else self.spec.steps(job.rung - 1),
+                                 to_steps=self.spec.steps(job.rung), decay_steps=self.spec.decay_steps(job.rung))
 
     def has_work(self) -> bool:
         """Promotions queued, running, or possible now."""

@@ -14,8 +14,13 @@ One trial, in order:
 4. Otherwise a training task; its fused weights go to `weights/trial-NNNNN.pt`, then `tell`.
 
 Several trials are asked ahead (`LOOKAHEAD_PER_WORKER` per worker) so that one latency batch, which
-needs the whole device, covers many trials. While a latency batch is pending no training is
-submitted, so nothing shares the device while it times.
+needs the whole device, covers many trials. A batch is submitted only once no training is in flight,
+and nothing is submitted while it runs, so nothing shares the device while it times. While a batch
+waits for the running trainings, a free worker starts only a training expected to end before they do
+(a promotion's or trial's expected duration, `nas.durations`), instead of idling for the whole drain.
+
+With `[budget] minutes`, a training starts only if it is expected to end within the limit; when
+nothing that fits is left, the run stops as at the limit (what was asked is re-queued for a rerun).
 
 Ablation arms that evaluate in another dtype (`eval_dtype`) train nothing of their own: they
 re-evaluate, in this process, the fused weights of the trial that trained the same network.
@@ -45,6 +50,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from nas.durations import RungZeroDurations, drain_seconds, ends_in_time
 from nas.run_context import PendingTrial, RunContext
 from nas.task import JSONDict, LatencyOutcome, RungRequest, TrainOutcome, TrainRequest
 from nas.trial_endings import SKIPPED_GAIN_DB, TrialEndings
@@ -67,7 +73,7 @@ if TYPE_CHECKING:
 __all__ = ["LOOKAHEAD_PER_WORKER", "SKIPPED_GAIN_DB", "RunContext", "TrialScheduler"]
 
 #: How many trials are asked per latency batch, per worker (fewer exclusive-device drains).
-LOOKAHEAD_PER_WORKER = 2
+LOOKAHEAD_PER_WORKER = 4
 _POLL_S = 0.5
 
 
@@ -81,9 +87,14 @@ class TrialScheduler:
         self.executor = ctx.executor
         self.recipe = ctx.recipes[self.spec.proxy.recipe]
         self.ready: deque[PendingTrial] = deque()
-        self.latency_job: tuple[TaskHandle, list[PendingTrial]] | None = None
+        self.latency_job: tuple[TaskHandle, list[PendingTrial]] | None = None  # the batch being timed
+        self.latency_wanted: list[PendingTrial] = []  # asked trials whose batch waits for the running trainings to end
         self._latency_asked: tuple[float, int] = (0.0, 0)  # when the pending batch was requested, trainings then running
+        self._drain_fills = 0  # trainings started (and ended) while the pending batch waited
         self.inflight: dict[TaskHandle, PendingTrial | RungJob] = {}  # task reference -> a rung-0 trial or a promotion
+        self.expected_end: dict[TaskHandle, float | None] = {}  # when each running training should end (None: unknown)
+        self.durations = RungZeroDurations()  # this run's finished rung-0 trainings (`nas.durations`)
+        self._refused_for_time = False  # a training was not started because it would end after the time limit
         self.trained: dict[str, int] = {}  # training key -> number of a trained COMPLETE trial
         self.active: set[str] = set()  # training keys queued or being trained now
         self.followers: dict[str, list[PendingTrial]] = {}  # same training as an active one: wait for it
@@ -105,7 +116,7 @@ class TrialScheduler:
 
     @property
     def outstanding(self) -> int:
-        lat = len(self.latency_job[1]) if self.latency_job else 0
+        lat = (len(self.latency_job[1]) if self.latency_job else 0) + len(self.latency_wanted)
         trials = sum(isinstance(p, PendingTrial) for p in self.inflight.values())
         return len(self.ready) + lat + trials + sum(len(v) for v in self.followers.values())
 
@@ -147,9 +158,10 @@ class TrialScheduler:
     def loop(self) -> None:
         """Ask, time, train and tell until the budget is done and nothing is outstanding.
 
-        With `[budget] minutes` (--time-limit), nothing new starts once that much wall time has passed
-        in this invocation: running trainings finish and are recorded, trials asked but not started
-        are re-queued for a resumed run, and the loop ends. A lost local Ray node re-queues every
+        With `[budget] minutes` (--time-limit), a training starts only if it is expected to end
+        within that much wall time of this invocation's loop, and nothing starts after it: running
+        trainings finish and are recorded, trials asked but not started are re-queued for a resumed
+        run, and the loop ends. A lost local Ray node re-queues every
         trial held without spending retries and raises `UserError` (see the module docstring)."""
         from nas.executor import NodeLostError
 
@@ -168,12 +180,15 @@ class TrialScheduler:
     def _loop(self) -> None:
         budget = self.spec.budget
         workers = budget.workers
+        minutes = float(budget.minutes or 0.0)
         deadline = None if budget.minutes is None else time.perf_counter() + 60.0 * budget.minutes
         while self.done < budget.trials or self.outstanding or (self.ladder is not None and self.ladder.has_work()):
-            if deadline is not None and time.perf_counter() > deadline:
-                self._stop_at_time_limit(float(budget.minutes or 0.0))
+            left = None if deadline is None else deadline - time.perf_counter()
+            if left is not None and left <= 0:
+                self._stop_at_time_limit(minutes, f"time limit: {minutes:g} min of wall time reached")
                 return
-            if self.latency_job is None and not self.ready:
+            self._refused_for_time = False
+            if self.latency_job is None and not self.latency_wanted and not self.ready and self._fits(self.durations.estimate(), left=left):
                 room = budget.trials - self.done - self.outstanding
                 if room > 0 and not self._prepare(min(room, LOOKAHEAD_PER_WORKER * workers)) and not self.outstanding:
                     # An ablation whose queue is empty although the budget is not used up: nothing
@@ -181,10 +196,17 @@ class TrialScheduler:
                     self.ctx.log.print(f"no queued (arm, seed) trials left; stopping with {self.done} of {budget.trials} done")
                     return
             if self.latency_job is None:
-                while len(self.inflight) < workers and self._submit_next():
+                drain = self._drain_left() if self.latency_wanted else None
+                while len(self.inflight) < workers and self._submit_next(left=left, drain=drain):
                     pass
+                if self.latency_wanted and not self.inflight:
+                    self._submit_latency_batch()
             refs = list(self.inflight) + ([self.latency_job[0]] if self.latency_job else [])
             if not refs:
+                if self._refused_for_time:
+                    self._stop_at_time_limit(minutes, f"time limit: {minutes:g} min; {left or 0.0:.0f} s left, too few "
+                                                      "for the next training to end in time")
+                    return
                 continue
             for ref in self.executor.wait(refs, timeout_s=_POLL_S):
                 if self.latency_job is not None and ref is self.latency_job[0]:
@@ -192,10 +214,9 @@ class TrialScheduler:
                 else:
                     self._finish_training(ref)
 
-    def _stop_at_time_limit(self, minutes: float) -> None:
+    def _stop_at_time_limit(self, minutes: float, why: str) -> None:
         """Let running tasks finish and record them; re-queue what was asked but not started."""
-        self.ctx.log.print(f"time limit: {minutes:g} min of wall time reached; finishing the {len(self.inflight)} running "
-                           "training(s) and starting nothing new")
+        self.ctx.log.print(f"{why}; finishing the {len(self.inflight)} running training(s) and starting nothing new")
         while self.inflight or self.latency_job is not None:
             refs = list(self.inflight) + ([self.latency_job[0]] if self.latency_job else [])
             for ref in self.executor.wait(refs, timeout_s=_POLL_S):
@@ -203,30 +224,56 @@ class TrialScheduler:
                     self._finish_latency_job()
                 else:
                     self._finish_training(ref)
-        waiting = list(self.ready) + [p for queue in self.followers.values() for p in queue]
+        waiting = list(self.ready) + self.latency_wanted + [p for queue in self.followers.values() for p in queue]
         for p in waiting:
             self.endings.requeue(p, f"time limit of {minutes:g} min reached")
         self.ready.clear()
+        self.latency_wanted = []
         self.followers.clear()
         self.ctx.log.print(f"time limit: stopped with {self.done} of {self.spec.budget.trials} trials done"
                            + (f" ({len(waiting)} asked trial(s) re-queued for a rerun)" if waiting else ""))
 
-    def _submit_next(self) -> bool:
-        """Start one training: a promotion first (ASHA), else the next asked trial; False when none."""
-        job = self.ladder.next_job() if self.ladder is not None else None
-        if job is not None:
-            assert self.ladder is not None
-            job.started = time.perf_counter()
-            gpus = self.spec.proxy.gpus if self.ctx.kind == "cuda" else 0
-            ref = self.executor.submit_train(request=self.ladder.request(job), data_ref=self.ctx.data_ref,
-                                             num_cpus=self.spec.proxy.threads, num_gpus=gpus)
-            self.inflight[ref] = job
-            self.ladder.running += 1
-            return True
+    def _submit_next(self, *, left: float | None, drain: float | None) -> bool:
+        """Start one training: a promotion first (ASHA), else the next asked trial; False when none.
+
+        Only a training expected to end in time starts (`nas.durations`): within `left` seconds of
+        the time limit (None: no limit; an unknown duration is given the benefit of the doubt) and,
+        while a latency batch waits for the running trainings (`drain`: seconds until the last of
+        them should end), before that (an unknown duration never fills a drain)."""
+        if self.ladder is not None:
+            job = self.ladder.next_job()
+            if job is not None:
+                expected = self.ladder.expected_seconds(job)
+                if self._fits(expected, left=left, drain=drain):
+                    job.started = time.perf_counter()
+                    gpus = self.spec.proxy.gpus if self.ctx.kind == "cuda" else 0
+                    ref = self.executor.submit_train(request=self.ladder.request(job), data_ref=self.ctx.data_ref,
+                                                     num_cpus=self.spec.proxy.threads, num_gpus=gpus)
+                    self._started_training(ref, job, expected, filling=drain is not None)
+                    self.ladder.running += 1
+                    return True
+                self.ladder.put_back(job)
         if self.ready:
-            self._submit_training(self.ready.popleft())
-            return True
+            expected = self.durations.estimate(float(self.ready[0].attrs[Key.MACS_G]))
+            if self._fits(expected, left=left, drain=drain):
+                self._submit_training(self.ready.popleft(), expected, filling=drain is not None)
+                return True
         return False
+
+    def _fits(self, expected: float | None, *, left: float | None, drain: float | None = None) -> bool:
+        """`nas.durations.ends_in_time`, noting when the time limit (not a drain) is what refused."""
+        if ends_in_time(expected, left=left, drain=drain):
+            return True
+        self._refused_for_time |= not ends_in_time(expected, left=left)
+        return False
+
+    def _drain_left(self) -> float:
+        return drain_seconds(self.expected_end.values(), now=time.perf_counter())
+
+    def _started_training(self, ref: TaskHandle, job: PendingTrial | RungJob, expected: float | None, *, filling: bool) -> None:
+        self.inflight[ref] = job
+        self.expected_end[ref] = None if expected is None else time.perf_counter() + expected
+        self._drain_fills += filling
 
     def _waiting(self) -> int:
         from optuna.trial import TrialState
@@ -288,15 +335,23 @@ class TrialScheduler:
             else:
                 misses.append(p)
         if misses:
-            # Unique archs only: duplicates in one batch share one measurement.
-            archs = list({p.deployed.arch_hash: p.deployed.to_dict() for p in misses}.values())
-            ref = self.executor.submit_latency(
-                slot=self.ctx.slot, archs=archs, device=self.ctx.kind, protocol=self.ctx.protocol.to_dict(),
-                threads=self.spec.latency.cpu_threads,
-            )
-            self.latency_job = (ref, misses)
+            # Timed once the running trainings have ended (`_submit_latency_batch`): timing is exclusive.
+            self.latency_wanted = misses
             self._latency_asked = (time.perf_counter(), len(self.inflight))
+            self._drain_fills = 0
         return n
+
+    def _submit_latency_batch(self) -> None:
+        """Time the wanted trials' networks, now that no training runs (unique archs only: duplicates
+        in one batch share one measurement). The scheduler, not the executor, makes timing exclusive:
+        the local executor would otherwise time beside a running training."""
+        misses, self.latency_wanted = self.latency_wanted, []
+        archs = list({p.deployed.arch_hash: p.deployed.to_dict() for p in misses}.values())
+        ref = self.executor.submit_latency(
+            slot=self.ctx.slot, archs=archs, device=self.ctx.kind, protocol=self.ctx.protocol.to_dict(),
+            threads=self.spec.latency.cpu_threads,
+        )
+        self.latency_job = (ref, misses)
 
     # -- latency ----------------------------------------------------------------------------------
 
@@ -318,7 +373,8 @@ class TrialScheduler:
             return
         asked, running = self._latency_asked
         self.ctx.log.print(f"latency batch: {len(results)} network(s) timed in {time.perf_counter() - asked:.1f} s "
-                           f"(from the request: {running} running training(s) finished first, none started meanwhile)")
+                           f"(from the request: {running} running training(s) finished first; {self._drain_fills} "
+                           "expected to end sooner ran meanwhile)")
         by_hash: dict[str, LatencyOutcome | LatencyResult] = {}
         for item in map(LatencyOutcome.from_dict, results):
             if item.latency is None:
@@ -402,16 +458,17 @@ class TrialScheduler:
 
     # -- training ---------------------------------------------------------------------------------
 
-    def _submit_training(self, p: PendingTrial) -> None:
+    def _submit_training(self, p: PendingTrial, expected: float | None, *, filling: bool) -> None:
         rung = None if self.ladder is None else RungRequest(rung_steps=self.rung0_steps, plan=self.ladder.plan)
         request = TrainRequest(arch=p.arch.to_dict(), recipe=p.recipe.to_dict(), steps=self.rung0_steps, seed=p.seed,
                                threads=self.spec.proxy.threads, device=self.ctx.kind, rung=rung)
         gpus = self.spec.proxy.gpus if self.ctx.kind == "cuda" else 0
         ref = self.executor.submit_train(request=request, data_ref=self.ctx.data_ref, num_cpus=self.spec.proxy.threads, num_gpus=gpus)
-        self.inflight[ref] = p
+        self._started_training(ref, p, expected, filling=filling)
 
     def _finish_training(self, ref: TaskHandle) -> None:
         p = self.inflight.pop(ref)
+        self.expected_end.pop(ref, None)
         if not isinstance(p, PendingTrial):
             self._finish_rung_job(p, ref)
             return
@@ -432,6 +489,8 @@ class TrialScheduler:
             self.endings.crashed(p, f"training task: {exc}")
             return
         out = TrainOutcome.from_dict(wire)
+        if out.ok:
+            self.durations.note(seconds=(out.train_seconds or 0.0) + (out.eval_seconds or 0.0), macs_g=float(p.attrs[Key.MACS_G]))
         extra: JSONDict = {
             Key.TRAIN_SECONDS: out.train_seconds,
             Key.EVAL_SECONDS: out.eval_seconds,
@@ -492,7 +551,7 @@ class TrialScheduler:
         """On Ctrl-C or a lost node: fail and re-queue every trial this scheduler holds, so a rerun
         picks them up; returns how many. `spend_retry=False`: their retry counts stay as they were."""
         pending = list(self.ready) + [p for p in self.inflight.values() if isinstance(p, PendingTrial)]
-        pending += self.latency_job[1] if self.latency_job else []
+        pending += (self.latency_job[1] if self.latency_job else []) + self.latency_wanted
         pending += [p for waiting in self.followers.values() for p in waiting]
         for ref in list(self.inflight) + ([self.latency_job[0]] if self.latency_job else []):
             self.executor.cancel(ref)
@@ -500,6 +559,8 @@ class TrialScheduler:
             self.endings.requeue(p, reason, spend_retry=spend_retry)
         self.ready.clear()
         self.inflight.clear()
+        self.expected_end.clear()
         self.followers.clear()
         self.latency_job = None
+        self.latency_wanted = []
         return len(pending)
