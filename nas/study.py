@@ -329,7 +329,8 @@ class SamplerSpec:
 class Budget:
     """How many trials, how many at once, how often a crashed trial is retried, and a wall-time limit.
 
-    `minutes` (optional, per invocation): after it, nothing new starts; running trainings finish.
+    `minutes` (optional, per invocation's search loop): a training starts only if it is expected to
+    end within it (`nas.durations`), nothing starts after it; running trainings finish.
     It makes a run's wall time predictable on any machine; the trial budget stays the upper bound."""
 
     trials: int = 40

@@ -39,7 +39,7 @@ def build_parser(*, prog: str = "python -m nas.run") -> argparse.ArgumentParser:
     parser.add_argument("--trials", type=int, help="trial budget (overrides the study file)")
     parser.add_argument("--workers", type=int, help="parallel proxy-training workers (overrides the study file)")
     parser.add_argument("--time-limit", type=float, metavar="MINUTES", help="wall-time limit of this invocation in minutes: "
-                        "after it nothing new starts, running trainings finish (overrides [budget] minutes)")
+                        "a training starts only if it is expected to end within it, running trainings finish (overrides [budget] minutes)")
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),

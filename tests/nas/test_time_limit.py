@@ -1,4 +1,5 @@
-"""`[budget] minutes` / --time-limit: nothing new starts after the limit, running trainings are
+"""`[budget] minutes` / --time-limit: nothing new starts after the limit (nor what would end after it:
+tests/nas/test_scheduling.py), running trainings are
 recorded, asked trials are re-queued, and a rerun finishes the budget without losing anything."""
 
 from __future__ import annotations
