@@ -11,7 +11,7 @@ each with `python -m nas.run` in a subprocess, the same seed, workers and wall-t
 Then it prints, for each way, the hypervolume against time (cumulative compute seconds and wall
 seconds), the time each way needed to reach the `single` way's final hypervolume and its ratio to
 the `single` way's time, and the target line: successive halving reaches the single-fidelity
-hypervolume in <= 1/3 of the time. The same goes to `OUT/search_efficiency.md` and `.json`.
+hypervolume in <= 1/2 of the time. The same goes to `OUT/search_efficiency.md` and `.json`.
 Definitions (time axes, fronts, reference point) are in `hv_over_time` and in the printed header.
 
     python benchmarks/search_efficiency.py --minutes 9                 # rtsr, seed 0, 2 workers, ~33 min
@@ -65,7 +65,7 @@ __all__ = [
 WAYS: tuple[str, ...] = ("halving", "single", "random")
 #: Successive halving passes when it reaches the single-fidelity final hypervolume in at most this
 #: fraction of the time the single-fidelity search needed for it.
-TARGET_RATIO = 1.0 / 3.0
+TARGET_RATIO = 1.0 / 2.0  # issue 20 (the noise-floor issue): <= 1/2 of the single way's compute time
 #: Baselines a gain is shown against; the benchmark's hypervolume reference is 0 dB over `linear`
 #: (the least-squares linear x4 filter); `lanczos` is reported next to it for information.
 BASELINES: tuple[str, ...] = ("linear", "lanczos")
@@ -317,13 +317,13 @@ def _verdict(ratio: float | None, *, reached: bool, defined: bool) -> str:
     if not reached or ratio is None:
         return "not reached"
     sign = "<=" if ratio <= TARGET_RATIO * (1 + _REL_TOL) else ">"
-    return f"{'PASS' if sign == '<=' else 'FAIL'} ({ratio:.3f} {sign} 1/3)"
+    return f"{'PASS' if sign == '<=' else 'FAIL'} ({ratio:.3f} {sign} 1/2)"
 
 
 def compare_ways(ways: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """For each reference baseline: the `single` way's final hypervolume (the target), the time each
     way needed to reach it on both axes, the ratios to the `single` way's times, and the verdicts of
-    the target 'successive halving reaches it in <= 1/3 of the time' (compute seconds: the headline;
+    the target 'successive halving reaches it in <= 1/2 of the time' (compute seconds: the headline;
     wall seconds: shown next to it)."""
     out: dict[str, Any] = {}
     if "single" not in ways:
@@ -445,7 +445,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                      f"| {_num(row['ratio_wall'])} |")
         if "verdict_compute" in r:
             L += ["", (f"Target{'' if b == 'linear' else ' (for information, vs Lanczos)'}: successive halving reaches the "
-                       f"single-fidelity hypervolume in <= 1/3 of the time: **{r['verdict_compute']}** on {unit}; "
+                       f"single-fidelity hypervolume in <= 1/2 of the time: **{r['verdict_compute']}** on {unit}; "
                        f"{r['verdict_wall']} on wall seconds.")]
         L.append("")
 

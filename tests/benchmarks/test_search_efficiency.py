@@ -227,14 +227,15 @@ def test_compare_ways_ratios_and_verdicts(runs):
     assert lin["ways"]["halving"] == pytest.approx({"reached": True, "compute_s": 58, "wall_s": 40, "ratio_compute": 0.58,
                                                     "ratio_wall": 40 / 70})
     assert lin["ways"]["random"] == {"reached": False, "compute_s": None, "wall_s": None, "ratio_compute": None, "ratio_wall": None}
-    assert lin["verdict_compute"] == "FAIL (0.580 > 1/3)" and lin["verdict_wall"] == "FAIL (0.571 > 1/3)"
+    assert lin["verdict_compute"] == "FAIL (0.580 > 1/2)" and lin["verdict_wall"] == "FAIL (0.571 > 1/2)"
     lz = reach["lanczos"]  # target 29: halving reaches 35 after 58 CPU s
     assert lz["target_hv"] == pytest.approx(29) and lz["ways"]["halving"]["ratio_compute"] == pytest.approx(0.58)
 
 
 def test_verdict_pass_not_reached_and_undefined():
-    assert se._verdict(0.25, reached=True, defined=True) == "PASS (0.250 <= 1/3)"
-    assert se._verdict(1 / 3, reached=True, defined=True) == "PASS (0.333 <= 1/3)"
+    assert se._verdict(0.25, reached=True, defined=True) == "PASS (0.250 <= 1/2)"
+    assert se._verdict(1 / 2, reached=True, defined=True) == "PASS (0.500 <= 1/2)"
+    assert se._verdict(0.51, reached=True, defined=True) == "FAIL (0.510 > 1/2)"
     assert se._verdict(None, reached=False, defined=True) == "not reached"
     assert se._verdict(None, reached=False, defined=False).startswith("undefined")
 
@@ -247,7 +248,7 @@ def test_a_zero_single_hypervolume_makes_the_target_undefined(tmp_path):
     reach = se.compare_ways(ways)
     assert reach["linear"]["target_hv"] == 0 and reach["linear"]["verdict_compute"].startswith("undefined")
     assert reach["lanczos"]["target_hv"] == pytest.approx(50 * 0.05)  # +0.05 dB over Lanczos at 50 ms
-    assert reach["lanczos"]["verdict_compute"] == "FAIL (1.933 > 1/3)"  # 58 CPU s against the single way's 30
+    assert reach["lanczos"]["verdict_compute"] == "FAIL (1.933 > 1/2)"  # 58 CPU s against the single way's 30
 
 
 def test_analyse_only_writes_markdown_and_json(runs, capsys):
@@ -256,7 +257,7 @@ def test_analyse_only_writes_markdown_and_json(runs, capsys):
     md = (runs / "search_efficiency.md").read_text()
     data = json.loads((runs / "search_efficiency.json").read_text())
     assert md in printed
-    assert "**FAIL (0.580 > 1/3)** on CPU seconds; FAIL (0.571 > 1/3) on wall seconds" in md
+    assert "**FAIL (0.580 > 1/2)** on CPU seconds; FAIL (0.571 > 1/2) on wall seconds" in md
     assert "| random | 2.000 | not reached | - | not reached | - |" in md
     assert "| halving | 36.000 | 58 | 0.580 | 40 | 0.571 |" in md
     assert "cpu: Test CPU (1 thread)" in md and "1 seed" in md
