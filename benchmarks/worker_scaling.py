@@ -38,8 +38,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_SPEEDUP = 1.7
-#: The scheduler's line for a finished latency batch (`nas.scheduler`).
-LATENCY_LINE = re.compile(r"^latency batch: (\d+) network\(s\) timed in ([0-9.]+) s")
+#: The scheduler's line for a finished latency batch (`nas.scheduler`; tests/benchmarks checks the two agree).
+LATENCY_LINE = re.compile(r"^latency batch: (\d+) network\(s\) timed in ([0-9.]+) s .*?; (\d+) expected to end sooner ran meanwhile")
+TRAINED_LINE = re.compile(r"^trial\s+\d+\s.*\bgain [+-]")
+RUNG_LINE = re.compile(r"^trial\s+\d+ rung \d+ \(\d+ steps\): gain")
+
+
+def parse_search_log(log: str) -> dict[str, Any]:
+    """What one `nas.run` log says about its scheduling: each latency batch (networks, seconds from
+    request to result, trainings that filled its drain), rung-0 trainings, higher-rung results."""
+    lines = log.splitlines()
+    batches = [(int(m.group(1)), float(m.group(2))) for m in map(LATENCY_LINE.match, lines) if m]
+    fills = sum(int(m.group(3)) for m in map(LATENCY_LINE.match, lines) if m)
+    return {"latency_batches": batches, "latency_s": sum(s for _, s in batches), "drain_fills": fills,
+            "rung0_trained": sum(1 for line in lines if TRAINED_LINE.match(line)),
+            "rung_results": sum(1 for line in lines if RUNG_LINE.match(line))}
 
 
 def _peak_worker(steps: int, queue: Any) -> None:
@@ -83,12 +96,9 @@ def run_search(*, workers: int, trials: int, steps: int | None, out: Path) -> di
     if proc.returncode != 0:
         raise SystemExit(f"nas.run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     log = (out / "nas_run.log").read_text() if (out / "nas_run.log").exists() else proc.stdout
-    batches = [(int(m.group(1)), float(m.group(2))) for m in map(LATENCY_LINE.match, log.splitlines()) if m]
-    trained = sum(1 for line in log.splitlines() if re.match(r"^trial\s+\d+\s.*\bgain [+-]", line))
-    promoted = sum(1 for line in log.splitlines() if re.match(r"^trial\s+\d+ rung \d+ \(\d+ steps\): gain", line))
-    print(f"  {wall:.1f} s wall; {len(batches)} latency batch(es), {sum(s for _, s in batches):.1f} s", flush=True)
-    return {"workers": workers, "wall_s": wall, "latency_batches": batches, "latency_s": sum(s for _, s in batches),
-            "rung0_trained": trained, "rung_results": promoted}
+    parsed = parse_search_log(log)
+    print(f"  {wall:.1f} s wall; {len(parsed['latency_batches'])} latency batch(es), {parsed['latency_s']:.1f} s", flush=True)
+    return {"workers": workers, "wall_s": wall, **parsed}
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -114,6 +124,8 @@ def _markdown(result: dict[str, Any]) -> str:
         f"{speedup:.2f}x |",
         f"| latency batches (count, seconds: request to result) | {len(one['latency_batches'])}, {one['latency_s']:.1f} | "
         f"{len(two['latency_batches'])}, {two['latency_s']:.1f} | |",
+        f"| trainings started while a batch waited (expected to end sooner) | {one.get('drain_fills', '-')} | "
+        f"{two.get('drain_fills', '-')} | |",
         f"| rung-0 trainings / higher-rung results | {one['rung0_trained']} / {one['rung_results']} | "
         f"{two['rung0_trained']} / {two['rung_results']} | |",
         "",
