@@ -128,14 +128,23 @@ def real_inputs(*, multiple: int, size: tuple[int, int] | None = None, count: in
     return out
 
 
-def _dynamic_shapes(down_factor: int) -> tuple[dict[int, object]]:
-    """Height and width as free multiples of the down factor (the network checks divisibility), at least
-    `MIN_SIDE` pixels: below that SAFM++'s pooled map takes another branch (a global max)."""
+def _dynamic_shapes(down_factor: int, *, fixed: bool) -> tuple[dict[int, object]]:
+    """The batch always free (a teacher runs on batches); unless `fixed`, height and width as free
+    multiples of the down factor (the network checks divisibility), at least `MIN_SIDE` pixels: below
+    that SAFM++'s pooled map takes another branch (a global max)."""
     from torch.export import Dim
 
+    batch = Dim("batch", min=1, max=4096)
+    if fixed:
+        return ({0: batch},)
     low = -(-MIN_SIDE // down_factor)
     h, w = Dim("h_over_u", min=low, max=4096), Dim("w_over_u", min=low, max=4096)
-    return ({2: h * down_factor, 3: w * down_factor} if down_factor > 1 else {2: h, 3: w},)
+    return ({0: batch, 2: h * down_factor, 3: w * down_factor} if down_factor > 1 else {0: batch, 2: h, 3: w},)
+
+
+def _example(checks: Sequence[Tensor]) -> tuple[Tensor]:
+    """The export's example input: a batch of 2, since torch.export specialises a size-1 dimension."""
+    return (torch.cat([checks[0], checks[0]]),)
 
 
 @contextlib.contextmanager
@@ -190,10 +199,10 @@ def export_onnx(model: nn.Module, path: str | Path, *, down_factor: int, input_s
     output on `inputs` (default `real_inputs`) is within `TOLERANCE_255` of torch's, before writing."""
     onnx, ort = require_onnx()
     model, input_size, checks = _plan(model, down_factor=down_factor, input_size=input_size, inputs=inputs)
-    dynamic = None if input_size is not None else _dynamic_shapes(down_factor)
+    dynamic = _dynamic_shapes(down_factor, fixed=input_size is not None)
     try:
         with _quiet_exporter(), torch.no_grad():
-            program = torch.onnx.export(model, (checks[0],), dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
+            program = torch.onnx.export(model, _example(checks), dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
                                         input_names=["lr"], output_names=["sr"], verbose=False)
     except Exception as exc:  # noqa: BLE001 - the exporter's failures are many and deep; say which network
         raise RuntimeError(f"torch.onnx could not export this network ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
@@ -224,10 +233,10 @@ def export_program(model: nn.Module, path: str | Path, *, down_factor: int, inpu
     SAFM++'s adaptive pool too); checked on `inputs` (default `real_inputs`) within `TOLERANCE_255`
     before writing. Replaces TorchScript, which torch deprecated."""
     model, input_size, checks = _plan(model, down_factor=down_factor, input_size=input_size, inputs=inputs)
-    dynamic = None if input_size is not None else _dynamic_shapes(down_factor)
+    dynamic = _dynamic_shapes(down_factor, fixed=input_size is not None)
     try:
         with _quiet_exporter():
-            program = torch.export.export(model, (checks[0],), dynamic_shapes=dynamic)
+            program = torch.export.export(model, _example(checks), dynamic_shapes=dynamic)
     except Exception as exc:  # noqa: BLE001 - say which format failed, keep torch's reason
         raise RuntimeError(f"torch.export could not export this network ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
     module = program.module()
