@@ -289,8 +289,13 @@ def measure_latency_batch(
     dev = torch.device(device)
     if kind == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    stack = SoftwareStack.current(kind)
+    stack = SoftwareStack.current(kind, protocol.runtime)
     done = on_done if on_done is not None else (lambda i: None)
+    if protocol.runtime == "onnxruntime":
+        from nas.latency.onnxrt import time_onnxruntime_batch
+
+        return time_onnxruntime_batch(items, protocol=protocol, device_name=dev_name, stack=stack, names=names,
+                                      arch_hashes=arch_hashes, errors=errors, on_done=done)
 
     def finish(prep: _Prepared, times: list[float], stopped_by: str, peak: float | None) -> LatencyResult:
         return LatencyResult(
