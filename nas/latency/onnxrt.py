@@ -12,24 +12,16 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from nas.latency.stats import summarize_times
-from search_space.errors import UserError
-
 if TYPE_CHECKING:
-    from nas.latency.measure import LatencyResult
     from nas.latency.protocol import LatencyProtocol
-    from nas.latency.software import SoftwareStack
-    from search_space.arch import ArchConfig
 
-__all__ = ["CHECK_TOLERANCE_255", "time_onnxruntime_batch"]
+__all__ = ["CHECK_TOLERANCE_255", "time_in_onnxruntime"]
 
 #: |ORT - torch| allowed (8-bit levels) when checking the export that is timed.
 CHECK_TOLERANCE_255 = 0.5
@@ -78,39 +70,9 @@ def _time_session(session: object, x: object, protocol: LatencyProtocol) -> tupl
     return times, "runs"
 
 
-def time_onnxruntime_batch(
-    items: Sequence[nn.Module | ArchConfig],
-    *,
-    protocol: LatencyProtocol,
-    device_name: str,
-    stack: SoftwareStack,
-    names: Sequence[str | None],
-    arch_hashes: Sequence[str | None],
-    errors: Literal["raise", "return"],
-    on_done: Callable[[int], None],
-) -> list[LatencyResult | Exception]:
-    """`measure_latency_batch` for `protocol.runtime == "onnxruntime"`: same arguments, same results."""
-    from nas.latency.measure import LatencyResult, _as_deploy_model, _count_params
-
-    threads = torch.get_num_threads()
+def time_in_onnxruntime(model: nn.Module, *, down_factor: int, protocol: LatencyProtocol) -> tuple[list[float], str]:
+    """Run times (ms) of `model`'s checked ONNX export in ONNX Runtime and why they stopped (`runs` /
+    `time_budget`), on the protocol's fixed-seed randn input, with torch's intra-op thread count."""
+    session = _session_for(model, down_factor=down_factor, protocol=protocol, threads=torch.get_num_threads())
     x = torch.randn(1, 3, *protocol.input_hw, generator=torch.Generator().manual_seed(0)).numpy()
-    out: list[LatencyResult | Exception] = []
-    for i, item in enumerate(items):
-        try:
-            model, derived_hash = _as_deploy_model(item)
-            down = int(getattr(item, "down_factor", 1))
-            session = _session_for(model, down_factor=down, protocol=protocol, threads=threads)
-            times, stopped_by = _time_session(session, x, protocol)
-            out.append(LatencyResult(
-                stats=summarize_times(times), times_ms=tuple(times), protocol=protocol, device_name=device_name,
-                arch_hash=arch_hashes[i] if arch_hashes[i] is not None else derived_hash, name=names[i],
-                params=_count_params(model), stopped_by=stopped_by, num_threads=threads, torch_version=stack.torch,
-                timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), software=stack,
-                extra={"runtime": "onnxruntime", "onnxruntime": stack.onnxruntime},
-            ))
-        except Exception as exc:
-            if errors == "raise":
-                raise
-            out.append(type(exc)(f"{names[i] or 'network'}: {exc}") if type(exc) in (UserError, RuntimeError) else exc)
-        on_done(i)
-    return out
+    return _time_session(session, x, protocol)
