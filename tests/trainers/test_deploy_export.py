@@ -141,3 +141,15 @@ def test_missing_extra_is_one_line_naming_the_install(monkeypatch):
         require_onnx()
     message = str(info.value)
     assert "\n" not in message and 'pip install -e ".[deploy]"' in message and "onnxruntime" in message
+
+
+def test_a_full_run_without_the_extra_writes_the_program_and_says_why_no_onnx(tmp_path, monkeypatch):
+    import trainers.deploy_export as deploy_export
+    from trainers.full import _export_deploy_files
+
+    monkeypatch.setattr(deploy_export, "onnx_available", lambda: False)
+    lines: list[str] = []
+    model = _fill_zeros(deploy(build(get_preset("reptcn").arch)))
+    assert _export_deploy_files(model, 1, tmp_path, lines.append) == [tmp_path / "deploy.pt2"]
+    assert not (tmp_path / "deploy.onnx").exists()
+    assert any("deploy.onnx not written" in line and 'pip install -e ".[deploy]"' in line for line in lines)
