@@ -269,7 +269,7 @@ class Constraints:
         return d
 
 
-_PROTOCOL_OVERRIDES = ("warmup", "runs", "time_budget_s", "backend", "dtype", "input_hw")
+_PROTOCOL_OVERRIDES = ("warmup", "runs", "time_budget_s", "backend", "dtype", "input_hw", "runtime")
 
 
 @dataclass(frozen=True)

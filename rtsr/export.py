@@ -1,4 +1,5 @@
-"""`rtsr export` / `python -m nas.export --run DIR --pareto | --trial N`: trials as full-training configs.
+"""`rtsr export` / `python -m nas.export --run DIR --pareto | --trial N [--format onnx]`: trials as
+full-training configs (and, with `--format onnx`, their proxy-trained fused weights as ONNX).
 
 The work is `nas.export.export_trials`; this module parses flags and prints what was written.
 """
@@ -27,6 +28,9 @@ def build_parser(*, prog: str = "python -m nas.export") -> argparse.ArgumentPars
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"full-training recipe: a shipped name or a .toml path (default: {DEFAULT_RECIPE})")
     parser.add_argument("--steps", type=int, help="full-training steps written to [run].steps (default: the run config's default)")
     parser.add_argument("--out", help="output folder (default: <run>/export)")
+    parser.add_argument("--format", choices=("config", "onnx"), default="config",
+                        help="onnx: also write trial-NNNNN.onnx, the proxy-trained fused weights as ONNX checked in ONNX Runtime "
+                        '(needs pip install -e ".[deploy]"); a trainers.full folder already holds deploy.onnx')
     parser.add_argument("--storage", help="Optuna storage URL, only for runs started with nas.run --storage")
     return parser
 
@@ -40,12 +44,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m nas.export
         if args.steps is not None and args.steps < 1:
             raise UserError(f"--steps must be a positive integer, got {args.steps}")
         results = export_trials(args.run, numbers=args.trial, pareto=args.pareto, recipe=args.recipe, steps=args.steps,
-                                out_dir=args.out, storage=args.storage)
+                                out_dir=args.out, storage=args.storage, onnx=args.format == "onnx")
     except UserError as exc:
         print(f"{prog.removeprefix('python -m ')}: error: {exc}", file=sys.stderr)
         return 2
     for r in results:
         extra = f" + {r.weights.name}" if r.weights is not None else " (no proxy weights kept for this trial)"
+        extra += f" + {r.onnx.name}" if r.onnx is not None else ""
         print(f"trial {r.trial:>4} -> {r.config}{extra}")
     if results:
         print(f"train one with: python -m trainers.full --config {results[0].config} [--data ~/DIV2K_train_HR --device cuda]")

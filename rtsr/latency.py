@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import platform
@@ -26,6 +27,7 @@ from nas.latency import (
     LatencyCache,
     LatencyProtocol,
     LatencyResult,
+    SoftwareStack,
     device_name_for,
     measure_latency_batch,
     software_stack_for,
@@ -69,6 +71,11 @@ def build_parser(*, prog: str = DEFAULT_PROG) -> argparse.ArgumentParser:
     parser.add_argument("--time-budget", type=float, help="seconds per network (default: none on cuda, 20 on cpu)")
     parser.add_argument(
         "--channels-last", action="store_true", help="channels_last memory format (a separate, labelled backend)"
+    )
+    parser.add_argument(
+        "--runtime", choices=("torch", "onnxruntime"), default="torch",
+        help="torch: eager PyTorch (default); onnxruntime: the checked ONNX export in ONNX Runtime on the cpu "
+        '(needs pip install -e ".[deploy]"), printed beside eager torch with the Spearman rank correlation between them',
     )
     parser.add_argument(
         "--threads",
@@ -172,6 +179,8 @@ def _protocol_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["time_budget_s"] = args.time_budget
     if args.channels_last:
         overrides["backend"] = "channels_last"
+    if args.runtime != "torch":
+        overrides["runtime"] = args.runtime
     return overrides
 
 
@@ -353,6 +362,23 @@ def _report_correlations(rows: list[dict[str, Any]], *, device: str, dev_name: s
     return correlation
 
 
+def _compare_runtimes(eager: list[dict[str, Any]], other: list[dict[str, Any]], *, dev_name: str) -> dict[str, Any]:
+    """Print eager torch and the other runtime side by side (mean ms) with the Spearman rho between them.
+
+    Why: the search ranks by eager torch; if a deployment runtime ranks designs differently, the
+    front it finds is not the front that ships."""
+    runtime = other[0]["result"].protocol.runtime if other else "?"
+    print(f"{'network':<14} {'eager torch ms':>15} {runtime + ' ms':>16} {'ratio':>7}   ({dev_name}, mean of timed runs)")
+    pairs = []
+    for e, o in zip(eager, other):
+        a, b = e["result"].mean_ms, o["result"].mean_ms
+        pairs.append({"name": e["name"], "eager_torch_ms": a, f"{runtime}_ms": b})
+        print(f"{e['name']:<14} {_fmt(a, '.2f'):>15} {_fmt(b, '.2f'):>16} {_fmt(b / a if a else None, '.2f'):>7}")
+    rho = spearman([p["eager_torch_ms"] for p in pairs], [p[f"{runtime}_ms"] for p in pairs]) if len(pairs) >= 2 else math.nan
+    print(f"Spearman rank correlation, eager torch vs {runtime} on {dev_name} (n={len(pairs)}): rho = {_fmt(None if math.isnan(rho) else rho, '.3f')}")
+    return {"runtime": runtime, "spearman_rho": None if math.isnan(rho) else rho, "n": len(pairs), "networks": pairs}
+
+
 def _benchmark_payload(
     rows: list[dict[str, Any]],
     *,
@@ -361,6 +387,7 @@ def _benchmark_payload(
     dev_name: str,
     protocol: LatencyProtocol,
     correlation: dict[str, Any] | None,
+    runtimes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `--out` JSON document (format "rtsr-nas latency benchmark v1"): results plus provenance."""
     return {
@@ -388,6 +415,7 @@ def _benchmark_payload(
             for r in rows
         ],
         "spearman_vs_table1": correlation,
+        "runtime_comparison": runtimes,
     }
 
 
@@ -407,11 +435,17 @@ def _run(args: argparse.Namespace, argv: Sequence[str], *, prog: str) -> int:
         jobs = [_Job(name=Path(args.arch).stem, arch=_load_arch_file(args.arch))]
     cache = LatencyCache(args.cache) if args.cache else None
 
-    print(f"device: {dev_name}; {software_stack_for(device).label()}")
+    print(f"device: {dev_name}; {SoftwareStack.current(protocol.device_kind, protocol.runtime).label()}")
     print(f"protocol: {protocol.describe()}")
     rows = _measure_rows(jobs, device=device, protocol=protocol, cache=cache, progress=not args.no_progress)
     _print_table(rows, protocol=protocol, dev_name=dev_name)
     correlation = _report_correlations(rows, device=device, dev_name=dev_name) if args.preset == "all" else None
+    runtimes = None
+    if protocol.runtime != "torch":
+        eager = dataclasses.replace(protocol, runtime="torch")
+        print(f"eager torch for comparison, protocol: {eager.describe()}")
+        eager_rows = _measure_rows(jobs, device=device, protocol=eager, cache=cache, progress=not args.no_progress)
+        runtimes = _compare_runtimes(eager_rows, rows, dev_name=dev_name)
     if args.out:
         payload = _benchmark_payload(
             rows,
@@ -420,6 +454,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], *, prog: str) -> int:
             dev_name=dev_name,
             protocol=protocol,
             correlation=correlation,
+            runtimes=runtimes,
         )
         atomic_write(Path(args.out), json.dumps(payload, indent=2, sort_keys=False) + "\n")
         print(f"wrote {args.out}")

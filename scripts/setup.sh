@@ -34,8 +34,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 
 if [ "$want_test" = 1 ]; then
-  echo "[setup] installing rtsr-nas (editable) with the test extra"
-  "${pip[@]}" install -e ".[test]"
+  echo "[setup] installing rtsr-nas (editable) with the test and deploy (ONNX) extras"
+  "${pip[@]}" install -e ".[test,deploy]"
   missing=()
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)

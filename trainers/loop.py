@@ -54,22 +54,44 @@ class Diverged(RuntimeError):
 
 
 def load_teacher_checkpoint(spec: str) -> nn.Module:
-    """A teacher from a TorchScript file or a `trainers.full` output folder (its `deploy.ts`)."""
+    """A teacher from a `trainers.full` output folder (its `deploy.pt2`, else an older run's `deploy.ts`)
+    or from such a file: a `torch.export` program (.pt2) or TorchScript (.ts, what runs before
+    deploy.pt2 wrote), both loaded as they are so that a teacher needs no arch of ours."""
     from pathlib import Path
 
     path = Path(spec).expanduser()
     if path.is_dir():
-        path = path / "deploy.ts"
+        path = next((path / name for name in ("deploy.pt2", "deploy.ts") if (path / name).is_file()), path / "deploy.pt2")
     if not path.is_file():
         raise UserError(
             f"distillation teacher {spec!r} is neither a checkpoint file nor a trainers.full output folder; "
-            "train a teacher first (python -m trainers.full ...) and pass its folder or deploy.ts"
+            "train a teacher first (python -m trainers.full ...) and pass its folder or deploy.pt2"
         )
     try:
-        teacher = torch.jit.load(str(path), map_location="cpu")
+        if path.suffix == ".pt2":
+            teacher = _ExportedTeacher(torch.export.load(str(path)).module())
+        else:
+            teacher = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
-        raise UserError(f"cannot load distillation teacher {path}: {exc}; pass a deploy.ts written by trainers.full") from None
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot load distillation teacher {path}: {detail}; pass a deploy.pt2 written by trainers.full") from None
     return teacher.eval()
+
+
+class _ExportedTeacher(nn.Module):
+    """A `torch.export` program's module as a teacher: it was exported in eval mode and torch refuses
+    `.eval()`/`.train()` on it, so the mode switch stops here instead of reaching it."""
+
+    def __init__(self, program: nn.Module) -> None:
+        super().__init__()
+        self.program = program
+
+    def train(self, mode: bool = True) -> _ExportedTeacher:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
 
 
 def _strip_biases(model: nn.Module, arch: ArchConfig) -> tuple[nn.Module, ArchConfig]:

@@ -57,6 +57,7 @@ class ExportResult:
     trial: int
     config: Path
     weights: Path | None
+    onnx: Path | None = None  # with export_trials(onnx=True) and weights kept
 
 
 def _check_exportable(t: TrialRecord, state: RunState) -> None:
@@ -221,11 +222,19 @@ def export_trials(
     steps: int | None = None,
     out_dir: str | Path | None = None,
     storage: str | None = None,
+    onnx: bool = False,
 ) -> list[ExportResult]:
     """Export the Pareto trials (`pareto=True`) or the trials `numbers` of a run; returns what was written.
 
-    Every check happens before the first file is written, so a bad choice leaves nothing behind.
+    `onnx`: also write `trial-NNNNN.onnx`, the trial's proxy-trained fused weights as an ONNX graph
+    checked in ONNX Runtime (`trainers.deploy_export.export_onnx`; needs the deploy extra), for
+    trials that kept weights. Every check happens before the first file is written, so a bad choice
+    leaves nothing behind.
     """
+    if onnx:
+        from trainers.deploy_export import require_onnx
+
+        require_onnx()
     from trainers.recipe import load_recipe
     from trainers.runconfig import save_run_config
 
@@ -245,5 +254,22 @@ def export_trials(
         weights_path = None
         if src is not None:
             weights_path = write_output(target / f"{export_file_stem(t.source_trial)}.pt", src.read_bytes())
-        results.append(ExportResult(trial=t.source_trial, config=config_path, weights=weights_path))
+        onnx_path = None
+        if onnx and weights_path is not None:
+            onnx_path = _export_onnx(weights_path, config.provenance["weights_arch"], target / f"{export_file_stem(t.source_trial)}.onnx")
+        results.append(ExportResult(trial=t.source_trial, config=config_path, weights=weights_path, onnx=onnx_path))
     return results
+
+
+def _export_onnx(weights: Path, arch: JSONDict, path: Path) -> Path:
+    """The fused deploy network of `arch` with the state dict in `weights`, as ONNX at `path`."""
+    import torch
+
+    from search_space.arch import ArchConfig
+    from search_space.network import build, deploy
+    from trainers.deploy_export import export_onnx
+
+    config = ArchConfig.from_dict(arch)
+    model = deploy(build(config))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return export_onnx(model, path, down_factor=config.down_factor).path

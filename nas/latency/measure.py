@@ -289,8 +289,11 @@ def measure_latency_batch(
     dev = torch.device(device)
     if kind == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    stack = SoftwareStack.current(kind)
+    stack = SoftwareStack.current(kind, protocol.runtime)
     done = on_done if on_done is not None else (lambda i: None)
+    if protocol.runtime == "onnxruntime":
+        return _time_onnxruntime(items, protocol=protocol, dev_name=dev_name, stack=stack, names=names,
+                                 arch_hashes=arch_hashes, errors=errors, on_done=done)
 
     def finish(prep: _Prepared, times: list[float], stopped_by: str, peak: float | None) -> LatencyResult:
         return LatencyResult(
@@ -358,6 +361,41 @@ class _Prepared:
     params: int
     arch_hash: str | None
     name: str | None
+
+
+def _time_onnxruntime(
+    items: Sequence[nn.Module | ArchConfig],
+    *,
+    protocol: LatencyProtocol,
+    dev_name: str,
+    stack: SoftwareStack,
+    names: Sequence[str | None],
+    arch_hashes: Sequence[str | None],
+    errors: Literal["raise", "return"],
+    on_done: Callable[[int], None],
+) -> list[LatencyResult | Exception]:
+    """`measure_latency_batch` in ONNX Runtime: each network exported, checked and timed in turn."""
+    from nas.latency.onnxrt import time_in_onnxruntime
+
+    out: list[LatencyResult | Exception] = []
+    for i, item in enumerate(items):
+        try:
+            model, derived_hash = _as_deploy_model(item)
+            times, stopped_by = time_in_onnxruntime(model, down_factor=int(getattr(item, "down_factor", 1)), protocol=protocol)
+            out.append(LatencyResult(
+                stats=summarize_times(times), times_ms=tuple(times), protocol=protocol, device_name=dev_name,
+                arch_hash=arch_hashes[i] if arch_hashes[i] is not None else derived_hash, name=names[i],
+                params=_count_params(model), stopped_by=stopped_by, num_threads=torch.get_num_threads(),
+                torch_version=stack.torch, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                software=stack, extra={"runtime": "onnxruntime", "onnxruntime": stack.onnxruntime},
+            ))
+        except Exception as exc:
+            if errors == "raise":
+                raise
+            # name the network: a batch's first failure is what the command prints
+            out.append(type(exc)(f"{names[i] or 'network'}: {exc}") if type(exc) in (UserError, RuntimeError) else exc)
+        on_done(i)
+    return out
 
 
 def _prepare(

@@ -21,7 +21,7 @@ from search_space.errors import UserError
 if TYPE_CHECKING:
     from nas.task import JSONDict
 
-__all__ = ["BACKENDS", "DEVICE_KINDS", "DTYPES", "PROTOCOL_VERSION", "LatencyProtocol", "device_kind_of"]
+__all__ = ["BACKENDS", "DEVICE_KINDS", "DTYPES", "PROTOCOL_VERSION", "RUNTIMES", "LatencyProtocol", "device_kind_of"]
 
 #: Bump when the measuring code changes in a way that makes old numbers incomparable; it is part of
 #: the protocol hash, so old cache entries are then simply not found.
@@ -30,6 +30,9 @@ PROTOCOL_VERSION = 1
 DEVICE_KINDS: tuple[str, ...] = ("cuda", "cpu")
 DTYPES: tuple[str, ...] = ("float16", "float32")
 BACKENDS: tuple[str, ...] = ("eager", "channels_last")
+#: What runs the deploy network: eager PyTorch, or its ONNX export in ONNX Runtime (CPU execution
+#: provider; `nas.latency.onnxrt`, needs the deploy extra). Deployed real-time SR runs in the latter.
+RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class LatencyProtocol:
     time_budget_s: float | None = None
     backend: str = "eager"
     version: int = PROTOCOL_VERSION
+    #: Last, and left out of `to_dict` when "torch": every protocol made before it existed keeps its hash.
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         hw = self.input_hw
@@ -88,6 +93,11 @@ class LatencyProtocol:
             object.__setattr__(self, "time_budget_s", float(self.time_budget_s))
         if self.backend not in BACKENDS:
             raise UserError(f"latency protocol: backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.runtime not in RUNTIMES:
+            raise UserError(f"latency protocol: runtime {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.runtime == "onnxruntime" and (self.device_kind != "cpu" or self.backend != "eager"):
+            raise UserError("latency protocol: runtime onnxruntime is timed on the cpu (CPU execution provider) with the "
+                            "default backend only; use device cpu and backend eager, or runtime torch")
 
     # -- standard protocols ------------------------------------------------------------------------
 
@@ -138,6 +148,8 @@ class LatencyProtocol:
         """The stored form (JSON-ready); its content hash is `protocol_hash`, so keep it stable."""
         d = dataclasses.asdict(self)
         d["input_hw"] = list(self.input_hw)
+        if d["runtime"] == "torch":
+            del d["runtime"]  # the hash of every protocol from before runtimes existed
         return d
 
     @classmethod
@@ -164,6 +176,13 @@ class LatencyProtocol:
             extra = "torch's intra-op thread count as in the device label"
         budget = "no time budget" if self.time_budget_s is None else f"time budget {self.time_budget_s:g} s"
         layout = "channels_last" if self.backend == "channels_last" else "contiguous (NCHW)"
+        if self.runtime == "onnxruntime":
+            return (
+                f"ONNX Runtime (CPU execution provider, fixed-size ONNX export of the deploy model, opset 18), {self.dtype}, "
+                f"input 1x3x{h}x{w} randn (HxW), intra-op threads as in the device label, {self.warmup} warm-up runs, "
+                f"then up to {self.runs} timed runs (time.perf_counter around each session.run), {budget}; "
+                f"protocol v{self.version}, hash {self.protocol_hash}"
+            )
         return (
             f"{self.device_kind}, {self.dtype} weights and input, input 1x3x{h}x{w} randn (HxW), {layout}, "
             f"eval + inference_mode, {extra}, {self.warmup} warm-up runs, then up to {self.runs} timed runs "

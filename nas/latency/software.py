@@ -39,12 +39,23 @@ class SoftwareStack:
     torch: str
     cuda: str | None = None
     cudnn: int | None = None
+    #: ONNX Runtime's version, for timings in it only (None otherwise, and then absent from the stored form).
+    onnxruntime: str | None = None
 
     @classmethod
-    def current(cls, device_kind: str) -> SoftwareStack:
-        """This process's stack, as it applies to timings on `device_kind` (`cuda` or `cpu`)."""
+    def current(cls, device_kind: str, runtime: str = "torch") -> SoftwareStack:
+        """This process's stack, as it applies to timings on `device_kind` (`cuda` or `cpu`) in `runtime`."""
         cudnn = torch.backends.cudnn.version() if device_kind == "cuda" else None
-        return cls(torch=str(torch.__version__), cuda=torch.version.cuda, cudnn=int(cudnn) if cudnn is not None else None)
+        ort = None
+        if runtime == "onnxruntime":
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                ort = version("onnxruntime")
+            except PackageNotFoundError:
+                ort = "not installed"
+        return cls(torch=str(torch.__version__), cuda=torch.version.cuda, cudnn=int(cudnn) if cudnn is not None else None,
+                   onnxruntime=ort)
 
     @property
     def key(self) -> str:
@@ -56,11 +67,16 @@ class SoftwareStack:
         parts = [f"torch {self.torch}", f"CUDA {self.cuda}" if self.cuda else "no CUDA"]
         if self.cudnn is not None:
             parts.append(f"cuDNN {self.cudnn}")
+        if self.onnxruntime is not None:
+            parts.append(f"onnxruntime {self.onnxruntime}")
         return ", ".join(parts)
 
     def to_dict(self) -> JSONDict:
         """The stored form (a latency record's and run.json's `software`)."""
-        return {"torch": self.torch, "cuda": self.cuda, "cudnn": self.cudnn}
+        d: JSONDict = {"torch": self.torch, "cuda": self.cuda, "cudnn": self.cudnn}
+        if self.onnxruntime is not None:
+            d["onnxruntime"] = self.onnxruntime
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SoftwareStack:
@@ -68,7 +84,8 @@ class SoftwareStack:
         if not isinstance(data, dict) or not isinstance(data.get("torch"), str):
             raise TypeError(f"software stack must be a mapping with a 'torch' version string, got {data!r}")
         cudnn = data.get("cudnn")
-        return cls(torch=data["torch"], cuda=data.get("cuda"), cudnn=int(cudnn) if cudnn is not None else None)
+        return cls(torch=data["torch"], cuda=data.get("cuda"), cudnn=int(cudnn) if cudnn is not None else None,
+                   onnxruntime=data.get("onnxruntime"))
 
 
 def software_stack_for(device: str | torch.device) -> SoftwareStack:

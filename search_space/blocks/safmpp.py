@@ -66,7 +66,13 @@ class MaxPoolToFraction(nn.Module):
 
     PyTorch's window i spans rows [floor(i*h/oh), ceil((i+1)*h/oh)); at h = 540 (oh = 67) that is 64
     windows of 9 rows and 3 of 10, consecutive ones sharing a row; at w = 960 it is exactly 8 columns.
+    Those windows depend on the input size, and torch's ONNX exporter specialises the graph to the
+    example's size: a network holding this module is exported to ONNX for one input size.
     """
+
+    #: Read by `trainers.deploy_export.fixed_size_reason`: why the ONNX graph is for one size only.
+    ONNX_FIXED_SIZE: ClassVar[str] = ("SAFM++'s adaptive max pool to (h // 8, w // 8) uses windows that depend on the input "
+                                      "size, so the ONNX graph is exported for one input size")
 
     def forward(self, x: Tensor) -> Tensor:
         return F.adaptive_max_pool2d(x, pooled_size(*x.shape[-2:]))

@@ -124,6 +124,20 @@ def test_pareto_export_of_a_smoke_run_trains_with_trainers_full(smoke_run, tmp_p
 
         deploy(build(cfg.arch)).load_state_dict(torch.load(weights, weights_only=True), strict=True)
 
+    # --format onnx: the trial's fused proxy weights as ONNX, computing in ONNX Runtime what torch does
+    import onnxruntime
+
+    t = front[0]
+    assert main(["--run", str(smoke_run), "--trial", str(t.number), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
+    assert f"trial-{t.number:05d}.onnx" in capsys.readouterr().out
+    cfg = load_run_config(tmp_path / "onnx" / f"trial-{t.number:05d}.toml")
+    net = deploy(build(ArchConfig.from_dict(cfg.provenance["weights_arch"])))
+    net.load_state_dict(torch.load(tmp_path / "onnx" / cfg.provenance["weights"], weights_only=True))
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / f"trial-{t.number:05d}.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.rand(2, 3, 24, 36)  # divisible by every down factor
+    with torch.no_grad():
+        assert abs(session.run(None, {"lr": x.numpy()})[0] - net.eval()(x).numpy()).max() * 255 <= 0.01
+
     # trainers.full accepts an export unchanged; only the budget and data come from flags
     first = export / f"trial-{front[0].number:05d}.toml"
     data = _images(tmp_path / "hr", n=3)  # a flat folder: val and test are carved from it (1 image each)
@@ -133,7 +147,7 @@ def test_pareto_export_of_a_smoke_run_trains_with_trainers_full(smoke_run, tmp_p
     assert full_main(argv) == 0, capsys.readouterr().err  # `python -m trainers.full ...`, in-process
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["config_hash"]["recipe"] == full.hash
-    assert (out / "deploy.pt").is_file() and (out / "deploy.ts").is_file()
+    assert all((out / name).is_file() for name in ("deploy.pt", "deploy.pt2", "deploy.onnx"))
     ran = load_run_config(out / "config.toml")
     assert ran.arch == load_run_config(first).arch and ran.provenance["trial"] == front[0].number
 

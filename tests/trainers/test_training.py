@@ -191,13 +191,25 @@ def test_unknown_teacher_is_a_clear_error(data):
         proxy_train(SMALL, _recipe(stage), data, steps=2, seed=0, threads=1)
 
 
-def test_distillation_from_a_checkpoint_changes_the_result(data, tmp_path):
+@pytest.mark.parametrize("form", ["pt2-folder", "legacy-ts-file"])
+def test_distillation_from_a_checkpoint_changes_the_result(data, tmp_path, form):
     from search_space.network import build, deploy
+    from trainers.deploy_export import export_program
+    from trainers.loop import load_teacher_checkpoint
     from trainers.recipe import Distill
 
-    teacher = deploy(build(dataclasses.replace(SMALL, channels=12)))
-    path = tmp_path / "teacher.ts"
-    torch.jit.save(torch.jit.trace(teacher, torch.rand(1, 3, 24, 24)), str(path))
+    teacher = deploy(build(dataclasses.replace(SMALL, channels=12))).eval()
+    if form == "pt2-folder":  # what trainers.full writes now
+        checks = [torch.rand(1, 3, 24, 24), torch.rand(1, 3, 16, 40)]
+        export_program(teacher, tmp_path / "deploy.pt2", down_factor=SMALL.down_factor, inputs=checks)
+        path = tmp_path
+    else:  # folders and files written before deploy.pt2 replaced deploy.ts still load
+        path = tmp_path / "teacher.ts"
+        torch.jit.save(torch.jit.trace(teacher, torch.rand(1, 3, 24, 24)), str(path))
+    loaded = load_teacher_checkpoint(str(path))
+    x = torch.rand(3, 3, 32, 20)  # a batch and a size the export never saw
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), teacher(x), atol=1e-6)
     plain = proxy_train(SMALL, _recipe(_stage()), data, steps=6, seed=0, threads=1)
     distilled = proxy_train(SMALL, _recipe(_stage(distill=Distill(teacher=str(path), weight=0.5))), data, steps=6, seed=0, threads=1)
     assert plain.ok and distilled.ok, (plain.reason, distilled.reason)

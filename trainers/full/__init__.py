@@ -8,8 +8,12 @@ batches the uninterrupted one would have). At the end the folder holds:
 - `config.toml`: the config that ran (flags applied), readable by this command again;
 - `deploy.pt`: the fused deploy model's state dict plus its arch (load with `search_space.build` +
   `deploy`, or use `load_deploy`);
-- `deploy.ts`: the fused deploy model as TorchScript (runs with torch alone, any input size
-  divisible by the arch's down factor);
+- `deploy.pt2`: the fused deploy model as a `torch.export` program (runs with torch alone:
+  `torch.export.load(path).module()`; any input size divisible by the arch's down factor, except
+  SAFM++ networks: 540p only, see `trainers.deploy_export`). It replaces `deploy.ts` (TorchScript is
+  deprecated in torch); the distillation teacher loader still reads old folders' `deploy.ts`;
+- `deploy.onnx`: the same network in ONNX, checked in ONNX Runtime before it is written; only
+  when the deploy extra is installed (`pip install -e ".[deploy]"`; the log says when it is not);
 - `metrics.json`: the final metrics on the *test* split (``final``, also under ``test``): per-QP
   PSNR/SSIM, gain and Delta over Lanczos and over the QP-blind linear baseline fitted on the training
   split (and over the per-QP oracle filters);
@@ -66,36 +70,6 @@ def load_deploy(folder: str | Path) -> nn.Module:
     model = deploy(build(ArchConfig.from_dict(blob["arch"])))
     model.load_state_dict(blob["state_dict"])
     return model
-
-
-def _export_torchscript(fused: nn.Module, down_factor: int, path: Path) -> None:
-    side = 12 * down_factor
-    example = torch.rand(1, 3, side, side)
-    with torch.no_grad(), _quiet_tracer():
-        traced = torch.jit.trace(fused, example, check_trace=False)
-        other = torch.rand(1, 3, side * 2, side + 2 * down_factor)
-        if not torch.allclose(traced(other), fused(other), atol=1e-5):
-            raise RuntimeError("TorchScript export does not generalise to other input sizes")
-        buffer = io.BytesIO()
-        torch.jit.save(traced, buffer)
-    atomic_write(path, buffer.getvalue())
-
-
-class _quiet_tracer:
-    """Silence the tracer's warnings: the shape checks in forward are error paths, and jit's deprecation notice."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        # torch >= 2.10 marks torch.jit deprecated; TorchScript is still the format that runs with
-        # torch alone on every version we support, so we keep writing it.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit.*")
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
 
 
 def run_full(
@@ -248,12 +222,12 @@ def _resume(trainer: Trainer, ckpt_path: Path, *, train_key: str, data: ProxyDat
 
 def _finish(trainer: Trainer, config: RunConfig, data: ProxyData, *, out: Path, device: str, history: list[dict[str, Any]],
             train_seconds: float, log: Callable[[str], None]) -> dict[str, Any]:
-    """Fuse, evaluate on test (the final numbers) and val, and write deploy.pt, deploy.ts, metrics.json."""
+    """Fuse, evaluate on test (the final numbers) and val, and write deploy.pt, deploy.pt2, deploy.onnx, metrics.json."""
     fused = deploy(trainer.model.cpu())
     final = evaluate(fused, data.test, device="cpu")
     final_val = evaluate(fused, data.val, device="cpu")
     _save_torch({"arch": trainer.arch.to_dict(), "state_dict": fused.state_dict()}, out / "deploy.pt")
-    _export_torchscript(fused, trainer.arch.down_factor, out / "deploy.ts")
+    written = [out / "deploy.pt", *_export_deploy_files(fused, trainer.arch.down_factor, out, log)]
     metrics = {
         "config_hash": {"arch": config.arch.arch_hash, "recipe": config.recipe.hash},
         "deploy_arch_hash": trainer.arch.arch_hash,
@@ -273,8 +247,22 @@ def _finish(trainer: Trainer, config: RunConfig, data: ProxyData, *, out: Path, 
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=2))
     log(f"[full] test split ({len(data.test)} images), final model:")
     log(final.table())
-    log(f"[full] wrote {out / 'deploy.pt'}, {out / 'deploy.ts'}, {out / 'metrics.json'}")
+    log(f"[full] wrote {', '.join(str(p) for p in [*written, out / 'metrics.json'])}")
     return metrics
+
+
+def _export_deploy_files(fused: nn.Module, down_factor: int, out: Path, log: Callable[[str], None]) -> list[Path]:
+    """Write deploy.pt2 always and deploy.onnx when the deploy extra is installed; each is checked first."""
+    from trainers.deploy_export import export_onnx, export_program, onnx_available
+
+    files = [export_program(fused, out / "deploy.pt2", down_factor=down_factor)]
+    if onnx_available():
+        files.append(export_onnx(fused, out / "deploy.onnx", down_factor=down_factor))
+    else:
+        log('[full] deploy.onnx not written: the deploy extra is not installed (pip install -e ".[deploy]")')
+    for f in files:
+        log(f"[full] {f.describe()}")
+    return [f.path for f in files]
 
 
 def _data_record(data: ProxyData) -> dict[str, Any]:
