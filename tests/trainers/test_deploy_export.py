@@ -68,6 +68,7 @@ def _check(model: nn.Module, down_factor: int, tmp_path) -> None:
             assert np.abs(got - expected).max() * 255 <= TOLERANCE_255
 
 
+@pytest.mark.slow  # one export (about 1 s) per block; the fast subset keeps the SAFM++ and mismatch cases
 @pytest.mark.parametrize("name", list_blocks())
 def test_every_block_exports_to_onnx_and_matches_onnx_runtime(name, tmp_path):
     torch.manual_seed(0)
@@ -84,6 +85,7 @@ def test_every_preset_exports_to_onnx_and_matches_onnx_runtime(name, tmp_path):
     _check(_fill_zeros(deploy(build(arch))), arch.down_factor, tmp_path)
 
 
+@pytest.mark.slow  # one export (about 1 s) per anchor kind
 @pytest.mark.parametrize("anchor", GLOBAL_RESIDUALS)
 def test_every_anchor_exports_to_onnx_and_matches_onnx_runtime(anchor, tmp_path):
     torch.manual_seed(0)
