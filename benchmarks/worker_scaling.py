@@ -98,7 +98,7 @@ def run_search(*, workers: int, trials: int, steps: int | None, out: Path) -> di
     log = (out / "nas_run.log").read_text() if (out / "nas_run.log").exists() else proc.stdout
     parsed = parse_search_log(log)
     print(f"  {wall:.1f} s wall; {len(parsed['latency_batches'])} latency batch(es), {parsed['latency_s']:.1f} s", flush=True)
-    return {"workers": workers, "wall_s": wall, **parsed}
+    return {"workers": workers, "wall_s": wall, **parsed, "log": log}
 
 
 def _markdown(result: dict[str, Any]) -> str:
@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         out = Path(args.out)
         out.write_text(text)
+        for run in runs:  # each search's own log (its trials' times and latency batches), for reading the timeline
+            out.with_name(f"{out.stem}_w{run['workers']}.log").write_text(run.pop("log"))
         out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
