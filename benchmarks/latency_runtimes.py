@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Per network: at most this many timed runs after one warm-up, within this many seconds.
-CLI_ARGS = ["--preset", "all", "--device", "cpu", "--runtime", "onnxruntime", "--runs", "5", "--warmup", "1",
+CLI_ARGS = ["--preset", "all", "--device", "cpu", "--threads", "1", "--runtime", "onnxruntime", "--runs", "5", "--warmup", "1",
             "--time-budget", "5", "--no-progress"]
 
 

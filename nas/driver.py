@@ -270,7 +270,10 @@ class SearchDriver:
             shown, note = optuna_study, ""
             if scheduler.ladder is not None:
                 shown, note = scheduler.ladder.front_study()
-            write_front(shown, spec, note=note, run_dir=self.run_dir, device_name=device_name, say=self.log.print)
+            from nas.latency.protocol import with_runtime
+
+            write_front(shown, spec, note=note, run_dir=self.run_dir, device_name=with_runtime(device_name, protocol.runtime),
+                        say=self.log.print)
         return 0
 
     def output_lines(self) -> list[str]:

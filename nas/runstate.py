@@ -72,10 +72,11 @@ class RunState:
     @property
     def device_name(self) -> str:
         """The latency device label, e.g. 'cpu: AMD EPYC (1 thread)' or 'cuda: NVIDIA H100'."""
+        from nas.latency.protocol import with_runtime
+
         names = {str(t.attrs[Key.LATENCY_DEVICE]) for t in self.trials if t.attrs.get(Key.LATENCY_DEVICE)}
-        if len(names) == 1:
-            return names.pop()
-        return str(self.info.get("device_name", "unknown device"))
+        name = names.pop() if len(names) == 1 else str(self.info.get("device_name", "unknown device"))
+        return with_runtime(name, (self.info.get("latency_protocol") or {}).get("runtime"))
 
     @property
     def device_kind(self) -> str:

@@ -21,7 +21,7 @@ from search_space.errors import UserError
 if TYPE_CHECKING:
     from nas.task import JSONDict
 
-__all__ = ["BACKENDS", "DEVICE_KINDS", "DTYPES", "PROTOCOL_VERSION", "RUNTIMES", "LatencyProtocol", "device_kind_of"]
+__all__ = ["BACKENDS", "DEVICE_KINDS", "DTYPES", "PROTOCOL_VERSION", "RUNTIMES", "LatencyProtocol", "device_kind_of", "with_runtime"]
 
 #: Bump when the measuring code changes in a way that makes old numbers incomparable; it is part of
 #: the protocol hash, so old cache entries are then simply not found.
@@ -33,6 +33,16 @@ BACKENDS: tuple[str, ...] = ("eager", "channels_last")
 #: What runs the deploy network: eager PyTorch, or its ONNX export in ONNX Runtime (CPU execution
 #: provider; `nas.latency.onnxrt`, needs the deploy extra). Deployed real-time SR runs in the latter.
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
+_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime"}
+
+
+def with_runtime(device_name: str, runtime: str | None) -> str:
+    """A latency label that names its runtime when it is not eager torch (the default, left unsaid so
+    that every label from before runtimes existed reads as before): fronts and figures say where the
+    milliseconds were measured."""
+    if runtime in (None, "torch"):
+        return device_name
+    return f"{device_name}, {_RUNTIME_NAMES.get(str(runtime), str(runtime))}"
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,68 @@ def test_cli_prints_eager_torch_beside_onnxruntime_with_spearman(capsys) -> None
     assert "onnxruntime 1." in out.splitlines()[0]  # the device line names the runtime's version
     assert "eager torch ms" in out and "onnxruntime ms" in out
     assert "Spearman rank correlation, eager torch vs onnxruntime" in out
+
+
+_ORT_STUDY = """
+name = "ort-e2e"
+seed = 0
+[search]
+down_factor = [2]
+downsample = "unshuffle"
+channels = {{ low = 8, high = 16, step = 8 }}
+blocks = {{ low = 0, high = 1 }}
+block = ["rep"]
+activation = "relu"
+reconstruction = "direct"
+tail_kernel = 1
+global_residual = "lanczos"
+bias = false
+end_block = "conv"
+[data]
+train = "{train}"
+val = "{val}"
+test = "{test}"
+qps = [31, 63]
+[proxy]
+recipe = "proxy"
+steps = 4
+threads = 1
+[constraints]
+latency_ms = {{ cuda = 10.0, cpu = 60000.0 }}
+[latency]
+cpu_threads = 1
+cpu = {{ warmup = 0, runs = 2, time_budget_s = 5.0, input_hw = [24, 48], runtime = "{runtime}" }}
+[sampler]
+name = "random"
+[budget]
+trials = {trials}
+workers = 1
+max_retries = 0
+"""
+
+
+@pytest.mark.slow  # two real nas.run searches (local executor, 4-step trainings, ORT exports)
+def test_a_search_timed_in_onnxruntime_says_so_and_refuses_a_resume_in_torch(tmp_path, tiny_dataset, run_cli) -> None:
+    import sys
+
+    def write(runtime: str, trials: int):
+        path = tmp_path / f"ort-{runtime}-{trials}.toml"
+        path.write_text(_ORT_STUDY.format(runtime=runtime, trials=trials, **{s: tiny_dataset / s for s in ("train", "val", "test")}))
+        return path
+
+    run_dir = tmp_path / "run"
+
+    def search(study):
+        return run_cli([sys.executable, "-m", "nas.run", "--study", str(study), "--executor", "local", "--out", str(run_dir),
+                        "--no-progress"], cwd=tmp_path, timeout=300)
+
+    proc = search(write("onnxruntime", 2))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ONNX Runtime" in proc.stdout.split("latency:", 1)[1].splitlines()[0], "the protocol line names the runtime"
+    assert "latency on cpu: " in (run_dir / "pareto.txt").read_text() and ", ONNX Runtime)" in (run_dir / "pareto.txt").read_text()
+    assert "ONNX Runtime" in (run_dir / "dashboard.html").read_text()
+
+    proc = search(write("torch", 3))
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "--fresh" in err[0], err
