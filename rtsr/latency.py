@@ -397,7 +397,7 @@ def _benchmark_payload(
         "device_name": dev_name,
         "torch_version": torch.__version__,
         "cudnn_version": torch.backends.cudnn.version() if device.startswith("cuda") else None,
-        "software": software_stack_for(device).to_dict(),
+        "software": software_stack_for(device, protocol.runtime).to_dict(),
         "python_version": platform.python_version(),
         "protocol": protocol.to_dict(),
         "protocol_hash": protocol.protocol_hash,

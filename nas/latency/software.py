@@ -88,6 +88,6 @@ class SoftwareStack:
                    onnxruntime=data.get("onnxruntime"))
 
 
-def software_stack_for(device: str | torch.device) -> SoftwareStack:
-    """The stack of this process for timings on `device` (`cuda`, `cuda:1`, `cpu`)."""
-    return SoftwareStack.current(device_kind_of(device))
+def software_stack_for(device: str | torch.device, runtime: str = "torch") -> SoftwareStack:
+    """The stack of this process for timings on `device` (`cuda`, `cuda:1`, `cpu`) in `runtime`."""
+    return SoftwareStack.current(device_kind_of(device), runtime)

@@ -49,6 +49,8 @@ __all__ = [
     "ResizeBilinearLike",
     "SAFMPPBlock",
     "SAFMPPDeploy",
+    "adaptive_windows",
+    "max_over_windows",
     "pooled_size",
 ]
 
@@ -67,7 +69,9 @@ class MaxPoolToFraction(nn.Module):
     PyTorch's window i spans rows [floor(i*h/oh), ceil((i+1)*h/oh)); at h = 540 (oh = 67) that is 64
     windows of 9 rows and 3 of 10, consecutive ones sharing a row; at w = 960 it is exactly 8 columns.
     Those windows depend on the input size, and torch's ONNX exporter specialises the graph to the
-    example's size: a network holding this module is exported to ONNX for one input size.
+    example's size: a network holding this module is exported to ONNX for one input size. ONNX has
+    no adaptive max pool over uneven windows either, so an export computes the same maxima as
+    `max_over_windows` (stride-1 max pools and a gather, exact); eager torch keeps the native op.
     """
 
     #: Read by `trainers.deploy_export.fixed_size_reason`: why the ONNX graph is for one size only.
@@ -75,7 +79,37 @@ class MaxPoolToFraction(nn.Module):
                                       "size, so the ONNX graph is exported for one input size")
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.adaptive_max_pool2d(x, pooled_size(*x.shape[-2:]))
+        size = pooled_size(*x.shape[-2:])
+        if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+            return max_over_windows(max_over_windows(x, dim=-2, outputs=size[0]), dim=-1, outputs=size[1])
+        return F.adaptive_max_pool2d(x, size)
+
+
+def adaptive_windows(length: int, outputs: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive-pooling windows `(start, end)` of `outputs` cells over `length` pixels."""
+    return [(i * length // outputs, -(-(i + 1) * length // outputs)) for i in range(outputs)]
+
+
+def max_over_windows(x: Tensor, *, dim: int, outputs: int) -> Tensor:
+    """Adaptive max pooling along one spatial `dim` (-2 rows, -1 columns) from ops every exporter has.
+
+    A max over a rectangle is the max over its rows of the max over its columns, so the 2D pool is
+    two 1D ones. Equal windows are one max pool (kernel = stride); uneven ones take, for each window
+    length L that occurs, a stride-1 max pool with kernel L (the max of every run of L pixels), then
+    gather each window's run by its start. Exact: a max involves no rounding."""
+    length = x.shape[dim]
+    kernel = (lambda k: (k, 1)) if dim in (-2, x.dim() - 2) else (lambda k: (1, k))
+    if length % outputs == 0:
+        step = length // outputs
+        return F.max_pool2d(x, kernel(step), stride=kernel(step))
+    windows = adaptive_windows(length, outputs)
+    runs, offsets, total = [], {}, 0
+    for size in sorted({end - start for start, end in windows}):
+        offsets[size] = total
+        runs.append(F.max_pool2d(x, kernel(size), stride=1))
+        total += length - size + 1
+    index = torch.tensor([offsets[end - start] + start for start, end in windows], device=x.device)
+    return torch.cat(runs, dim=dim).index_select(dim, index)
 
 
 class ResizeBilinearLike(nn.Module):

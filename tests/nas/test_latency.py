@@ -425,8 +425,8 @@ def test_latency_batch_task_interleaves_archs(monkeypatch: pytest.MonkeyPatch) -
 # -- resuming a run: the software stack in run.json ----------------------------------------------------
 
 
-def _tiny_study(trials: int, data: dict[str, str]) -> Study:
-    """One possible arch; `data`: the `tiny_data` overrides."""
+def _tiny_study(trials: int, data: dict[str, str], runtime: str = "torch") -> Study:
+    """One possible arch timed in `runtime`; `data`: the `tiny_data` overrides."""
     from nas.study import Study
 
     return Study.from_dict({
@@ -435,7 +435,7 @@ def _tiny_study(trials: int, data: dict[str, str]) -> Study:
                    "body_skip": False, "activation": "relu", "reconstruction": "direct", "tail_kernel": 1,
                    "global_residual": "none", "bias": False, "end_block": "conv"},
         "proxy": {"steps": 20},
-        "latency": {"cpu": {"input_hw": [48, 96], "runs": 1, "warmup": 0}},
+        "latency": {"cpu": {"input_hw": [48, 96], "runs": 1, "warmup": 0, "runtime": runtime}},
         "sampler": {"name": "random"},
         "budget": {"trials": trials, "workers": 1},
     }).with_overrides(**data)
@@ -473,6 +473,31 @@ def test_resume_on_another_software_stack_is_refused(
     assert run(2) == 0
     assert "does not record the software stack" in capsys.readouterr().out
     assert json.loads(run_json.read_text())["latency_software"] == stack.to_dict()
+
+
+def test_a_run_timed_in_onnxruntime_records_its_version_and_refuses_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: dict[str, str]
+) -> None:
+    """ONNX Runtime's version is part of run.json's stack, so a resume after an ORT upgrade is refused."""
+    import importlib.metadata
+
+    from nas.driver import SearchDriver
+    from nas.testing import FAKE_DEVICE, FakeExecutor, fake_training_output
+
+    fake = FakeExecutor(train=lambda payload: fake_training_output(payload, 0.1), latency_ms=lambda arch: [5.0],
+                        device_name=FAKE_DEVICE)
+
+    def run(trials: int) -> int:
+        return SearchDriver(_tiny_study(trials, tiny_data, runtime="onnxruntime"), run_dir=tmp_path / "run", device="cpu",
+                            progress=False, executor_factory=fake.factory).run()
+
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.0.0" if name == "onnxruntime" else real_version(name))
+    assert run(1) == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["latency_software"]["onnxruntime"] == "1.0.0"
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.0.0" if name == "onnxruntime" else real_version(name))
+    with pytest.raises(UserError, match=r"onnxruntime 1\.0\.0; this machine has .*onnxruntime 2\.0\.0"):
+        run(2)
 
 
 # -- cache -------------------------------------------------------------------------------------------

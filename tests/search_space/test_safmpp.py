@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from search_space.blocks import get_block
-from search_space.blocks.safmpp import SAFMPPBlock, pooled_size
+from search_space.blocks.safmpp import SAFMPPBlock, adaptive_windows, max_over_windows, pooled_size
 from search_space.errors import UserError
 
 #: The challenge's LR input (540p for a 4K output) and its pixel count.
@@ -110,9 +110,19 @@ def test_pooling_windows_at_540_rows() -> None:
     ends = [math.ceil((i + 1) * H / 67) for i in range(67)]
     lengths = [e - s for s, e in zip(starts, ends)]
     assert lengths.count(9) == 64 and lengths.count(10) == 3
+    assert adaptive_windows(H, 67) == list(zip(starts, ends))
     column = torch.randn(1, 1, H, 1, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     by_hand = torch.stack([column[0, 0, s:e, 0].max() for s, e in zip(starts, ends)])
     assert torch.equal(F.adaptive_max_pool2d(column, (67, 1)).flatten(), by_hand)
+
+
+@pytest.mark.parametrize("size", [(540, 960), (35, 50), (13, 21), (7, 9), (24, 16)])
+def test_the_export_form_of_the_pool_equals_adaptive_max_pool(size):
+    """What an ONNX export computes (stride-1 max pools and a gather per axis) is the native op, exactly."""
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    oh, ow = pooled_size(*size)
+    by_parts = max_over_windows(max_over_windows(x, dim=-2, outputs=oh), dim=-1, outputs=ow)
+    assert torch.equal(by_parts, F.adaptive_max_pool2d(x, (oh, ow)))
 
 
 def test_small_images_pool_to_one_cell() -> None:

@@ -21,7 +21,7 @@ from search_space.blocks import get_block, list_blocks
 from search_space.errors import UserError
 from search_space.network import build, deploy
 from search_space.presets import get_preset, list_presets
-from trainers.deploy_export import TOLERANCE_255, export_onnx, export_program, fixed_size_reason, real_inputs, require_onnx
+from trainers.deploy_export import DEPLOY_INPUT, TOLERANCE_255, export_onnx, export_program, fixed_size_reason, real_inputs, require_onnx
 
 pytest.importorskip("onnxruntime", reason='the deploy extra is not installed (pip install -e ".[deploy]")')
 import onnxruntime  # noqa: E402
@@ -101,6 +101,19 @@ def test_safmpp_is_exported_for_one_size_and_says_so(tmp_path):
     assert record.fixed_size == (24, 36) and "fixed input 36x24" in record.describe()
     with pytest.raises(Exception, match="dimensions"):  # the graph really is fixed-size: ORT refuses another
         _ort(record.path).run(None, {"lr": np.zeros((1, 3, 48, 48), np.float32)})
+
+
+@pytest.mark.parametrize("size", [(35, 50), pytest.param(DEPLOY_INPUT, marks=pytest.mark.slow)], ids=["35x50", "540x960"])
+def test_safmpp_exports_where_pool_windows_are_uneven(size, tmp_path):
+    """35 // 8 = 4 rows of windows over 35 (9 or 10 rows each), like 540 // 8 = 67 over 540: the sizes
+    where torch's ONNX exporter has no adaptive max pool (it refused vpeg_s at 540p before)."""
+    model = _fill_zeros(deploy(build(get_preset("vpeg_s").arch)))
+    inputs = real_inputs(multiple=1, size=size, count=1)
+    record = export_onnx(model, tmp_path / "s.onnx", down_factor=1, input_size=size, inputs=inputs)
+    with torch.no_grad():
+        expected = model(inputs[0]).numpy()
+    got = _ort(record.path).run(None, {"lr": inputs[0].numpy()})[0]
+    assert np.abs(got - expected).max() * 255 <= TOLERANCE_255
 
 
 def test_a_mismatching_export_is_not_written(tmp_path, monkeypatch):
