@@ -292,23 +292,3 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.collect()
     gc.freeze()
 
-
-#: Test files that read the session's one shared smoke run (tests/reports/smokerun.py): under
-#: pytest-xdist they run in one worker, which makes that run once instead of once per worker.
-SHARED_SMOKE_RUN_FILES = frozenset({"tests/nas/test_driver_e2e.py", "tests/nas/test_export.py", "tests/reports/test_browser.py"})
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give every test an `xdist_group`: its file, or `smoke-run` for the files that share the smoke run.
-
-    Why: README's suite command runs on two processes (`-n 2 --dist loadgroup`, pytest-xdist). A
-    group runs in one worker, so module- and session-scoped fixtures (a file's shared run, the smoke
-    run) are built once, as in a serial run; `--dist loadfile` alone would build the smoke run in
-    both workers (about 30 s). Without xdist the marker does nothing."""
-    root = Path(str(config.rootpath))
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        path = Path(str(item.path)).resolve()
-        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-        item.add_marker(pytest.mark.xdist_group("smoke-run" if name in SHARED_SMOKE_RUN_FILES else name))

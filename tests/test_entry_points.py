@@ -49,7 +49,7 @@ def test_readme_quick_start_is_two_commands_that_ci_runs():
     commands = [line.strip()[2:] for line in readme.splitlines() if line.strip().startswith("$ ")]
     assert commands[:2] == [
         "bash scripts/setup.sh && .venv/bin/python -m nas.run --study rtsr",
-        "bash scripts/setup.sh --test && .venv/bin/python -m pytest -q -n 2 --dist loadgroup",
+        "bash scripts/setup.sh --test && .venv/bin/python -m pytest -q -n 2 --dist loadfile",
     ]
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "bash scripts/setup.sh --test" in ci and "README.md" in ci

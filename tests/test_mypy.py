@@ -1,6 +1,6 @@
 """mypy passes on nas/ and search_space/ (configuration: `[tool.mypy]` in pyproject.toml).
 
-Why a test: CI runs the suite (README: `bash scripts/setup.sh --test && .venv/bin/python -m pytest -q -n 2 --dist loadgroup`),
+Why a test: CI runs the suite (README: `bash scripts/setup.sh --test && .venv/bin/python -m pytest -q -n 2 --dist loadfile`),
 so the type check runs wherever the tests do, with the mypy of the test extra. Slow: a fresh run reads
 torch's stubs (about 40 s on 2 cores); repeated runs use `.mypy_cache` (about 1 s).
 """

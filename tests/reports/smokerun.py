@@ -4,11 +4,14 @@ the same command again).
 
 Why by path: both test folders ask for it, and a session fixture defined in two conftest files
 would run twice. The run lives at a fixed place under pytest's session temp dir; a `DONE` marker
-says it finished, so the second caller reuses it.
+says it finished, so the second caller reuses it. Under pytest-xdist (README's suite command) that
+place is the session's dir above the workers' own, and a file lock makes the first worker that
+needs the run make it while another that needs it meanwhile waits: one run per session either way.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -22,10 +25,23 @@ __all__ = ["REPO", "smoke_run", "smoke_run_output"]
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _shared_dir(basetemp: Path) -> Path:
+    """Where the session's smoke run lives: pytest's temp dir, or above it under pytest-xdist (whose
+    workers each get `<session dir>/popen-gwN`)."""
+    return basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp
+
+
 def smoke_run(basetemp: Path) -> Path:
-    """The run dir of the session's smoke run (started on first use, ~40-60 s on 2 cores)."""
-    run_dir = basetemp / "smoke-run"
-    done = basetemp / "smoke-run.DONE"
+    """The run dir of the session's smoke run (started on first use, ~20-30 s on 2 cores)."""
+    root = _shared_dir(basetemp)
+    with open(root / "smoke-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        return _make_once(root)
+
+
+def _make_once(root: Path) -> Path:
+    run_dir = root / "smoke-run"
+    done = root / "smoke-run.DONE"
     if done.is_file():
         return run_dir
     if run_dir.exists():
@@ -43,8 +59,8 @@ def smoke_run(basetemp: Path) -> Path:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError(f"smoke run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    (basetemp / "smoke-run.stdout").write_text(proc.stdout)
-    (basetemp / "smoke-run.wall_s").write_text(f"{time.perf_counter() - started:.3f}\n")
+    (root / "smoke-run.stdout").write_text(proc.stdout)
+    (root / "smoke-run.wall_s").write_text(f"{time.perf_counter() - started:.3f}\n")
     done.write_text("ok\n")
     return run_dir
 
@@ -52,4 +68,5 @@ def smoke_run(basetemp: Path) -> Path:
 def smoke_run_output(basetemp: Path) -> tuple[Path, str, float]:
     """The session's smoke run (made if needed): its run dir, its stdout and its wall time in seconds."""
     run_dir = smoke_run(basetemp)
-    return run_dir, (basetemp / "smoke-run.stdout").read_text(), float((basetemp / "smoke-run.wall_s").read_text())
+    root = _shared_dir(basetemp)
+    return run_dir, (root / "smoke-run.stdout").read_text(), float((root / "smoke-run.wall_s").read_text())
