@@ -192,7 +192,7 @@ class RunDir:
                 "must not share a front: resume on the original device (--device "
                 f"{previous.get('device_kind')}), or pass --fresh / --out to start a separate run"
             )
-        current = SoftwareStack.current(device_kind, protocol.runtime)
+        current = SoftwareStack.timing(protocol)
         recorded = previous.get("latency_software")
         if recorded is None:
             self.say(f"note: {self.run_json.name} does not record the software stack its latencies were timed with "
@@ -237,12 +237,12 @@ class RunDir:
                 "latency_protocol": protocol.to_dict(),
                 "latency_protocol_hash": protocol.protocol_hash,
                 "latency_protocol_description": protocol.describe(),
-                "latency_software": SoftwareStack.current(device_kind, protocol.runtime).to_dict(),
+                "latency_software": SoftwareStack.timing(protocol).to_dict(),
                 "history": [entry],
             }
         else:
             doc = dict(previous)
-            doc.setdefault("latency_software", SoftwareStack.current(device_kind, protocol.runtime).to_dict())  # runs made before it was recorded
+            doc.setdefault("latency_software", SoftwareStack.timing(protocol).to_dict())  # runs made before it was recorded
             doc["study"] = spec.to_dict()  # the budget may have changed
             # earlier versions stored argv verbatim: scrub their entries too
             history = [{**h, "argv": [redact(str(a)) for a in h.get("argv", [])]} if isinstance(h, dict) else h

@@ -30,7 +30,6 @@ from nas.latency import (
     SoftwareStack,
     device_name_for,
     measure_latency_batch,
-    software_stack_for,
     spearman,
 )
 from search_space.configio import atomic_write, load_toml
@@ -397,7 +396,7 @@ def _benchmark_payload(
         "device_name": dev_name,
         "torch_version": torch.__version__,
         "cudnn_version": torch.backends.cudnn.version() if device.startswith("cuda") else None,
-        "software": software_stack_for(device, protocol.runtime).to_dict(),
+        "software": SoftwareStack.timing(protocol).to_dict(),
         "python_version": platform.python_version(),
         "protocol": protocol.to_dict(),
         "protocol_hash": protocol.protocol_hash,
@@ -435,7 +434,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], *, prog: str) -> int:
         jobs = [_Job(name=Path(args.arch).stem, arch=_load_arch_file(args.arch))]
     cache = LatencyCache(args.cache) if args.cache else None
 
-    print(f"device: {dev_name}; {SoftwareStack.current(protocol.device_kind, protocol.runtime).label()}")
+    print(f"device: {dev_name}; {SoftwareStack.timing(protocol).label()}")
     print(f"protocol: {protocol.describe()}")
     rows = _measure_rows(jobs, device=device, protocol=protocol, cache=cache, progress=not args.no_progress)
     _print_table(rows, protocol=protocol, dev_name=dev_name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from nas.latency.cache import LatencyCache
 from nas.latency.measure import LatencyResult, device_name_for, measure_latency, measure_latency_batch
 from nas.latency.protocol import PROTOCOL_VERSION, LatencyProtocol
-from nas.latency.software import SoftwareStack, software_stack_for
+from nas.latency.software import SoftwareStack
 from nas.latency.stats import LatencyStats, average_ranks, spearman, spread_of, summarize_times
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "device_name_for",
     "measure_latency",
     "measure_latency_batch",
-    "software_stack_for",
     "spearman",
     "spread_of",
     "summarize_times",

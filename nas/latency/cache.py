@@ -112,7 +112,7 @@ class LatencyCache:
         `software` defaults to this process's stack for the protocol's device kind: the stack that
         would time a miss here."""
         self._refresh()
-        stack = software if software is not None else SoftwareStack.current(protocol.device_kind, protocol.runtime)
+        stack = software if software is not None else SoftwareStack.timing(protocol)
         return self._entries.get((arch_hash, protocol.protocol_hash, device_name, stack.key))
 
     def put(self, result: LatencyResult) -> None:
@@ -123,7 +123,7 @@ class LatencyCache:
         if result.arch_hash is None:
             raise UserError("a latency result without arch_hash cannot be cached; pass arch_hash= to measure_latency")
         if result.software is None:
-            result = dataclasses.replace(result, software=SoftwareStack.current(result.device_kind, result.protocol.runtime))
+            result = dataclasses.replace(result, software=SoftwareStack.timing(result.protocol))
         line = json.dumps(result.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -154,7 +154,7 @@ class LatencyCache:
         kind = device_kind_of(device)
         protocol = protocol if protocol is not None else LatencyProtocol.default_for(kind)
         dev_name = device_name_for(device)
-        hit = self.get(str(arch.arch_hash), protocol, dev_name, SoftwareStack.current(kind, protocol.runtime))
+        hit = self.get(str(arch.arch_hash), protocol, dev_name)
         if hit is not None:
             return hit
         fn = measure if measure is not None else measure_latency
@@ -162,7 +162,7 @@ class LatencyCache:
         if result.arch_hash is None:
             result = dataclasses.replace(result, arch_hash=str(arch.arch_hash))
         if result.software is None:
-            result = dataclasses.replace(result, software=SoftwareStack.current(kind, protocol.runtime))
+            result = dataclasses.replace(result, software=SoftwareStack.timing(protocol))
         self.put(result)
         return result
 

@@ -289,7 +289,7 @@ def measure_latency_batch(
     dev = torch.device(device)
     if kind == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    stack = SoftwareStack.current(kind, protocol.runtime)
+    stack = SoftwareStack.timing(protocol)
     done = on_done if on_done is not None else (lambda i: None)
     if protocol.runtime == "onnxruntime":
         return _time_onnxruntime(items, protocol=protocol, dev_name=dev_name, stack=stack, names=names,

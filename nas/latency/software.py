@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas.latency.protocol import device_kind_of
-
 if TYPE_CHECKING:
+    from nas.latency.protocol import LatencyProtocol
     from nas.task import JSONDict
 
-__all__ = ["UNKNOWN_STACK_KEY", "SoftwareStack", "software_stack_for"]
+__all__ = ["UNKNOWN_STACK_KEY", "SoftwareStack"]
 
 #: The cache-key part of a record written before the stack was stored: it never equals a real
 #: stack's key, so such a record is loaded (and counted) but never reused.
@@ -57,6 +56,12 @@ class SoftwareStack:
         return cls(torch=str(torch.__version__), cuda=torch.version.cuda, cudnn=int(cudnn) if cudnn is not None else None,
                    onnxruntime=ort)
 
+    @classmethod
+    def timing(cls, protocol: LatencyProtocol) -> SoftwareStack:
+        """This process's stack for timings under `protocol` (its device kind and runtime): the one
+        way callers get it, so none can leave out the runtime (ONNX Runtime's version)."""
+        return cls.current(protocol.device_kind, protocol.runtime)
+
     @property
     def key(self) -> str:
         """The cache-key part; equal keys mean the same kernels can have run."""
@@ -87,7 +92,3 @@ class SoftwareStack:
         return cls(torch=data["torch"], cuda=data.get("cuda"), cudnn=int(cudnn) if cudnn is not None else None,
                    onnxruntime=data.get("onnxruntime"))
 
-
-def software_stack_for(device: str | torch.device, runtime: str = "torch") -> SoftwareStack:
-    """The stack of this process for timings on `device` (`cuda`, `cuda:1`, `cpu`) in `runtime`."""
-    return SoftwareStack.current(device_kind_of(device), runtime)
