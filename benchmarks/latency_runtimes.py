@@ -82,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         status = latency_main([*CLI_ARGS, "--out", str(data)])
         if status != 0:
             return status
+    from search_space.configio import atomic_write
+
     text = render(json.loads(data.read_text()))
     print(text)
-    out.write_text(text)
+    atomic_write(out, text)
     return 0
 
 
