@@ -12,6 +12,16 @@ Everything it knows is re-read from storage and the run directory when a run res
   before the combined record), so a run killed between two seeds keeps the first one.
 A promotion that was running when the driver died has no record: it is simply promotable again and
 continues from the same checkpoint, so no finished rung is lost or trained twice.
+
+Decisions in entry order, not arrival order: with several workers, trainings end in an order that
+depends on timing, and "the top 1/eta of what has arrived" then depends on it too (a 2-worker run of
+8 trials promoted another trial than the same run with 1 worker, and trained 20 % more). So a rung's
+results are *admitted* in the order their trials entered the rung (rung 0: trial number, i.e. the
+order they were asked; rung k: the order they were promoted), each only once every earlier entrant
+has ended there, and the promotions are decided at each admission, one result at a time. Given the
+same sampled trials, the same trials go up whatever the number of workers or the speed of each
+training. The price: a result that arrives early waits for the trainings asked before it (at most
+one training per worker; the free worker meanwhile trains the next asked trial, when there is one).
 """
 
 from __future__ import annotations
@@ -94,6 +104,9 @@ class RungLadder:
         self.results: dict[int, dict[int, tuple[float, float]]] = {k: {} for k in range(spec.rungs)}
         self.attrs: dict[int, dict[int, JSONDict]] = {k: {} for k in range(spec.rungs)}
         self.taken: dict[int, set[int]] = {k: set() for k in range(spec.rungs)}  # rung k: sources with a rung-k job or record
+        self.entered: dict[int, list[int]] = {k: [] for k in range(1, spec.rungs)}  # rung k >= 1: sources in promotion order
+        self.failed: dict[int, set[int]] = {k: set() for k in range(1, spec.rungs)}  # rung k >= 1: promotions that failed
+        self.admitted: dict[int, list[int]] = {k: [] for k in range(spec.rungs)}  # each rung's results decided on, in entry order
         self.sources: dict[int, FrozenTrial] = {}  # rung-0 trials by number (params, distributions, attrs)
         self.queue: deque[RungJob] = deque()
         self.running = 0
@@ -125,7 +138,9 @@ class RungLadder:
                 source = t.user_attrs.get(Key.SOURCE_TRIAL)
                 if source is None or t.state.name not in ("COMPLETE", "FAIL"):
                     continue
-                self.taken[k].add(int(source))
+                self._enter(k, int(source))
+                if t.state.name == "FAIL":
+                    self.failed[k].add(int(source))
                 if t.state.name == "COMPLETE" and t.values is not None:
                     self.results[k][int(source)] = (float(t.values[0]), float(t.values[1]))
                     self.attrs[k][int(source)] = dict(t.user_attrs)
@@ -144,16 +159,38 @@ class RungLadder:
 
     # -- promotions ---------------------------------------------------------------------------------
 
-    def _promote_one(self) -> bool:
-        """Queue the jobs of the best promotable trial, highest rung first; False when there is none."""
-        for k in range(self.spec.top - 1, -1, -1):
-            ready = promotable(self.results[k], eta=self.spec.eta, taken=self.taken[k + 1])
-            if ready:
-                source = ready[0]
-                self.taken[k + 1].add(source)
-                self._queue_jobs(source, k + 1)
-                return True
-        return False
+    def _enter(self, rung: int, source: int) -> None:
+        if source not in self.taken[rung]:
+            self.taken[rung].add(source)
+            self.entered[rung].append(source)
+
+    def _decide(self, *, rung0_open_from: int | None) -> None:
+        """Admit every result whose earlier entrants have all ended, one at a time in entry order, and
+        queue the promotions each admission makes possible (see the module docstring).
+
+        `rung0_open_from`: the lowest number of a rung-0 trial still in progress (asked, timed or
+        training); None when there is none. A rung-0 result of a higher number waits."""
+        for n in sorted(self.results[0]):
+            if rung0_open_from is not None and n >= rung0_open_from:
+                break
+            if n not in self.admitted[0]:
+                self._admit(0, n)
+        for k in range(1, self.spec.top):
+            entrants = self.entered[k]
+            while len(self.admitted[k]) < len(entrants):
+                source = entrants[len(self.admitted[k])]
+                if source not in self.results[k] and source not in self.failed[k]:
+                    break
+                self._admit(k, source)
+
+    def _admit(self, rung: int, source: int) -> None:
+        self.admitted[rung].append(source)
+        if rung == self.spec.top:
+            return
+        decided = {n: self.results[rung][n] for n in self.admitted[rung] if n in self.results[rung]}
+        for up in promotable(decided, eta=self.spec.eta, taken=self.taken[rung + 1]):
+            self._enter(rung + 1, up)
+            self._queue_jobs(up, rung + 1)
 
     def _queue_jobs(self, source: int, rung: int) -> None:
         resume = self.attrs[rung - 1][source].get(Key.CHECKPOINT)
@@ -166,11 +203,15 @@ class RungLadder:
         if not any(j.source == source and j.rung == rung for j in self.queue):
             self._finish_top(source)  # every seed was already trained before a restart
 
-    def next_job(self) -> RungJob | None:
-        """The next promotion to train, or None (nothing in the top 1/eta of any rung is waiting)."""
+    def next_job(self, *, rung0_open_from: int | None) -> RungJob | None:
+        """The next promotion to train, highest rung first, or None (nothing in the top 1/eta of any
+        rung is waiting). `rung0_open_from`: see `_decide`."""
+        self._decide(rung0_open_from=rung0_open_from)
         if not self.queue:
-            self._promote_one()
-        return self.queue.popleft() if self.queue else None
+            return None
+        job = max(self.queue, key=lambda j: j.rung)  # the first of the highest rung
+        self.queue.remove(job)
+        return job
 
     def put_back(self, job: RungJob) -> None:
         """A job `next_job` handed out that the scheduler did not start (it would not end in time)."""
@@ -188,10 +229,9 @@ class RungLadder:
                                  to_steps=self.spec.steps(job.rung), decay_steps=self.spec.decay_steps(job.rung))
 
     def has_work(self) -> bool:
-        """Promotions queued, running, or possible now."""
-        return bool(self.queue) or self.running > 0 or any(
-            promotable(self.results[k], eta=self.spec.eta, taken=self.taken[k + 1]) for k in range(self.spec.top)
-        )
+        """Promotions queued or running, or results not decided on yet (the next `next_job` admits them)."""
+        undecided = any(len(self.admitted[k]) < len(self.results[k]) + len(self.failed.get(k, ())) for k in range(self.spec.top))
+        return bool(self.queue) or self.running > 0 or undecided
 
     # -- tasks --------------------------------------------------------------------------------------
 
@@ -311,7 +351,9 @@ class RungLadder:
 
     def _add_trial(self, source: int, rung: int, trial: FrozenTrial) -> None:
         self.studies[rung].add_trial(trial)
-        self.taken[rung].add(source)
+        self._enter(rung, source)
+        if trial.state.name == "FAIL":
+            self.failed[rung].add(source)
 
     def front_study(self) -> tuple[optuna.Study, str]:
         """The study whose front is shown (the top rung; the highest one reached, said so), and a note."""

@@ -38,7 +38,9 @@ Successive halving (a study with `[halving]`, see `nas.halving`): the sampler's 
 (trained with a warmup-stable-decay schedule that keeps a checkpoint); `nas.promotion.RungLadder`
 decides which of them go up and records the higher rungs. Whenever a worker is free, a promotion is
 trained before any new rung-0 trial (ASHA), and the run ends when the rung-0 budget is done and no
-trial is left in the top 1/eta of a rung.
+trial is left in the top 1/eta of a rung. Promotions are decided on rung-0 results in trial-number
+order (the ladder is told the lowest trial still in progress), so that which trials go up does not
+depend on which of several trainings happened to end first.
 """
 
 from __future__ import annotations
@@ -116,9 +118,7 @@ class TrialScheduler:
 
     @property
     def outstanding(self) -> int:
-        lat = (len(self.latency_job[1]) if self.latency_job else 0) + len(self.latency_wanted)
-        trials = sum(isinstance(p, PendingTrial) for p in self.inflight.values())
-        return len(self.ready) + lat + trials + sum(len(v) for v in self.followers.values())
+        return len(self._held())
 
     @property
     def rung0_steps(self) -> int:
@@ -241,7 +241,7 @@ class TrialScheduler:
         while a latency batch waits for the running trainings (`drain`: seconds until the last of
         them should end), before that (an unknown duration never fills a drain)."""
         if self.ladder is not None:
-            job = self.ladder.next_job()
+            job = self.ladder.next_job(rung0_open_from=self._first_open_trial())
             if job is not None:
                 expected = self.ladder.expected_seconds(job)
                 if self._fits(expected, left=left, drain=drain):
@@ -259,6 +259,19 @@ class TrialScheduler:
                 self._submit_training(self.ready.popleft(), expected, filling=drain is not None)
                 return True
         return False
+
+    def _held(self) -> list[PendingTrial]:
+        """Every trial this scheduler holds: asked, waiting for or in a latency batch, queued, training,
+        or waiting for the same training in flight."""
+        held = list(self.ready) + self.latency_wanted + (self.latency_job[1] if self.latency_job else [])
+        held += [p for p in self.inflight.values() if isinstance(p, PendingTrial)]
+        return held + [p for waiting in self.followers.values() for p in waiting]
+
+    def _first_open_trial(self) -> int | None:
+        """The lowest number of a trial still in progress (None: none is): promotions are decided on
+        the rung-0 results below it only (`nas.promotion`), so they do not depend on which training
+        of several ended first."""
+        return min((p.trial.number for p in self._held()), default=None)
 
     def _fits(self, expected: float | None, *, left: float | None, drain: float | None = None) -> bool:
         """`nas.durations.ends_in_time`, noting when the time limit (not a drain) is what refused."""
@@ -550,9 +563,7 @@ class TrialScheduler:
     def abandon(self, reason: str, *, spend_retry: bool = True) -> int:
         """On Ctrl-C or a lost node: fail and re-queue every trial this scheduler holds, so a rerun
         picks them up; returns how many. `spend_retry=False`: their retry counts stay as they were."""
-        pending = list(self.ready) + [p for p in self.inflight.values() if isinstance(p, PendingTrial)]
-        pending += (self.latency_job[1] if self.latency_job else []) + self.latency_wanted
-        pending += [p for waiting in self.followers.values() for p in waiting]
+        pending = self._held()
         for ref in list(self.inflight) + ([self.latency_job[0]] if self.latency_job else []):
             self.executor.cancel(ref)
         for p in pending:

@@ -207,6 +207,36 @@ def test_infeasible_trials_are_never_promoted(tmp_path, tiny_data):
     assert promoted and not promoted & infeasible
 
 
+class _NewestFirst(FakeExecutor):
+    """Trainings end newest first: the order several workers can finish in, unlike one worker's."""
+
+    def wait(self, refs, *, timeout_s: float) -> list:
+        return [refs[-1]] if refs else []
+
+
+def _promotions(run_dir: Path) -> list[tuple[int, int]]:
+    """(rung, source trial) of every rung result above 0, in the order they were recorded."""
+    return sorted((k, t.user_attrs[Key.SOURCE_TRIAL]) for k in (1, 2) for t in _studies(run_dir)[k])
+
+
+def test_the_same_trials_go_up_whatever_order_the_trainings_end_in(tmp_path, tiny_data):
+    # One worker ends trainings in the order they were asked; two workers here end them newest
+    # first. Deciding on results as they arrive promoted other trials (the scheduler before this
+    # test: trial 8 went to rung 1 with one worker, trial 7 here); deciding in trial order gives the same.
+    study = _study(tiny_data, trials=12)
+    one = _fake()
+    assert _run(study.with_overrides(budget__workers=1), tmp_path / "one", one) == 0
+    two = _NewestFirst(train=lambda payload: fake_training_output(payload, _gain(payload)),
+                       latency_ms=lambda arch: [_latency(arch)], device_name=FAKE_DEVICE)
+    assert _run(study, tmp_path / "two", two) == 0
+    order = lambda payloads: [(p["arch"]["channels"], p["rung"]["rung_steps"]) for p in payloads]  # noqa: E731
+    assert order(one.payloads) != order(two.payloads), "the test needs the two runs to train in different orders"
+    assert _promotions(tmp_path / "one") == _promotions(tmp_path / "two")
+    assert len(_promotions(tmp_path / "one")) >= 4
+    trainings = lambda payloads: sorted(json.dumps(p, sort_keys=True, default=bytes.decode) for p in payloads)  # noqa: E731
+    assert trainings(one.payloads) == trainings(two.payloads), "the same trainings (and checkpoints continued), no more"
+
+
 # 14 trainings in all: 9 at rung 0, 3 at rung 1, then the top rung's two seeds (13, 14). With one
 # worker the second seed starts after the first one's result was written: a kill there keeps it.
 @pytest.mark.parametrize(("kill_at", "workers"), [(4, 2), (11, 2), (13, 2), (14, 1)])
