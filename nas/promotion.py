@@ -204,12 +204,14 @@ class RungLadder:
             self._finish_top(source)  # every seed was already trained before a restart
 
     def next_job(self, *, rung0_open_from: int | None) -> RungJob | None:
-        """The next promotion to train, highest rung first, or None (nothing in the top 1/eta of any
-        rung is waiting). `rung0_open_from`: see `_decide`."""
+        """The next promotion to train, or None (nothing in the top 1/eta of any rung is waiting):
+        highest rung first, and of those the longest expected (the top rung's extra seeds train from
+        scratch, ~1.5x a continued seed): started last, it would leave the other workers idle at the
+        end of the run. `rung0_open_from`: see `_decide`."""
         self._decide(rung0_open_from=rung0_open_from)
         if not self.queue:
             return None
-        job = max(self.queue, key=lambda j: j.rung)  # the first of the highest rung
+        job = max(self.queue, key=lambda j: (j.rung, self.expected_seconds(j) or 0.0))  # ties: the first queued
         self.queue.remove(job)
         return job
 

@@ -181,6 +181,9 @@ def test_promotions_continue_checkpoints_and_the_sampler_sees_rung_zero_only(tmp
             assert ckpt["continued"] == (None if rung == 1 else json.dumps({"steps": STEPS[0], "seed": 0, "continued": None}))
         else:  # the top rung's extra seed trains from scratch
             assert rung == 2 and payload["checkpoint"] is None
+    top = [_job(p, by_arch) for p in fake.payloads if _job(p, by_arch)[1] == 2]
+    for source in {s for s, _, _ in top}:  # the longer training (from scratch) starts first: a shorter tail
+        assert [seed for s, _, seed in top if s == source] == [1, 0]
     for t in rungs[2]:
         a = t.user_attrs
         assert set(a[Key.SEED_GAINS]) == {"0", "1"}
