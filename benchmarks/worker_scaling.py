@@ -15,8 +15,14 @@ number of workers speeds up. So this script measures, in one run, one after the 
    From each run's log: the latency batches' seconds (request to result, the wait for running
    trainings included), summed.
 
-    python benchmarks/worker_scaling.py                       # the committed run (the study's own rungs)
-    python benchmarks/worker_scaling.py --steps 100           # shorter rungs: latency weighs more
+    python benchmarks/worker_scaling.py                       # the study's own rungs (900/2700 steps)
+    python benchmarks/worker_scaling.py --steps 300 --out benchmarks/results/worker_scaling_cpu_steps300.md
+                                                              # shorter rungs: start-up and latency weigh more
+
+Both runs must do the same work for the ratio to mean anything: the same sampled trials (seed 0;
+the first 8 are TPE's random start-up trials) and the same promotions, which `nas.promotion`
+decides in trial order so that they do not depend on which training ended first. The report says
+whether the two logs agree.
 
 Writes benchmarks/results/worker_scaling_cpu.md (and .json beside it).
 """
@@ -40,19 +46,31 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_SPEEDUP = 1.7
 #: The scheduler's line for a finished latency batch (`nas.scheduler`; tests/benchmarks checks the two agree).
 LATENCY_LINE = re.compile(r"^latency batch: (\d+) network\(s\) timed in ([0-9.]+) s .*?; (\d+) expected to end sooner ran meanwhile")
-TRAINED_LINE = re.compile(r"^trial\s+\d+\s.*\bgain [+-]")
-RUNG_LINE = re.compile(r"^trial\s+\d+ rung \d+ \(\d+ steps\): gain")
+TRAINED_LINE = re.compile(r"^trial\s+(\d+)\s.*\bgain [+-]")
+RUNG_LINE = re.compile(r"^trial\s+(\d+) rung (\d+) \(\d+ steps\): gain")
 
 
 def parse_search_log(log: str) -> dict[str, Any]:
     """What one `nas.run` log says about its scheduling: each latency batch (networks, seconds from
-    request to result, trainings that filled its drain), rung-0 trainings, higher-rung results."""
+    request to result, trainings that filled its drain), the trials trained at rung 0 and the
+    (rung, trial) of every higher-rung result, so two runs can be checked to have done the same work."""
     lines = log.splitlines()
     batches = [(int(m.group(1)), float(m.group(2))) for m in map(LATENCY_LINE.match, lines) if m]
     fills = sum(int(m.group(3)) for m in map(LATENCY_LINE.match, lines) if m)
+    trained = sorted(int(m.group(1)) for m in map(TRAINED_LINE.match, lines) if m)
+    promoted = sorted((int(m.group(2)), int(m.group(1))) for m in map(RUNG_LINE.match, lines) if m)
     return {"latency_batches": batches, "latency_s": sum(s for _, s in batches), "drain_fills": fills,
-            "rung0_trained": sum(1 for line in lines if TRAINED_LINE.match(line)),
-            "rung_results": sum(1 for line in lines if RUNG_LINE.match(line))}
+            "rung0_trained": len(trained), "rung_results": len(promoted), "trained": trained, "promoted": promoted}
+
+
+def same_work(one: dict[str, Any], two: dict[str, Any]) -> str:
+    """Whether two parsed runs trained the same trials at rung 0 and promoted the same ones, in words."""
+    if one.get("trained") is None or two.get("trained") is None:
+        return "not recorded"
+    if one["trained"] == two["trained"] and one["promoted"] == two["promoted"]:
+        ups = ", ".join(f"{trial} (rung {rung})" for rung, trial in one["promoted"]) or "none"
+        return f"yes: rung 0 trials {', '.join(map(str, one['trained']))}; promoted {ups}"
+    return f"**no**: rung 0 {one['trained']} vs {two['trained']}; promoted (rung, trial) {one['promoted']} vs {two['promoted']}"
 
 
 def _peak_worker(steps: int, queue: Any) -> None:
@@ -128,6 +146,8 @@ def _markdown(result: dict[str, Any]) -> str:
         f"{two.get('drain_fills', '-')} | |",
         f"| rung-0 trainings / higher-rung results | {one['rung0_trained']} / {one['rung_results']} | "
         f"{two['rung0_trained']} / {two['rung_results']} | |",
+        "",
+        f"Same trainings in both runs: {same_work(one, two)}.",
         "",
         f"**Speed-up {speedup:.2f}x with 2 workers; issue 21's target (>= {TARGET_SPEEDUP}x) is {met}.** The cores give two "
         f"independent conv jobs {ceiling['ceiling']:.2f}x one job's throughput; the latency batches (one core, nothing "

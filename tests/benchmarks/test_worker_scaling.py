@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from benchmarks import worker_scaling as ws
 from nas.driver import SearchDriver
+from nas.runstate import load_run
 from nas.study import load_study
 from nas.testing import FAKE_DEVICE, FakeExecutor, fake_training_output
+from nas.trial_record import Key, TrialStatus
 
 
 class _Counting(FakeExecutor):
@@ -36,3 +38,9 @@ def test_the_log_parser_counts_what_the_scheduler_did(tmp_path, tiny_halving_stu
                         for p in fake.payloads if p["rung"]["rung_steps"] == 8}
     assert parsed["rung0_trained"] == len(rung0)
     assert parsed["rung_results"] == len(promoted_sources) >= 1
+    rungs = load_run(tmp_path / "run").rungs
+    assert parsed["trained"] == sorted(r.number for r in rungs[0] if r.status == TrialStatus.OK)
+    assert parsed["promoted"] == sorted((k, r.attrs[Key.SOURCE_TRIAL]) for k in rungs if k > 0 for r in rungs[k])
+    assert ws.same_work(parsed, parsed).startswith("yes")
+    other = {**parsed, "promoted": parsed["promoted"][1:]}
+    assert ws.same_work(parsed, other).startswith("**no**")
