@@ -54,13 +54,26 @@ class Diverged(RuntimeError):
 
 
 def load_teacher_checkpoint(spec: str) -> nn.Module:
-    """A teacher from a `trainers.full` output folder (its `deploy.pt2`, else an older run's `deploy.ts`)
-    or from such a file: a `torch.export` program (.pt2) or TorchScript (.ts, what runs before
-    deploy.pt2 wrote), both loaded as they are so that a teacher needs no arch of ours."""
+    """A teacher from a `trainers.full` output folder or from a file of one.
+
+    A folder's `deploy.pt` (its arch and fused weights) comes first: rebuilt by our own `build`, it
+    runs at every patch size, while a `deploy.pt2` of a network with SAFM++ is exported for 960x540
+    only (its adaptive pool's windows depend on the size) and would fail on the first training patch.
+    Without one (a folder copied without it, or a file passed directly): a `torch.export` program
+    (.pt2) or TorchScript (.ts, what runs before deploy.pt2 wrote), loaded as they are."""
     from pathlib import Path
 
     path = Path(spec).expanduser()
     if path.is_dir():
+        if (path / "deploy.pt").is_file():
+            from trainers.deploy_file import load_deploy
+
+            try:
+                return load_deploy(path)
+            except Exception as exc:  # noqa: BLE001 - any load failure is the user's folder
+                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise UserError(f"cannot load distillation teacher {path / 'deploy.pt'}: {detail}; pass a folder written by "
+                                "trainers.full") from None
         path = next((path / name for name in ("deploy.pt2", "deploy.ts") if (path / name).is_file()), path / "deploy.pt2")
     if not path.is_file():
         raise UserError(

@@ -216,6 +216,24 @@ def test_distillation_from_a_checkpoint_changes_the_result(data, tmp_path, form)
     assert plain.eval.to_dict() != distilled.eval.to_dict()
 
 
+def test_a_safmpp_teacher_folder_runs_at_training_patch_sizes(tmp_path):
+    # trainers.full writes deploy.pt2 of a SAFM++ network for one input size (its adaptive pool's
+    # windows depend on the size); the teacher comes from the folder's deploy.pt, which runs at any.
+    from search_space.network import build, deploy
+    from trainers.deploy_export import export_program
+    from trainers.deploy_file import save_deploy
+    from trainers.loop import load_teacher_checkpoint
+
+    arch = dataclasses.replace(SMALL, block="safmpp", channels=8, down_factor=1)
+    teacher = deploy(build(arch)).eval()
+    export_program(teacher, tmp_path / "deploy.pt2", down_factor=1, input_size=(27, 45))
+    save_deploy(teacher, arch, tmp_path)
+    loaded = load_teacher_checkpoint(str(tmp_path))
+    x = torch.rand(2, 3, 32, 20)  # a training patch, not the exported size
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), teacher(x), atol=1e-6)
+
+
 def test_a_wrong_fusion_is_caught_and_reported(data, monkeypatch):
     import trainers.proxy as proxy_module
     from search_space.network import deploy as real_deploy

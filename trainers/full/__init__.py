@@ -6,12 +6,13 @@ required; the patch sampler is a pure function of the step, so the resumed run s
 batches the uninterrupted one would have). At the end the folder holds:
 
 - `config.toml`: the config that ran (flags applied), readable by this command again;
-- `deploy.pt`: the fused deploy model's state dict plus its arch (load with `search_space.build` +
-  `deploy`, or use `load_deploy`);
+- `deploy.pt`: the fused deploy model's state dict plus its arch (`trainers.deploy_file`; load with
+  `load_deploy`): runs at every input size, and is what a distillation teacher is loaded from;
 - `deploy.pt2`: the fused deploy model as a `torch.export` program (runs with torch alone:
   `torch.export.load(path).module()`; any input size divisible by the arch's down factor, except
   SAFM++ networks: 540p only, see `trainers.deploy_export`). It replaces `deploy.ts` (TorchScript is
-  deprecated in torch); the distillation teacher loader still reads old folders' `deploy.ts`;
+  deprecated in torch); the distillation teacher loader still reads a folder's `deploy.pt2` or old `deploy.ts`
+  when it has no `deploy.pt`;
 - `deploy.onnx`: the same network in ONNX, checked in ONNX Runtime before it is written; only
   when the deploy extra is installed (`pip install -e ".[deploy]"`; the log says when it is not);
 - `metrics.json`: the final metrics on the *test* split (``final``, also under ``test``): per-QP
@@ -41,11 +42,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from search_space.arch import ArchConfig
 from search_space.configio import atomic_write, content_hash
 from search_space.errors import UserError
-from search_space.network import build, deploy, fitted_anchors
+from search_space.network import deploy, fitted_anchors
 from trainers.splits import image_keys
+from trainers.deploy_file import load_deploy, save_deploy
 from trainers.evaluate import evaluate
 from trainers.loop import Diverged, Trainer
 from trainers.proxy import ProxyData
@@ -62,14 +63,6 @@ def _save_torch(obj: Any, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, buffer.getvalue())
-
-
-def load_deploy(folder: str | Path) -> nn.Module:
-    """The fused deploy model saved by a finished run in `folder` (eval mode, float32, CPU)."""
-    blob = torch.load(Path(folder) / "deploy.pt", map_location="cpu", weights_only=False)
-    model = deploy(build(ArchConfig.from_dict(blob["arch"])))
-    model.load_state_dict(blob["state_dict"])
-    return model
 
 
 def run_full(
@@ -226,8 +219,7 @@ def _finish(trainer: Trainer, config: RunConfig, data: ProxyData, *, out: Path, 
     fused = deploy(trainer.model.cpu())
     final = evaluate(fused, data.test, device="cpu")
     final_val = evaluate(fused, data.val, device="cpu")
-    _save_torch({"arch": trainer.arch.to_dict(), "state_dict": fused.state_dict()}, out / "deploy.pt")
-    written = [out / "deploy.pt", *_export_deploy_files(fused, trainer.arch.down_factor, out, log)]
+    written = [save_deploy(fused, trainer.arch, out), *_export_deploy_files(fused, trainer.arch.down_factor, out, log)]
     metrics = {
         "config_hash": {"arch": config.arch.arch_hash, "recipe": config.recipe.hash},
         "deploy_arch_hash": trainer.arch.arch_hash,
