@@ -31,6 +31,7 @@ from search_space.blocks import set_online_reparam
 from search_space.errors import UserError
 from search_space.network import build
 from trainers.data import PairedSet, PatchSampler
+from trainers.deploy_file import DEPLOY_FILE, load_deploy
 from trainers.device_sampler import patch_sampler
 from trainers.linear_baseline import load_fitted_anchors
 from trainers.losses import build_loss, distillation_loss
@@ -65,14 +66,12 @@ def load_teacher_checkpoint(spec: str) -> nn.Module:
 
     path = Path(spec).expanduser()
     if path.is_dir():
-        if (path / "deploy.pt").is_file():
-            from trainers.deploy_file import load_deploy
-
+        if (path / DEPLOY_FILE).is_file():
             try:
                 return load_deploy(path)
             except Exception as exc:  # noqa: BLE001 - any load failure is the user's folder
                 detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise UserError(f"cannot load distillation teacher {path / 'deploy.pt'}: {detail}; pass a folder written by "
+                raise UserError(f"cannot load distillation teacher {path / DEPLOY_FILE}: {detail}; pass a folder written by "
                                 "trainers.full") from None
         path = next((path / name for name in ("deploy.pt2", "deploy.ts") if (path / name).is_file()), path / "deploy.pt2")
     if not path.is_file():

@@ -218,7 +218,7 @@ class _NewestFirst(FakeExecutor):
 
 
 def _promotions(run_dir: Path) -> list[tuple[int, int]]:
-    """(rung, source trial) of every rung result above 0, in the order they were recorded."""
+    """(rung, source trial) of every rung result above 0, sorted."""
     return sorted((k, t.user_attrs[Key.SOURCE_TRIAL]) for k in (1, 2) for t in _studies(run_dir)[k])
 
 

@@ -234,6 +234,15 @@ def test_a_safmpp_teacher_folder_runs_at_training_patch_sizes(tmp_path):
         assert torch.allclose(loaded(x), teacher(x), atol=1e-6)
 
 
+def test_a_corrupt_teacher_deploy_file_is_a_clear_error(tmp_path):
+    from search_space.errors import UserError
+    from trainers.loop import load_teacher_checkpoint
+
+    (tmp_path / "deploy.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match=r"cannot load distillation teacher .*deploy\.pt: .*folder written by trainers\.full"):
+        load_teacher_checkpoint(str(tmp_path))
+
+
 def test_a_wrong_fusion_is_caught_and_reported(data, monkeypatch):
     import trainers.proxy as proxy_module
     from search_space.network import deploy as real_deploy
