@@ -104,8 +104,8 @@ class RungLadder:
         }
         self.results: dict[int, dict[int, tuple[float, float]]] = {k: {} for k in range(spec.rungs)}
         self.attrs: dict[int, dict[int, JSONDict]] = {k: {} for k in range(spec.rungs)}
-        self.taken: dict[int, set[int]] = {k: set() for k in range(spec.rungs)}  # rung k: sources with a rung-k job or record
-        self.entered: dict[int, list[int]] = {k: [] for k in range(1, spec.rungs)}  # rung k >= 1: sources in promotion order
+        # rung k >= 1: sources with a rung-k job or record, in promotion order (a dict as an ordered set)
+        self.entered: dict[int, dict[int, None]] = {k: {} for k in range(1, spec.rungs)}
         self.failed: dict[int, set[int]] = {k: set() for k in range(1, spec.rungs)}  # rung k >= 1: promotions that failed
         self.admitted: dict[int, list[int]] = {k: [] for k in range(spec.rungs)}  # each rung's results decided on, in entry order
         self.sources: dict[int, FrozenTrial] = {}  # rung-0 trials by number (params, distributions, attrs)
@@ -161,9 +161,7 @@ class RungLadder:
     # -- promotions ---------------------------------------------------------------------------------
 
     def _enter(self, rung: int, source: int) -> None:
-        if source not in self.taken[rung]:
-            self.taken[rung].add(source)
-            self.entered[rung].append(source)
+        self.entered[rung].setdefault(source, None)
 
     def _decide(self, *, rung0_open_from: int | None) -> None:
         """Admit every result whose earlier entrants have all ended, one at a time in entry order, and
@@ -171,13 +169,14 @@ class RungLadder:
 
         `rung0_open_from`: the lowest number of a rung-0 trial still in progress (asked, timed or
         training); None when there is none. A rung-0 result of a higher number waits."""
+        seen = set(self.admitted[0])
         for n in sorted(self.results[0]):
             if rung0_open_from is not None and n >= rung0_open_from:
                 break
-            if n not in self.admitted[0]:
+            if n not in seen:
                 self._admit(0, n)
         for k in range(1, self.spec.top):
-            entrants = self.entered[k]
+            entrants = list(self.entered[k])
             while len(self.admitted[k]) < len(entrants):
                 source = entrants[len(self.admitted[k])]
                 if source not in self.results[k] and source not in self.failed[k]:
@@ -189,7 +188,7 @@ class RungLadder:
         if rung == self.spec.top:
             return
         decided = {n: self.results[rung][n] for n in self.admitted[rung] if n in self.results[rung]}
-        for up in promotable(decided, eta=self.spec.eta, taken=self.taken[rung + 1]):
+        for up in promotable(decided, eta=self.spec.eta, taken=set(self.entered[rung + 1])):
             self._enter(rung + 1, up)
             self._queue_jobs(up, rung + 1)
 
